@@ -1,0 +1,432 @@
+"""Apache Kafka 4.x as a single-node KRaft broker (broker + controller in one JVM).
+
+The jars come from Maven Central through ``tools/kafka/pom.xml`` and are cached per
+version; data lives in a caller-chosen directory and survives restarts.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Literal
+
+from switchboard.brokers import (
+    LOOPBACK,
+    BrokerError,
+    _ensure_port_free,
+    _kill,
+    _terminate,
+    _track,
+    _wait_ready,
+    free_port,
+)
+
+__all__ = [
+    "KAFKA_VERSION",
+    "KafkaBroker",
+    "ensure_kafka_jars",
+    "kafka_cache_dir",
+    "kafka_pom",
+    "metadata_ready",
+]
+
+#: Kept in step with ``<kafka.version>`` in tools/kafka/pom.xml (we pass it explicitly).
+KAFKA_VERSION: Final = "4.1.1"
+
+_COMPLETE_MARKER: Final = ".complete"
+_NODE_ID: Final = 1
+_FORMAT_TIMEOUT_S: Final = 120.0
+_MAVEN_TIMEOUT_S: Final = 1800.0
+
+
+def kafka_cache_dir(version: str = KAFKA_VERSION) -> Path:
+    """Where the jars of ``version`` are cached: ``<cache>/kafka-<version>/libs``.
+
+    ``<cache>`` is ``$SWITCHBOARD_CACHE_DIR`` or ``~/.cache/switchboard``.
+    """
+    base = os.environ.get("SWITCHBOARD_CACHE_DIR")
+    root = Path(base) if base else Path.home() / ".cache" / "switchboard"
+    return root / f"kafka-{version}" / "libs"
+
+
+def kafka_pom() -> Path:
+    """The Maven project that fetches the jars (``$SWITCHBOARD_KAFKA_POM`` overrides)."""
+    override = os.environ.get("SWITCHBOARD_KAFKA_POM")
+    if override:
+        return Path(override)
+    # libs/switchboard/brokers/kafka.py -> repository root is three folders up.
+    return Path(__file__).resolve().parents[3] / "tools" / "kafka" / "pom.xml"
+
+
+def ensure_kafka_jars(version: str = KAFKA_VERSION, cache_dir: Path | None = None) -> Path:
+    """Return a folder with every jar the broker needs, running Maven only if absent.
+
+    Idempotent and safe to race: Maven fills a private folder that is renamed into
+    place only when complete, and a marker file tells complete from interrupted.
+    """
+    libs = cache_dir if cache_dir is not None else kafka_cache_dir(version)
+    if (libs / _COMPLETE_MARKER).is_file():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError("Maven (mvn) is needed to fetch the Kafka jars but is not on PATH")
+    pom = kafka_pom()
+    if not pom.is_file():
+        raise BrokerError(f"Kafka pom not found at {pom} (set SWITCHBOARD_KAFKA_POM)")
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    staging = libs.parent / f".libs-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        try:
+            result = subprocess.run(
+                [
+                    mvn,
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(pom),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={staging}",
+                    f"-Dkafka.version={version}",
+                ],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=_MAVEN_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BrokerError(f"Maven did not finish within {_MAVEN_TIMEOUT_S:.0f} s") from exc
+        if result.returncode != 0:
+            raise BrokerError(
+                f"fetching Kafka {version} jars: Maven failed "
+                f"(exit {result.returncode}):\n{result.stdout}\n{result.stderr}".rstrip()
+            )
+        if not (staging / f"kafka_2.13-{version}.jar").is_file():
+            raise BrokerError(
+                f"Maven succeeded but kafka_2.13-{version}.jar is missing in {staging}:\n"
+                f"{result.stdout}\n{result.stderr}".rstrip()
+            )
+        (staging / _COMPLETE_MARKER).write_text(version + "\n")
+        if libs.exists() and not (libs / _COMPLETE_MARKER).is_file():
+            shutil.rmtree(libs)  # left by an interrupted run of an older layout
+        try:
+            staging.rename(libs)
+        except OSError:
+            # Another process won the race; its copy is as good as ours.
+            if not (libs / _COMPLETE_MARKER).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return libs
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < size:
+        chunk = sock.recv(size - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed mid-response")
+        buf += chunk
+    return bytes(buf)
+
+
+def metadata_ready(port: int, host: str = LOOPBACK, timeout: float = 2.0) -> bool:
+    """True when the broker answers a Metadata request listing at least one live broker.
+
+    An accepting port is not enough: KRaft binds its listeners before the broker has
+    registered with the controller and been unfenced, and until then clients see no
+    brokers. Raw Metadata v4 (the oldest version Kafka 4 still serves) keeps this
+    synchronous and free of client-library state.
+    """
+    client_id = b"switchboard-ready"
+    correlation_id = 7
+    request = (
+        struct.pack(">hhih", 3, 4, correlation_id, len(client_id))  # Metadata v4, header v1
+        + client_id
+        + struct.pack(">i?", 0, False)  # topics: none; allow_auto_topic_creation: false
+    )
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(struct.pack(">i", len(request)) + request)
+            (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+            response = _recv_exact(sock, size)
+        got_id, _throttle_ms, broker_count = struct.unpack_from(">iii", response, 0)
+    except (OSError, struct.error):
+        return False
+    return bool(got_id == correlation_id and broker_count > 0)
+
+
+class KafkaBroker:
+    """A single-node KRaft Kafka on loopback ports; start it with :meth:`start`."""
+
+    kind: Final[Literal["kafka"]] = "kafka"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        controller_port: int,
+        libs_dir: Path,
+        *,
+        heap: str = "512m",
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.controller_port = controller_port
+        self.libs_dir = libs_dir
+        self.heap = heap
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def start(
+        cls,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        controller_port: int | None = None,
+        libs_dir: Path | None = None,
+        timeout: float = 60.0,
+    ) -> KafkaBroker:
+        """Start Kafka with its data in ``data_dir``; format storage only on first use.
+
+        Fetches the jars first if needed (see :func:`ensure_kafka_jars`). Returns once
+        the broker answers metadata requests.
+        """
+        data_dir = data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if libs_dir is None:
+            libs_dir = ensure_kafka_jars()
+        broker_port = port if port is not None else free_port()
+        if controller_port is None:
+            controller_port = free_port()
+            while controller_port == broker_port:
+                controller_port = free_port()
+        broker = cls(data_dir, broker_port, controller_port, libs_dir)
+        broker._launch(timeout)
+        return broker
+
+    # -- paths ---------------------------------------------------------------------------
+
+    @property
+    def log_path(self) -> Path:
+        """The broker's own log (stdout and stderr of the JVM)."""
+        return self.data_dir / "kafka.log"
+
+    @property
+    def config_path(self) -> Path:
+        """The generated ``server.properties``."""
+        return self.data_dir / "server.properties"
+
+    @property
+    def log_dirs(self) -> Path:
+        """Kafka's ``log.dirs``: partition data and the KRaft metadata log."""
+        return self.data_dir / "kraft-logs"
+
+    @property
+    def _cluster_id_path(self) -> Path:
+        return self.data_dir / "cluster.id"
+
+    @property
+    def _log4j_path(self) -> Path:
+        return self.data_dir / "log4j2.properties"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _launch(self, timeout: float) -> None:
+        _ensure_port_free(self.port, "kafka broker listener")
+        _ensure_port_free(self.controller_port, "kafka controller listener")
+        self._write_config()
+        self._format_if_needed()
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*self._java(), "kafka.Kafka", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+            )
+        _track(self.process)
+        try:
+            _wait_ready(
+                self.process,
+                what=f"kafka on {self.bootstrap}",
+                log_path=self.log_path,
+                timeout=timeout,
+                ready=lambda: metadata_ready(self.port),
+            )
+        except BaseException:
+            _kill(self.process)
+            raise
+
+    def _java(self) -> list[str]:
+        java_home = os.environ.get("JAVA_HOME")
+        java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+        if java is None:
+            raise BrokerError("Java 17+ is needed to run Kafka but `java` is not on PATH")
+        return [
+            java,
+            f"-Xmx{self.heap}",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self._log4j_path}",
+            "-cp",
+            f"{self.libs_dir}/*",  # the JVM expands this wildcard itself; no shell involved
+        ]
+
+    def _write_config(self) -> None:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": str(_NODE_ID),
+            # Static quorum (not --standalone): the controller's address is read from
+            # this file on every start rather than stored in the metadata log, so a
+            # later start on other ports still finds its own quorum.
+            "controller.quorum.voters": f"{_NODE_ID}@{LOOPBACK}:{self.controller_port}",
+            "listeners": (
+                f"PLAINTEXT://{LOOPBACK}:{self.port},CONTROLLER://{LOOPBACK}:{self.controller_port}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.log_dirs),
+            "num.partitions": "4",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "auto.create.topics.enable": "true",
+            # Single node: every internal topic must fit on one replica.
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            # Fewer internal partitions: creating 50 of them on the first group join
+            # costs seconds on a small machine and buys nothing on one node.
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.num.partitions": "4",
+            # After a SIGKILL the controller (same JVM, restarted) still holds the old
+            # broker registration and refuses the new one until this session expires:
+            # 9 s by default, which every crash-recovery test would pay.
+            "broker.session.timeout.ms": "4000",
+            "broker.heartbeat.interval.ms": "1000",
+            # Groups form at once instead of after the default 3 s grace.
+            "group.initial.rebalance.delay.ms": "0",
+            # Compaction that tests can observe within seconds.
+            "log.cleaner.enable": "true",
+            "log.cleaner.backoff.ms": "1000",
+            "log.cleaner.threads": "1",
+            "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),  # fits -Xmx512m
+            "log.segment.delete.delay.ms": "1000",
+            "log.retention.check.interval.ms": "5000",
+        }
+        text = "".join(f"{key}={value}\n" for key, value in props.items())
+        self.config_path.write_text("# Generated by switchboard.brokers.kafka\n" + text)
+        self._log4j_path.write_text(_LOG4J2_PROPERTIES)
+
+    def _format_if_needed(self) -> None:
+        # meta.properties is what Kafka itself checks; formatting again would wipe
+        # nothing but fail, and a new cluster id would orphan the existing data.
+        if (self.log_dirs / "meta.properties").is_file():
+            return
+        if self._cluster_id_path.is_file():
+            cluster_id = self._cluster_id_path.read_text().strip()
+        else:
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            self._cluster_id_path.write_text(cluster_id + "\n")
+        cmd = [
+            *self._java(),
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            cluster_id,
+            "--config",
+            str(self.config_path),
+        ]
+        try:
+            result = subprocess.run(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=_FORMAT_TIMEOUT_S,
+                check=False,
+                cwd=self.data_dir,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BrokerError(f"formatting KRaft storage in {self.log_dirs} timed out") from exc
+        if result.returncode != 0:
+            raise BrokerError(
+                f"formatting KRaft storage in {self.log_dirs} failed "
+                f"(exit {result.returncode}):\n{result.stdout}\n{result.stderr}".rstrip()
+            )
+
+    @property
+    def bootstrap(self) -> str:
+        """``127.0.0.1:port`` for ``bootstrap_servers``."""
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running JVM, if any."""
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the broker JVM is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Controlled shutdown (SIGTERM), SIGKILL after ``grace`` seconds. Idempotent."""
+        if self.process is not None:
+            _terminate(self.process, grace)
+
+    def kill(self) -> None:
+        """SIGKILL now, as a crash would; the next start recovers the logs. Idempotent."""
+        if self.process is not None:
+            _kill(self.process)
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Stop, then start again on the same ports and data directory."""
+        self.stop()
+        self._launch(timeout)
+
+    def __enter__(self) -> KafkaBroker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"KafkaBroker(bootstrap={self.bootstrap!r}, data_dir='{self.data_dir}', {state})"
+
+
+# Plain-text log to stdout (which is the log file). Properties format needs no extra
+# jar, unlike the YAML config Kafka's own distribution ships. Log4j's own shutdown
+# hook would stop logging while Kafka's shutdown hook is still running, hiding how a
+# shutdown ended, so it is disabled.
+_LOG4J2_PROPERTIES: Final = """\
+status = warn
+shutdownHook = disable
+appender.out.type = Console
+appender.out.name = STDOUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = STDOUT
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.statechange.name = state.change.logger
+logger.statechange.level = WARN
+"""

@@ -1,0 +1,157 @@
+"""Per-channel integration configuration: what the API accepts, stores and shows.
+
+Each channel has one Struct. Stored configurations form a tagged union on ``channel``;
+fields named in ``SECRET_FIELDS`` are sealed at rest and masked when shown.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+from switchboard.errors import BadRequest
+from switchboard.model import ChannelId, IntegrationType, Message, Url
+
+EVENT_FILTERS = frozenset({"message:customer", "message:agent", "message:bot", "message:*", "*"})
+Secret = Annotated[str, Meta(min_length=1, max_length=4096)]
+
+
+class _Config(Struct, rename="camel", omit_defaults=True, forbid_unknown_fields=True):
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+
+class DirectConfig(_Config, tag="Direct", tag_field="channel"):
+    integration_type: IntegrationType
+    echo: bool = False
+    webhook_url: Url | None = None
+    start: list[Message] = field(default_factory=list)
+
+
+class SystemConfig(_Config, tag="System", tag_field="channel"):
+    webhook_url: Url
+    events: Annotated[list[str], Meta(min_length=1, max_length=16)]
+
+
+class Capabilities(Struct, rename="camel"):
+    mms: bool = False
+    sms: bool = False
+    voice: bool = False
+
+
+class TwilioSmsConfig(_Config, tag="TwilioSMS", tag_field="channel"):
+    SECRET_FIELDS = ("auth_token",)
+    account_sid: Secret
+    auth_token: Secret
+    number_sid: Secret
+    phone_number: str | None = None
+    capabilities: Capabilities | None = None
+    echo: bool = False
+    start: list[Message] = field(default_factory=list)
+
+
+class MessengerConfig(_Config, tag="Messenger", tag_field="channel"):
+    SECRET_FIELDS = ("page_access_token", "app_secret")
+    page_access_token: Secret
+    page_id: str | None = None
+    app_id: str | None = None
+    app_secret: Secret | None = None
+    echo: bool = False
+    start: list[Message] = field(default_factory=list)
+
+
+class WebChatConfig(_Config, tag="WebChat", tag_field="channel"):
+    allowed_origins: Annotated[list[str], Meta(min_length=1, max_length=64)]
+    echo: bool = False
+    start: list[Message] = field(default_factory=list)
+
+
+class SlackConfig(_Config, tag="Slack", tag_field="channel"):
+    SECRET_FIELDS = ("code", "bot_access_token", "app_access_token")
+    code: Secret | None = None
+    state: str | None = None
+    bot_access_token: Secret | None = None
+    app_access_token: Secret | None = None
+    default_public_channel: str | None = None
+    team_id: str | None = None
+    bot_name: str | None = None
+
+
+ChannelConfig = (
+    DirectConfig | SystemConfig | TwilioSmsConfig | MessengerConfig | WebChatConfig | SlackConfig
+)
+
+CONFIG_TYPES: dict[ChannelId, type[_Config]] = {
+    ChannelId.DIRECT: DirectConfig,
+    ChannelId.SYSTEM: SystemConfig,
+    ChannelId.TWILIO_SMS: TwilioSmsConfig,
+    ChannelId.MESSENGER: MessengerConfig,
+    ChannelId.WEBCHAT: WebChatConfig,
+    ChannelId.SLACK: SlackConfig,
+}
+
+# Channels whose identity is fixed by the channel itself.
+FIXED_TYPES: dict[ChannelId, IntegrationType] = {
+    ChannelId.SYSTEM: IntegrationType.SYSTEM,
+    ChannelId.TWILIO_SMS: IntegrationType.CUSTOMER,
+    ChannelId.MESSENGER: IntegrationType.CUSTOMER,
+    ChannelId.WEBCHAT: IntegrationType.CUSTOMER,
+    ChannelId.SLACK: IntegrationType.AGENT,
+}
+
+
+def _camel_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    # The seed's own examples mix "Echo"/"echo" and "AllowedOrigins"/"allowedOrigins".
+    return {(k[:1].lower() + k[1:]) if isinstance(k, str) else k: v for k, v in raw.items()}
+
+
+def parse_config(channel: ChannelId, raw: object) -> ChannelConfig:
+    """Validate a request's ``configuration`` object for `channel`.
+
+    Raises BadRequest naming the offending field.
+    """
+    if not isinstance(raw, dict):
+        raise BadRequest(
+            "invalid_configuration", "configuration must be an object", "configuration"
+        )
+    data = _camel_keys(raw)
+    # Request-only flags are handled by the caller, never stored.
+    data.pop("regenerateKeys", None)
+    for generated in ("publicSigningKey", "privateSigningKey"):
+        data.pop(generated, None)
+    try:
+        cfg = msgspec.convert(data, CONFIG_TYPES[channel])
+    except msgspec.ValidationError as exc:
+        raise BadRequest("invalid_configuration", str(exc), _field_of(exc)) from None
+    if isinstance(cfg, SystemConfig):
+        unknown = [e for e in cfg.events if e not in EVENT_FILTERS]
+        if unknown:
+            raise BadRequest(
+                "invalid_event_filter",
+                f"unknown event filter {unknown[0]!r}; use one of {sorted(EVENT_FILTERS)}",
+                "configuration.events",
+            )
+    if isinstance(cfg, DirectConfig) and cfg.integration_type is IntegrationType.SYSTEM:
+        raise BadRequest(
+            "invalid_configuration",
+            "a Direct integration is a Customer, Agent or Bot",
+            "configuration.integrationType",
+        )
+    return cfg  # type: ignore[return-value]
+
+
+def integration_type_of(cfg: ChannelConfig) -> IntegrationType:
+    """The integrationTypeId implied by a configuration."""
+    if isinstance(cfg, DirectConfig):
+        return cfg.integration_type
+    return FIXED_TYPES[ChannelId(type(cfg).__struct_config__.tag)]
+
+
+def _field_of(exc: msgspec.ValidationError) -> str | None:
+    # msgspec ends messages with "- at `$.path`"; surface that path as the field.
+    msg = str(exc)
+    marker = "at `$."
+    if marker in msg:
+        return "configuration." + msg.split(marker, 1)[1].rstrip("`")
+    return "configuration"

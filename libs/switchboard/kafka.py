@@ -1,0 +1,190 @@
+"""Kafka plumbing: topic layout, producer and consumer factories, one place for each."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.structs import TopicPartition
+from msgspec import Struct
+
+from switchboard.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REGISTRY = "registry"
+CONVERSATIONS = "conversations"
+ACTIVITIES = "activities"
+DELIVERIES = "deliveries"
+DEAD = "deliveries.dead"
+STREAM_CURSORS = "stream-cursors"
+
+COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+
+
+class TopicSpec(Struct, frozen=True):
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic the hub uses. Tables are single-partition so their order is total."""
+    n = settings.partitions
+    return [
+        TopicSpec(settings.topic(REGISTRY), 1, COMPACTED),
+        TopicSpec(settings.topic(CONVERSATIONS), 1, COMPACTED),
+        TopicSpec(settings.topic(STREAM_CURSORS), 1, COMPACTED),
+        TopicSpec(settings.topic(ACTIVITIES), n, {}),
+        TopicSpec(settings.topic(DELIVERIES), n, {}),
+        TopicSpec(settings.topic(DEAD), 1, {}),
+    ]
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create any missing topic; existing topics are left as they are."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in topic_specs(settings) if s.name not in existing]
+        if not missing:
+            return
+        new = [
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=1,
+                     topic_configs=s.config)
+            for s in missing
+        ]
+        with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
+            await admin.create_topics(new)
+    finally:
+        await admin.close()
+
+
+def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
+    """A producer with acks=all: acknowledged means durable (invariant 1)."""
+    kwargs: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "acks": "all",
+        "enable_idempotence": settings.idempotent_producer,
+        "linger_ms": 2,
+        "request_timeout_ms": max(1000, int(settings.produce_timeout_s * 1000)),
+        "max_batch_size": 256 * 1024,
+        "max_request_size": 2 * 1024 * 1024,
+    }
+    kwargs.update(overrides)
+    return AIOKafkaProducer(**kwargs)
+
+
+def make_consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: object
+                  ) -> AIOKafkaConsumer:
+    """A consumer that never auto-commits: stages commit only offsets whose outcome is final."""
+    kwargs: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+        "rebalance_timeout_ms": max(settings.session_timeout_ms, 10_000),
+        "max_poll_interval_ms": 300_000,
+        "max_partition_fetch_bytes": 1024 * 1024,
+    }
+    kwargs.update(overrides)
+    return AIOKafkaConsumer(*topics, **kwargs)
+
+
+class TableReader:
+    """Follows one single-partition topic from the beginning and feeds every record to `apply`.
+
+    Gives read-your-writes: `wait_for(offset)` returns once that offset is applied, and
+    `sync()` waits until everything written before the call is applied.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        apply: Callable[[ConsumerRecord[bytes, bytes]], object],
+    ) -> None:
+        self._settings = settings
+        self._tp = TopicPartition(topic, 0)
+        self._apply = apply
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Condition()
+        self._sync_lock = asyncio.Lock()
+        self.position = 0  # next offset to apply
+        self.caught_up = False
+
+    async def start(self) -> None:
+        consumer = make_consumer(self._settings, group_id=None, fetch_max_wait_ms=20)
+        await consumer.start()
+        consumer.assign([self._tp])
+        await consumer.seek_to_beginning(self._tp)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run(), name=f"table:{self._tp.topic}")
+        await self.sync(timeout=60)
+        self.caught_up = True
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            try:
+                batch = await self._consumer.getmany(self._tp, timeout_ms=500)
+            except KafkaError as exc:  # broker blip: keep following
+                log.warning("table %s: %s", self._tp.topic, exc)
+                await asyncio.sleep(0.5)
+                continue
+            records = batch.get(self._tp, [])
+            if not records:
+                continue
+            for rec in records:
+                try:
+                    self._apply(rec)
+                except Exception:  # one bad record must not stop the fold
+                    log.exception("table %s: cannot apply offset %d", self._tp.topic, rec.offset)
+                self.position = rec.offset + 1
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def wait_for(self, offset: int, timeout: float = 10.0) -> None:
+        """Return once `offset` has been applied (TimeoutError otherwise)."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: self.position > offset)
+
+    async def end_offset(self) -> int:
+        assert self._consumer is not None
+        ends = await self._consumer.end_offsets([self._tp])
+        return int(ends[self._tp])
+
+    async def sync(self, timeout: float = 10.0) -> None:
+        """Wait until every record written before this call has been applied."""
+        end = await self.end_offset()
+        if end > self.position:
+            await self.wait_for(end - 1, timeout)
+
+
+async def run_with_broker_retry(what: str, step: Callable[[], Awaitable[None]]) -> None:
+    """Start `step`, retrying while the broker is not reachable yet (processes may start first)."""
+    delay = 0.2
+    while True:
+        try:
+            await step()
+            return
+        except KafkaError as exc:
+            log.warning("%s: broker not ready (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -1,0 +1,185 @@
+"""The registry: hubs and integrations as records on a compacted, single-partition topic.
+
+`RegistryView` is the pure state machine every process folds that topic into. Because all
+views apply the same records in the same order, their accept/reject decisions agree:
+that is how two API processes racing to create the same name end with exactly one winner.
+A writer produces, waits for its own offset to be applied, then reads the outcome.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+
+import msgspec
+from msgspec import Struct, field
+
+from switchboard.channels import ChannelConfig, DirectConfig, SystemConfig
+from switchboard.model import ChannelId, IntegrationType, StatusId
+
+
+class KeySet(Struct, rename="camel", omit_defaults=True):
+    """One generation of an integration's signing keys.
+
+    `outbound_*` is the hub's pair for signing deliveries (the secret sealed);
+    `inbound_public` verifies what the integrator signs with the private key we handed out.
+    A superseded set has `retired_at` and stays valid for the grace window after it.
+    """
+
+    created_at: int
+    outbound_public: str
+    outbound_secret_sealed: str
+    inbound_public: str
+    retired_at: int | None = None
+
+
+class HubRecord(Struct, tag="hub", tag_field="kind", rename="camel"):
+    hub_id: str
+    name: str
+    token_hash: str
+    created_at: int
+
+
+class IntegrationRecord(Struct, tag="integration", tag_field="kind", rename="camel"):
+    integration_id: str
+    hub_id: str
+    channel_id: ChannelId
+    integration_type: IntegrationType
+    name: str
+    status_id: int
+    configuration: ChannelConfig
+    version: int
+    created_at: int
+    updated_at: int
+    keys: list[KeySet] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return self.status_id == StatusId.ACTIVE
+
+    @property
+    def webhook_url(self) -> str | None:
+        cfg = self.configuration
+        if isinstance(cfg, DirectConfig | SystemConfig):
+            return cfg.webhook_url
+        return None
+
+    def valid_keys(self, now_ms: int, grace_ms: int) -> list[KeySet]:
+        """Key sets that still sign and verify: the current one and those within grace."""
+        return [k for k in self.keys if k.retired_at is None or now_ms < k.retired_at + grace_ms]
+
+
+RegistryRecord = HubRecord | IntegrationRecord
+record_encoder = msgspec.json.Encoder()
+record_decoder = msgspec.json.Decoder(RegistryRecord)
+
+
+def hub_key(hub_id: str) -> bytes:
+    return f"hub:{hub_id}".encode()
+
+
+def integration_key(integration_id: str) -> bytes:
+    return f"integration:{integration_id}".encode()
+
+
+class Outcome(Struct, frozen=True):
+    """What a view decided about one record."""
+
+    accepted: bool
+    reason: str = ""  # "name_taken", "version_conflict", "unknown_hub", "malformed"
+
+
+ACCEPTED = Outcome(True)
+
+
+class RegistryView:
+    """In-memory hubs and integrations, folded from the registry topic in offset order."""
+
+    OUTCOMES_KEPT = 10_000
+
+    def __init__(self) -> None:
+        self.hubs: dict[str, HubRecord] = {}
+        self.integrations: dict[str, IntegrationRecord] = {}
+        self._hub_by_token: dict[str, str] = {}
+        self._by_hub: dict[str, dict[str, IntegrationRecord]] = {}
+        self._names: dict[tuple[str, str], str] = {}
+        self._outcomes: OrderedDict[int, Outcome] = OrderedDict()
+        self.applied_offset = -1
+
+    # ---- folding -------------------------------------------------------------
+
+    def apply(self, offset: int, key: bytes | None, value: bytes | None) -> Outcome:
+        """Apply one record; return (and remember) whether it was accepted."""
+        outcome = self._apply(key or b"", value)
+        self.applied_offset = offset
+        self._outcomes[offset] = outcome
+        if len(self._outcomes) > self.OUTCOMES_KEPT:
+            self._outcomes.popitem(last=False)
+        return outcome
+
+    def outcome(self, offset: int) -> Outcome | None:
+        return self._outcomes.get(offset)
+
+    def _apply(self, key: bytes, value: bytes | None) -> Outcome:
+        if value is None:
+            return self._delete(key)
+        try:
+            record = record_decoder.decode(value)
+        except msgspec.DecodeError:
+            # A record we cannot read must not stop the fold (it may be from a newer version).
+            return Outcome(False, "malformed")
+        if isinstance(record, HubRecord):
+            old = self.hubs.get(record.hub_id)
+            if old is not None:
+                self._hub_by_token.pop(old.token_hash, None)
+            self.hubs[record.hub_id] = record
+            self._hub_by_token[record.token_hash] = record.hub_id
+            self._by_hub.setdefault(record.hub_id, {})
+            return ACCEPTED
+        return self._put_integration(record)
+
+    def _put_integration(self, rec: IntegrationRecord) -> Outcome:
+        if rec.hub_id not in self.hubs:
+            return Outcome(False, "unknown_hub")
+        current = self.integrations.get(rec.integration_id)
+        expected_version = 1 if current is None else current.version + 1
+        if rec.version != expected_version:
+            return Outcome(False, "version_conflict")
+        name_key = (rec.hub_id, rec.name.casefold())
+        holder = self._names.get(name_key)
+        if holder is not None and holder != rec.integration_id:
+            return Outcome(False, "name_taken")
+        if current is not None:
+            self._names.pop((current.hub_id, current.name.casefold()), None)
+        self._names[name_key] = rec.integration_id
+        self.integrations[rec.integration_id] = rec
+        self._by_hub.setdefault(rec.hub_id, {})[rec.integration_id] = rec
+        return ACCEPTED
+
+    def _delete(self, key: bytes) -> Outcome:
+        kind, _, ident = key.decode(errors="replace").partition(":")
+        if kind == "integration":
+            rec = self.integrations.pop(ident, None)
+            if rec is not None:
+                self._names.pop((rec.hub_id, rec.name.casefold()), None)
+                self._by_hub.get(rec.hub_id, {}).pop(ident, None)
+        elif kind == "hub":
+            hub = self.hubs.pop(ident, None)
+            if hub is not None:
+                self._hub_by_token.pop(hub.token_hash, None)
+                for iid in list(self._by_hub.pop(ident, {})):
+                    rec = self.integrations.pop(iid)
+                    self._names.pop((rec.hub_id, rec.name.casefold()), None)
+        return ACCEPTED
+
+    # ---- queries ---------------------------------------------------------------
+
+    def hub_for_token_hash(self, token_hash: str) -> HubRecord | None:
+        hub_id = self._hub_by_token.get(token_hash)
+        return self.hubs.get(hub_id) if hub_id else None
+
+    def integrations_of(self, hub_id: str) -> Iterator[IntegrationRecord]:
+        return iter(list(self._by_hub.get(hub_id, {}).values()))
+
+    def name_holder(self, hub_id: str, name: str) -> str | None:
+        return self._names.get((hub_id, name.casefold()))

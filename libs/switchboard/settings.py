@@ -1,0 +1,94 @@
+"""Configuration from environment variables, read once at start.
+
+Every setting, its variable and its default is listed in the README ("Configuration").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Literal
+
+from msgspec import Struct
+
+from switchboard.errors import ConfigError
+
+
+class Settings(Struct, frozen=True, kw_only=True):
+    """Process-wide settings. Build with `Settings.from_env()`."""
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # "auto": on unless the broker is the embedded Tansu, which lacks InitProducerId.
+    kafka_idempotence: Literal["auto", "on", "off"] = "auto"
+    broker_kind: Literal["kafka", "tansu"] = "kafka"
+    topic_prefix: str = ""
+    partitions: int = 8
+    secret_key: str = ""
+    admin_token: str = ""
+    public_url: str = "http://127.0.0.1:8080"
+    max_body_bytes: int = 256 * 1024
+    timestamp_tolerance_s: int = 300
+    key_grace_s: int = 24 * 3600
+    produce_timeout_s: float = 5.0
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 1000
+    delivery_timeout_s: float = 10.0
+    delivery_max_attempts: int = 8
+    retry_base_s: float = 0.5
+    retry_max_s: float = 60.0
+    max_in_flight: int = 256
+    max_in_flight_per_destination: int = 8
+    max_pending_per_partition: int = 2000
+    stream_max_connections_per_integration: int = 8
+
+    @property
+    def idempotent_producer(self) -> bool:
+        if self.kafka_idempotence == "auto":
+            return self.broker_kind != "tansu"
+        return self.kafka_idempotence == "on"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read every setting from `env` (default: os.environ); `overrides` win."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for name, default in _DEFAULTS.items():
+            raw = env.get(_ENV_NAMES[name])
+            if raw is None or raw == "":
+                continue
+            try:
+                if isinstance(default, bool):
+                    values[name] = raw.lower() in {"1", "true", "yes", "on"}
+                elif isinstance(default, int):
+                    values[name] = int(raw)
+                elif isinstance(default, float):
+                    values[name] = float(raw)
+                else:
+                    values[name] = raw
+            except ValueError:
+                raise ConfigError(f"{_ENV_NAMES[name]}={raw!r} is not a number") from None
+        values.update(overrides)
+        try:
+            settings = cls(**values)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
+        if settings.kafka_idempotence not in ("auto", "on", "off"):
+            raise ConfigError("SWITCHBOARD_KAFKA_IDEMPOTENCE must be auto, on or off")
+        return settings
+
+
+_DEFAULTS: dict[str, object] = {
+    f: getattr(Settings(), f) for f in Settings.__struct_fields__
+}
+_ENV_NAMES: dict[str, str] = {
+    f: ("KAFKA_BOOTSTRAP_SERVERS" if f == "kafka_bootstrap_servers" else f"SWITCHBOARD_{f.upper()}")
+    for f in Settings.__struct_fields__
+}
+
+
+def env_names() -> dict[str, tuple[str, object]]:
+    """Setting name → (environment variable, default), for docs and `switchboard dev`."""
+    return {f: (_ENV_NAMES[f], _DEFAULTS[f]) for f in Settings.__struct_fields__}

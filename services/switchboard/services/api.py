@@ -1,0 +1,363 @@
+"""Control plane: hubs and integrations, in the shape of Hubster's integrations API.
+
+Every process serves reads from its own registry view; every write goes through the
+registry topic and is answered only after this process's view has applied it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta, Struct
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from switchboard import keys
+from switchboard.channels import (
+    CONFIG_TYPES,
+    ChannelConfig,
+    DirectConfig,
+    SystemConfig,
+    integration_type_of,
+    parse_config,
+)
+from switchboard.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from switchboard.ids import new_id
+from switchboard.model import (
+    CHANNEL_CODES,
+    INTEGRATION_TYPE_CODES,
+    ChannelId,
+    IntegrationType,
+    StatusId,
+)
+from switchboard.registry import HubRecord, IntegrationRecord, KeySet, RegistryView
+from switchboard.services.http import JSON, read_body
+from switchboard.services.runtime import Runtime
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+API_BODY_LIMIT = 64 * 1024
+
+
+class HubCreate(Struct, rename="camel"):
+    name: Name
+
+
+class IntegrationCreate(Struct, rename="camel"):
+    channel_id: str | int
+    name: Name
+    configuration: dict[str, Any]
+    status_id: int = StatusId.ACTIVE
+    integration_type_id: str | int | None = None
+
+
+class IntegrationUpdate(Struct, rename="camel"):
+    name: Name | None = None
+    status_id: int | None = None
+    configuration: dict[str, Any] | None = None
+
+
+class Principal(Struct, frozen=True):
+    admin: bool
+    hub_id: str | None = None
+
+    def may_see(self, hub_id: str) -> bool:
+        return self.admin or self.hub_id == hub_id
+
+
+def parse_channel(value: str | int) -> ChannelId:
+    """A channelId given as a name (any case) or as Hubster's numeric code."""
+    if isinstance(value, int) or (isinstance(value, str) and value.isascii() and value.isdigit()):
+        channel = CHANNEL_CODES.get(int(value))
+        if channel is None:
+            raise BadRequest("invalid_channel", f"unknown channelId {value}", "channelId")
+        return channel
+    for c in ChannelId:
+        if c.value.casefold() == value.casefold():
+            return c
+    names = ", ".join(c.value for c in ChannelId)
+    raise BadRequest("invalid_channel", f"channelId must be one of {names}", "channelId")
+
+
+def parse_integration_type(value: str | int) -> IntegrationType:
+    if isinstance(value, int) or (value.isascii() and value.isdigit()):
+        found = INTEGRATION_TYPE_CODES.get(int(value))
+    else:
+        found = next((t for t in IntegrationType if t.value.casefold() == value.casefold()), None)
+    if found is None:
+        raise BadRequest("invalid_integration_type", f"unknown integrationTypeId {value}",
+                         "integrationTypeId")
+    return found
+
+
+def parse_status(value: int) -> int:
+    if value not in (StatusId.ACTIVE, StatusId.PAUSED):
+        raise BadRequest("invalid_status", "statusId must be 3000 (Active) or 3002 (Paused)",
+                         "statusId")
+    return value
+
+
+class Api:
+    """`/api/v1/...`: hubs (admin) and integrations (hub access token)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/v1/hubs", self.create_hub, methods=["POST"]),
+            Route("/api/v1/hubs", self.list_hubs, methods=["GET"]),
+            Route("/api/v1/hubs/{hubId}", self.get_hub, methods=["GET"]),
+            Route("/api/v1/integrations/hubs/{id}", self.create_or_update, methods=["POST"]),
+            Route("/api/v1/integrations/hubs/{hubId}", self.list_integrations, methods=["GET"]),
+            Route("/api/v1/integrations/{integrationId}", self.get_integration, methods=["GET"]),
+            Route("/api/v1/integrations/{integrationId}", self.patch_integration,
+                  methods=["PATCH"]),
+            Route("/api/v1/integrations/{integrationId}", self.delete_integration,
+                  methods=["DELETE"]),
+        ]
+
+    # ---- auth ------------------------------------------------------------------
+
+    def _principal(self, request: Request, view: RegistryView) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("missing_token", "send Authorization: Bearer <token>")
+        admin = self.runtime.settings.admin_token
+        if admin and hmac.compare_digest(token.encode(), admin.encode()):
+            return Principal(admin=True)
+        hub = view.hub_for_token_hash(keys.hash_token(token))
+        if hub is None:
+            raise Unauthorized("invalid_token", "the access token is not valid")
+        return Principal(admin=False, hub_id=hub.hub_id)
+
+    async def _session(self, request: Request) -> tuple[Principal, RegistryView]:
+        view = await self.runtime.registry.sync()
+        return self._principal(request, view), view
+
+    @staticmethod
+    def _own_integration(principal: Principal, view: RegistryView, iid: str) -> IntegrationRecord:
+        rec = view.integrations.get(iid)
+        # Another hub's integration is indistinguishable from a missing one.
+        if rec is None or not principal.may_see(rec.hub_id):
+            raise NotFound("integration_not_found", f"no integration {iid}")
+        return rec
+
+    async def _body(self, request: Request, into: type[Any]) -> Any:
+        from switchboard.inbound import check_json_content_type
+
+        check_json_content_type(request.headers.get("content-type"))
+        raw = await read_body(request, API_BODY_LIMIT)
+        try:
+            return msgspec.json.decode(raw, type=into)
+        except msgspec.ValidationError as exc:
+            msg = str(exc)
+            field = msg.split("at `$.", 1)[1].rstrip("`") if "at `$." in msg else None
+            raise BadRequest("invalid_request", msg, field) from None
+        except msgspec.DecodeError as exc:
+            raise BadRequest("invalid_json", f"body is not valid JSON: {exc}") from None
+
+    # ---- hubs ------------------------------------------------------------------
+
+    async def create_hub(self, request: Request) -> Response:
+        principal, _ = await self._session(request)
+        if not principal.admin:
+            raise Forbidden("admin_only", "creating hubs needs the admin token")
+        body: HubCreate = await self._body(request, HubCreate)
+        token = keys.new_access_token()
+        hub = HubRecord(hub_id=new_id(), name=body.name, token_hash=keys.hash_token(token),
+                        created_at=_now_ms())
+        await self.runtime.registry.put(hub)
+        return JSON({"hubId": hub.hub_id, "name": hub.name, "accessToken": token},
+                    status_code=201)
+
+    async def list_hubs(self, request: Request) -> Response:
+        principal, view = await self._session(request)
+        hubs = [h for h in view.hubs.values() if principal.may_see(h.hub_id)]
+        return JSON([{"hubId": h.hub_id, "name": h.name} for h in hubs])
+
+    async def get_hub(self, request: Request) -> Response:
+        principal, view = await self._session(request)
+        hub = view.hubs.get(request.path_params["hubId"])
+        if hub is None or not principal.may_see(hub.hub_id):
+            raise NotFound("hub_not_found", "no such hub")
+        return JSON({"hubId": hub.hub_id, "name": hub.name})
+
+    # ---- integrations ----------------------------------------------------------
+
+    async def create_or_update(self, request: Request) -> Response:
+        # The seed uses one path for both: a hub id creates, an integration id updates.
+        principal, view = await self._session(request)
+        target = request.path_params["id"]
+        if target in view.hubs:
+            if not principal.may_see(target):
+                raise Forbidden("forbidden", "this token cannot manage that hub")
+            return await self._create(request, target, view)
+        rec = self._own_integration(principal, view, target)
+        return await self._update(request, rec)
+
+    async def _create(self, request: Request, hub_id: str, view: RegistryView) -> Response:
+        body: IntegrationCreate = await self._body(request, IntegrationCreate)
+        channel = parse_channel(body.channel_id)
+        config = parse_config(channel, body.configuration)
+        itype = integration_type_of(config)
+        if body.integration_type_id is not None and parse_integration_type(
+            body.integration_type_id
+        ) is not itype:
+            raise BadRequest("invalid_integration_type",
+                             f"a {channel.value} integration is of type {itype.value}",
+                             "integrationTypeId")
+        if view.name_holder(hub_id, body.name) is not None:
+            raise Conflict("name_taken", f"an integration named {body.name!r} exists",
+                           "name")
+        now = _now_ms()
+        keyset, private = self._new_keys(config, now)
+        rec = IntegrationRecord(
+            integration_id=new_id(),
+            hub_id=hub_id,
+            channel_id=channel,
+            integration_type=itype,
+            name=body.name,
+            status_id=parse_status(body.status_id),
+            configuration=self._seal(config),
+            version=1,
+            created_at=now,
+            updated_at=now,
+            keys=[keyset] if keyset else [],
+        )
+        await self._write(rec)
+        return JSON(self._out(rec, private), status_code=201)
+
+    async def _update(self, request: Request, rec: IntegrationRecord) -> Response:
+        body: IntegrationUpdate = await self._body(request, IntegrationUpdate)
+        now = _now_ms()
+        changes: dict[str, Any] = {"version": rec.version + 1, "updated_at": now}
+        private = None
+        if body.name is not None:
+            holder = self.runtime.registry.view.name_holder(rec.hub_id, body.name)
+            if holder not in (None, rec.integration_id):
+                raise Conflict("name_taken", f"an integration named {body.name!r} exists",
+                               "name")
+            changes["name"] = body.name
+        if body.status_id is not None:
+            changes["status_id"] = parse_status(body.status_id)
+        if body.configuration is not None:
+            # Provider-authenticated channels keep their configuration (as in Hubster).
+            if isinstance(rec.configuration, DirectConfig | SystemConfig) or rec.channel_id is \
+                    ChannelId.WEBCHAT:
+                config = parse_config(rec.channel_id, body.configuration)
+                if integration_type_of(config) is not rec.integration_type:
+                    raise BadRequest("invalid_configuration",
+                                     "integrationType cannot change; create a new integration",
+                                     "configuration.integrationType")
+                changes["configuration"] = self._seal(config)
+            if _flag(body.configuration, "regenerateKeys") and rec.keys:
+                keyset, private = self._new_keys(rec.configuration, now)
+                assert keyset is not None
+                retired = [k if k.retired_at is not None else msgspec.structs.replace(
+                    k, retired_at=now) for k in rec.keys]
+                grace = self.runtime.settings.key_grace_s * 1000
+                changes["keys"] = [keyset] + [k for k in retired
+                                              if k.retired_at is None or
+                                              now < k.retired_at + grace]
+        updated = msgspec.structs.replace(rec, **changes)
+        await self._write(updated)
+        return JSON(self._out(updated, private))
+
+    async def patch_integration(self, request: Request) -> Response:
+        principal, view = await self._session(request)
+        rec = self._own_integration(principal, view, request.path_params["integrationId"])
+        return await self._update(request, rec)
+
+    async def get_integration(self, request: Request) -> Response:
+        principal, view = await self._session(request)
+        rec = self._own_integration(principal, view, request.path_params["integrationId"])
+        return JSON(self._out(rec, None))
+
+    async def list_integrations(self, request: Request) -> Response:
+        principal, view = await self._session(request)
+        hub_id = request.path_params["hubId"]
+        if hub_id not in view.hubs:
+            raise NotFound("hub_not_found", "no such hub")
+        if not principal.may_see(hub_id):
+            raise Forbidden("forbidden", "this token cannot read that hub")
+        recs = sorted(view.integrations_of(hub_id), key=lambda r: r.created_at)
+        return JSON([self._out(r, None) for r in recs])
+
+    async def delete_integration(self, request: Request) -> Response:
+        principal, view = await self._session(request)
+        rec = self._own_integration(principal, view, request.path_params["integrationId"])
+        await self.runtime.registry.delete_integration(rec.integration_id)
+        return Response(status_code=204)
+
+    # ---- helpers ---------------------------------------------------------------
+
+    async def _write(self, rec: IntegrationRecord) -> None:
+        outcome = await self.runtime.registry.put(rec)
+        if outcome.accepted:
+            return
+        if outcome.reason == "name_taken":
+            raise Conflict("name_taken", f"an integration named {rec.name!r} exists", "name")
+        if outcome.reason == "unknown_hub":
+            raise NotFound("hub_not_found", "no such hub")
+        raise Conflict("concurrent_update", "the integration changed meanwhile; retry")
+
+    def _new_keys(self, config: ChannelConfig, now: int) -> tuple[KeySet | None, str | None]:
+        """A fresh key generation: ours for signing deliveries, theirs for signing to us."""
+        if not isinstance(config, DirectConfig | SystemConfig):
+            return None, None
+        ours = keys.generate_signing_keypair()
+        theirs = keys.generate_signing_keypair()
+        keyset = KeySet(
+            created_at=now,
+            outbound_public=ours.public,
+            outbound_secret_sealed=self.runtime.sealer.seal(ours.secret.encode()),
+            inbound_public=theirs.public,
+        )
+        return keyset, theirs.secret
+
+    def _seal(self, config: ChannelConfig) -> ChannelConfig:
+        secret_fields = type(config).SECRET_FIELDS
+        changes = {
+            name: self.runtime.sealer.seal(value.encode())
+            for name in secret_fields
+            if isinstance(value := getattr(config, name), str)
+        }
+        return msgspec.structs.replace(config, **changes) if changes else config
+
+    def _out(self, rec: IntegrationRecord, private_key: str | None) -> dict[str, Any]:
+        """The integration as the API shows it: names not codes, secrets masked."""
+        config = msgspec.to_builtins(rec.configuration)
+        config.pop("channel", None)
+        cls = CONFIG_TYPES[rec.channel_id]
+        for name in cls.SECRET_FIELDS:
+            wire = cls.__struct_encode_fields__[cls.__struct_fields__.index(name)]
+            if config.get(wire):
+                config[wire] = "********"
+        current = next((k for k in rec.keys if k.retired_at is None), None)
+        if current is not None:
+            config["publicSigningKey"] = current.outbound_public
+        if private_key is not None:
+            config["privateSigningKey"] = private_key
+        return {
+            "integrationId": rec.integration_id,
+            "hubId": rec.hub_id,
+            "integrationTypeId": rec.integration_type.value,
+            "channelId": rec.channel_id.value,
+            "name": rec.name,
+            "statusId": rec.status_id,
+            "configuration": config,
+        }
+
+
+def _flag(raw: dict[str, Any], name: str) -> bool:
+    value = raw.get(name, raw.get(name[:1].upper() + name[1:]))
+    return value is True
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

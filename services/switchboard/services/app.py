@@ -1,0 +1,78 @@
+"""Assemble one process from any subset of the services, sharing one Runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, Protocol
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+from switchboard.services.http import EXCEPTION_HANDLERS
+from switchboard.services.runtime import Runtime, health_routes
+from switchboard.settings import Settings
+
+log = logging.getLogger(__name__)
+SERVICES = ("api", "ingress", "router", "deliverer", "stream")
+
+
+class Worker(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+def build_app(settings: Settings, services: Iterable[str] = SERVICES) -> Starlette:
+    """A Starlette app running `services` on one Runtime (health endpoints always)."""
+    names = list(services)
+    unknown = set(names) - set(SERVICES)
+    if unknown:
+        raise ValueError(f"unknown services: {sorted(unknown)}")
+    runtime = Runtime(settings)
+    routes: list[BaseRoute] = list(health_routes(runtime))
+    workers: list[Worker] = []
+    # Imported per service so a process loads only what it runs.
+    if "api" in names:
+        from switchboard.services.api import Api
+        from switchboard.services.docs import docs_routes
+
+        routes += Api(runtime).routes()
+        routes += docs_routes()
+    if "ingress" in names:
+        from switchboard.services.ingress import Ingress
+
+        routes += Ingress(runtime).routes()
+    if "stream" in names:
+        from switchboard.services.stream import StreamGateway
+
+        gateway = StreamGateway(runtime)
+        workers.append(gateway)
+        routes += gateway.routes()
+    if "router" in names:
+        from switchboard.services.router import Router
+
+        workers.append(Router(runtime))
+    if "deliverer" in names:
+        from switchboard.services.deliverer import Deliverer
+
+        workers.append(Deliverer(runtime))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await runtime.start()
+        started: list[Worker] = []
+        try:
+            for w in workers:
+                await w.start()
+                started.append(w)
+            yield
+        finally:
+            for w in reversed(started):
+                await w.stop()
+            await runtime.stop()
+
+    handlers: Any = EXCEPTION_HANDLERS
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    app.state.runtime = runtime
+    app.state.workers = workers
+    return app

@@ -1,0 +1,119 @@
+"""`/openapi.json` and a plain `/docs` page, generated from the request and payload Structs."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from switchboard.channels import DirectConfig, SystemConfig
+from switchboard.model import Activity, DirectEnvelope, InboundActivity, SystemEnvelope
+from switchboard.services.http import JSON
+
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def _op(summary: str, body: str | None = None, ok: int = 200, security: bool = True,
+        responses: tuple[int, ...] = (400, 401, 404)) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {str(ok): {"description": "OK"}}
+        | {str(c): {"$ref": "#/components/responses/Error"} for c in responses},
+    }
+    if body:
+        op["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}}}
+    if security:
+        op["security"] = _BEARER
+    return op
+
+
+def openapi_spec() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the public HTTP surface."""
+    from switchboard.services.api import HubCreate, IntegrationCreate, IntegrationUpdate
+
+    _, components = msgspec.json.schema_components(
+        [HubCreate, IntegrationCreate, IntegrationUpdate, InboundActivity, Activity,
+         DirectEnvelope, SystemEnvelope, DirectConfig, SystemConfig],
+        ref_template="#/components/schemas/{name}",
+    )
+    components["Error"] = {
+        "type": "object",
+        "properties": {"status": {"type": "integer"}, "errors": {"type": "array", "items": {
+            "type": "object", "properties": {"code": {"type": "string"},
+                                             "description": {"type": "string"},
+                                             "field": {"type": "string"}}}}},
+    }
+    iid = {"name": "integrationId", "in": "path", "required": True, "schema": {"type": "string"}}
+    paths: dict[str, Any] = {
+        "/api/v1/hubs": {
+            "post": _op("Create a hub (admin token); returns its access token once", "HubCreate",
+                        201, responses=(400, 401, 403)),
+            "get": _op("List the hubs this token may see"),
+        },
+        "/api/v1/hubs/{hubId}": {"get": _op("Get a hub")},
+        "/api/v1/integrations/hubs/{id}": {
+            "post": _op("Create an integration in hub {id}, or update integration {id}",
+                        "IntegrationCreate", 201, responses=(400, 401, 403, 404, 409, 413, 415)),
+            "get": _op("List a hub's integrations (id is a hub id)"),
+        },
+        "/api/v1/integrations/{integrationId}": {
+            "parameters": [iid],
+            "get": _op("Get an integration (secrets masked, no private key)"),
+            "patch": _op("Update an integration", "IntegrationUpdate",
+                         responses=(400, 401, 404, 409)),
+            "delete": _op("Delete an integration", ok=204),
+        },
+        "/ingress/{integrationId}": {
+            "parameters": [iid],
+            "post": _op("Post a Standard Webhooks-signed activity (v1a, Ed25519)",
+                        "InboundActivity", 202, security=False,
+                        responses=(400, 401, 404, 409, 413, 415, 503)),
+        },
+        "/v1/integrations/{integrationId}/stream": {
+            "parameters": [iid],
+            "get": _op("Websocket: deliveries for a Direct integration without webhookUrl",
+                       ok=101),
+        },
+        "/healthz": {"get": _op("Liveness", security=False, responses=())},
+        "/readyz": {"get": _op("Readiness: broker reachable, registry caught up",
+                               security=False, responses=(503,))},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Switchboard", "version": "0.1.0"},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {"Error": {"description": "Error", "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
+        },
+    }
+
+
+def docs_routes() -> list[Route]:
+    spec = openapi_spec()
+
+    async def openapi(request: Request) -> Response:
+        return JSON(spec)
+
+    async def docs(request: Request) -> Response:
+        rows = "".join(
+            f"<tr><td><code>{m.upper()}</code></td><td><code>{html.escape(p)}</code></td>"
+            f"<td>{html.escape(op['summary'])}</td></tr>"
+            for p, item in spec["paths"].items() for m, op in item.items() if m != "parameters"
+        )
+        page = (
+            "<!doctype html><meta charset=utf-8><title>Switchboard API</title>"
+            "<style>body{font:15px system-ui;margin:2em}td{padding:4px 12px}</style>"
+            "<h1>Switchboard API</h1><p>Machine-readable: <a href=/openapi.json>/openapi.json"
+            f"</a></p><table>{rows}</table>"
+        )
+        return HTMLResponse(page)
+
+    return [Route("/openapi.json", openapi), Route("/docs", docs)]

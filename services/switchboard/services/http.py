@@ -1,0 +1,71 @@
+"""HTTP glue shared by the services: JSON responses, error rendering, bounded body reads."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchboard.errors import PayloadTooLarge, SwitchboardError, Unavailable
+from switchboard.inbound import check_content_length
+
+log = logging.getLogger(__name__)
+_encoder = msgspec.json.Encoder()
+
+
+class JSON(Response):
+    """A JSON response encoded by msgspec (Structs, dicts, lists)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return _encoder.encode(content)
+
+
+def error_response(exc: SwitchboardError) -> Response:
+    headers = {}
+    if isinstance(exc, Unavailable):
+        headers["Retry-After"] = str(exc.retry_after)
+    return JSON(exc.to_body(), status_code=exc.status, headers=headers)
+
+
+async def switchboard_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SwitchboardError)
+    return error_response(exc)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    body = {"status": exc.status_code, "errors": [{"code": code, "description": exc.detail}]}
+    return JSON(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    body = {"status": 500, "errors": [{"code": "internal_error", "description": "internal error"}]}
+    return JSON(body, status_code=500)
+
+
+EXCEPTION_HANDLERS = {
+    SwitchboardError: switchboard_error_handler,
+    HTTPException: http_error_handler,
+    Exception: unexpected_error_handler,
+}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing more than `limit` bytes (announced or actually sent)."""
+    check_content_length(request.headers.get("content-length"), limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge("payload_too_large", f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,226 @@
+"""Router: reads `activities`, decides who sees each one, writes one delivery per destination.
+
+Offsets are committed only after every delivery of a batch is durable on `deliveries`
+(invariant 3). Activities are keyed by conversation, so one router instance sees a
+conversation's activities in order and can deduplicate a provider's retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+from switchboard.conversations import ConversationRecord, ConversationTable, conversation_encoder
+from switchboard.ids import activity_id as make_activity_id
+from switchboard.ids import delivery_id
+from switchboard.kafka import (
+    ACTIVITIES,
+    CONVERSATIONS,
+    DELIVERIES,
+    TableReader,
+    make_consumer,
+    run_with_broker_retry,
+)
+from switchboard.model import Activity, Delivery, IntegrationType, Sender, activity_decoder
+from switchboard.routing import deliveries_for
+from switchboard.services.runtime import Runtime
+
+log = logging.getLogger(__name__)
+GROUP = "switchboard-router"
+_encoder = msgspec.json.Encoder()
+SEEN_PER_PARTITION = 50_000
+
+
+class _Seen:
+    """Recently routed activity ids of one partition (a provider retry is routed once)."""
+
+    def __init__(self) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, activity_id: str) -> bool:
+        if activity_id in self._ids:
+            return False
+        self._ids[activity_id] = None
+        if len(self._ids) > SEEN_PER_PARTITION:
+            self._ids.popitem(last=False)
+        return True
+
+
+class Router:
+    """The `switchboard-router` consumer group."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        s = runtime.settings
+        self._activities = s.topic(ACTIVITIES)
+        self._deliveries = s.topic(DELIVERIES)
+        self._conversations_topic = s.topic(CONVERSATIONS)
+        self.conversations = ConversationTable()
+        self._table = TableReader(
+            s, self._conversations_topic, lambda r: self.conversations.apply(r.key, r.value)
+        )
+        self._seen: dict[int, _Seen] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.running = False
+
+    async def start(self) -> None:
+        await self.runtime.start()
+        await run_with_broker_retry("router table", self._table.start)
+        consumer = make_consumer(self.runtime.settings, group_id=GROUP, max_poll_records=500)
+        consumer.subscribe([self._activities], listener=_Forget(self))
+        await run_with_broker_retry("router consumer", consumer.start)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run(), name="router")
+        self.running = True
+
+    async def stop(self) -> None:
+        self.running = False
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+        await self._table.stop()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        while True:
+            try:
+                batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                if not batch:
+                    continue
+                # Views must include every conversation a previous owner recorded.
+                await self._table.sync(timeout=30)
+                offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+                pending: list[asyncio.Future[object]] = []
+                for tp, records in batch.items():
+                    for rec in records:
+                        pending.extend(await self._route(tp, rec))
+                    offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
+                if pending:
+                    await asyncio.gather(*pending)
+                with contextlib.suppress(CommitFailedError):
+                    # A rebalance in between: the new owner redoes from the last commit.
+                    await consumer.commit(offsets)
+            except asyncio.CancelledError:
+                raise
+            except (KafkaError, TimeoutError) as exc:
+                log.warning("router: %r; resuming from the last committed offsets", exc)
+                await asyncio.sleep(0.5)
+                await self._rewind()
+            except Exception:
+                log.exception("router: unexpected error; resuming from the last commit")
+                await asyncio.sleep(0.5)
+                await self._rewind()
+
+    async def _rewind(self) -> None:
+        assert self._consumer is not None
+        for tp in self._consumer.assignment():
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
+
+    async def _route(
+        self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes]
+    ) -> list[asyncio.Future[object]]:
+        try:
+            activity = activity_decoder.decode(rec.value or b"")
+        except msgspec.DecodeError:
+            log.error("router: undecodable activity at %s:%d skipped", tp.topic, rec.offset)
+            return []
+        if not self._seen.setdefault(tp.partition, _Seen()).add(activity.activity_id):
+            return []
+        view = self.runtime.registry.view
+        if activity.hub_id not in view.hubs:
+            return []
+        now_ms = int(time.time() * 1000)
+        futures: list[asyncio.Future[object]] = []
+        conversation = self.conversations.get(activity.conversation_id)
+        if conversation is None and activity.type == "message:customer":
+            conversation = await self._open_conversation(activity, now_ms)
+            futures.extend(await self._start_messages(activity, now_ms))
+        hub_integrations = view.integrations_of(activity.hub_id)
+        for delivery in deliveries_for(activity, hub_integrations, conversation, now_ms):
+            futures.append(await self._send(delivery))
+        return futures
+
+    async def _open_conversation(self, activity: Activity, now_ms: int) -> ConversationRecord:
+        conv = ConversationRecord(
+            conversation_id=activity.conversation_id,
+            hub_id=activity.hub_id,
+            customer_integration_id=activity.integration_id,
+            customer_id=activity.sender.id,
+            created_at=now_ms,
+        )
+        # Durable before any delivery, so an agent's answer always finds its way back.
+        await self.runtime.producer.send_and_wait(
+            self._conversations_topic,
+            conversation_encoder.encode(conv),
+            key=conv.conversation_id.encode(),
+        )
+        self.conversations.by_id[conv.conversation_id] = conv
+        return conv
+
+    async def _start_messages(
+        self, activity: Activity, now_ms: int
+    ) -> list[asyncio.Future[object]]:
+        """A new conversation gets its Customer integration's `start` messages, as the bot."""
+        source = self.runtime.registry.view.integrations.get(activity.integration_id)
+        if source is None or source.integration_type is not IntegrationType.CUSTOMER:
+            return []
+        start = getattr(source.configuration, "start", [])
+        futures = []
+        for i, message in enumerate(start):
+            greeting = Activity(
+                activity_id=make_activity_id(source.integration_id,
+                                             f"start:{activity.conversation_id}:{i}"),
+                hub_id=activity.hub_id,
+                integration_id=source.integration_id,
+                channel_id=source.channel_id.value,
+                type="message:bot",
+                conversation_id=activity.conversation_id,
+                sender=Sender(id=f"hub:{source.integration_id}", name=source.name),
+                timestamp=now_ms,
+                message=message,
+            )
+            futures.append(await self._send(Delivery(
+                delivery_id=delivery_id(greeting.activity_id, source.integration_id),
+                hub_id=activity.hub_id,
+                destination_id=source.integration_id,
+                conversation_id=activity.conversation_id,
+                activity=greeting,
+                created_at=now_ms,
+            )))
+        return futures
+
+    async def _send(self, delivery: Delivery) -> asyncio.Future[object]:
+        fut: asyncio.Future[object] = await self.runtime.producer.send(
+            self._deliveries, _encoder.encode(delivery), key=delivery.destination_id.encode()
+        )
+        return fut
+
+
+class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Drop per-partition dedupe state for partitions this router no longer owns."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            self._router._seen.pop(tp.partition, None)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        return None

@@ -1,0 +1,156 @@
+"""End to end through the real API, ingress, router and deliverer on a real broker."""
+
+from __future__ import annotations
+
+import orjson
+
+from tests.conftest import RunningHub
+from tests.support import Receiver, message, sign_with_cryptography, verify_with_cryptography
+
+
+async def _setup(hub: RunningHub, receiver: Receiver) -> dict[str, dict]:
+    hub_id, auth = await hub.create_hub()
+    customer = await hub.create_integration(
+        hub_id, auth, channelId="Direct", name="site",
+        configuration={"integrationType": "Customer", "webhookUrl": receiver.url + "/customer"})
+    agent = await hub.create_integration(
+        hub_id, auth, channelId=1, name="desk",
+        configuration={"integrationType": "Agent", "webhookUrl": receiver.url + "/agent"})
+    system = await hub.create_integration(
+        hub_id, auth, channelId="System", name="audit",
+        configuration={"webhookUrl": receiver.url + "/system", "events": ["message:*"]})
+    return {"customer": customer, "agent": agent, "system": system, "auth": auth,
+            "hub": {"hubId": hub_id}}
+
+
+async def test_customer_to_agent_and_back(hub: RunningHub) -> None:
+    receiver = await Receiver().start()
+    try:
+        s = await _setup(hub, receiver)
+        cust, agent = s["customer"], s["agent"]
+        body = message("hello, I need help")
+        r = await hub.client.post(
+            f"/ingress/{cust['integrationId']}", content=body,
+            headers=sign_with_cryptography(cust["configuration"]["privateSigningKey"], body))
+        assert r.status_code == 202, r.text
+        activity_id = r.json()["activityId"]
+
+        got = (await receiver.wait_for("/agent", 1))[0]
+        payload = got.json
+        assert payload["hubId"] == s["hub"]["hubId"]
+        assert payload["integrationId"] == agent["integrationId"]
+        assert payload["activity"]["activityId"] == activity_id
+        assert payload["activity"]["type"] == "message:customer"
+        assert payload["activity"]["message"] == {"type": "text", "text": "hello, I need help"}
+        assert verify_with_cryptography(agent["configuration"]["publicSigningKey"], got)
+        # A key belonging to another integration must not verify it.
+        assert not verify_with_cryptography(cust["configuration"]["publicSigningKey"], got)
+
+        system = (await receiver.wait_for("/system", 1))[0].json
+        assert [a["activityId"] for a in system["activities"]] == [activity_id]
+
+        # The agent answers in the same conversation; the customer gets it.
+        conversation = payload["conversationId"]
+        answer = message("happy to help", sender="agent-7", conversation=conversation)
+        r = await hub.client.post(
+            f"/ingress/{agent['integrationId']}", content=answer,
+            headers=sign_with_cryptography(agent["configuration"]["privateSigningKey"], answer))
+        assert r.status_code == 202, r.text
+        back = (await receiver.wait_for("/customer", 1))[0]
+        assert back.json["activity"]["type"] == "message:agent"
+        assert back.json["activity"]["message"]["text"] == "happy to help"
+        assert back.json["conversationId"] == conversation
+        assert verify_with_cryptography(cust["configuration"]["publicSigningKey"], back)
+        await receiver.wait_for("/system", 2)
+        # The agent does not get its own message back (echo is off).
+        assert len(receiver.at("/agent")) == 1
+    finally:
+        await receiver.stop()
+
+
+async def test_same_webhook_id_is_delivered_once(hub: RunningHub) -> None:
+    receiver = await Receiver().start()
+    try:
+        s = await _setup(hub, receiver)
+        cust = s["customer"]
+        body = message("only once")
+        headers = sign_with_cryptography(cust["configuration"]["privateSigningKey"], body,
+                                         msg_id="provider-retry-1")
+        ids = set()
+        for _ in range(3):
+            r = await hub.client.post(f"/ingress/{cust['integrationId']}", content=body,
+                                      headers=headers)
+            assert r.status_code == 202
+            ids.add(r.json()["activityId"])
+        assert len(ids) == 1
+        second = message("next")
+        r = await hub.client.post(
+            f"/ingress/{cust['integrationId']}", content=second,
+            headers=sign_with_cryptography(cust["configuration"]["privateSigningKey"], second))
+        got = await receiver.wait_for("/agent", 2)
+        texts = [g.json["activity"]["message"]["text"] for g in got]
+        assert texts == ["only once", "next"]
+        assert len({g.headers["webhook-id"] for g in got}) == 2
+    finally:
+        await receiver.stop()
+
+
+async def test_echo_and_pause(hub: RunningHub) -> None:
+    receiver = await Receiver().start()
+    try:
+        s = await _setup(hub, receiver)
+        cust, agent, auth = s["customer"], s["agent"], s["auth"]
+        # Echo on for the customer integration; pause the agent.
+        r = await hub.client.patch(
+            f"/api/v1/integrations/{cust['integrationId']}", headers=auth,
+            json={"configuration": {"integrationType": "Customer", "echo": True,
+                                    "webhookUrl": receiver.url + "/customer"}})
+        assert r.status_code == 200, r.text
+        r = await hub.client.post(f"/api/v1/integrations/hubs/{agent['integrationId']}",
+                                  headers=auth, json={"statusId": 3002})
+        assert r.status_code == 200 and r.json()["statusId"] == 3002
+        body = message("echo me")
+        r = await hub.client.post(
+            f"/ingress/{cust['integrationId']}", content=body,
+            headers=sign_with_cryptography(cust["configuration"]["privateSigningKey"], body))
+        assert r.status_code == 202
+        echoed = (await receiver.wait_for("/customer", 1))[0].json
+        assert echoed["activity"]["message"]["text"] == "echo me"
+        await receiver.wait_for("/system", 1)
+        assert receiver.at("/agent") == []
+        # A paused integration cannot send either.
+        answer = message("paused", sender="a", conversation=echoed["conversationId"])
+        r = await hub.client.post(
+            f"/ingress/{agent['integrationId']}", content=answer,
+            headers=sign_with_cryptography(agent["configuration"]["privateSigningKey"], answer))
+        assert r.status_code == 409
+        assert r.json()["errors"][0]["code"] == "integration_paused"
+    finally:
+        await receiver.stop()
+
+
+async def test_start_messages_greet_a_new_conversation(hub: RunningHub) -> None:
+    receiver = await Receiver().start()
+    try:
+        hub_id, auth = await hub.create_hub()
+        cust = await hub.create_integration(
+            hub_id, auth, channelId="Direct", name="site",
+            configuration={"integrationType": "Customer", "webhookUrl": receiver.url + "/c",
+                           "start": [{"type": "text", "text": "Welcome!"}]})
+        key = cust["configuration"]["privateSigningKey"]
+        for text in ("first", "second"):
+            body = message(text)
+            r = await hub.client.post(f"/ingress/{cust['integrationId']}", content=body,
+                                      headers=sign_with_cryptography(key, body))
+            assert r.status_code == 202
+        got = await receiver.wait_for("/c", 1)
+        assert got[0].json["activity"]["message"]["text"] == "Welcome!"
+        assert got[0].json["activity"]["type"] == "message:bot"
+        # Only the first message opened the conversation.
+        body = message("third")
+        await hub.client.post(f"/ingress/{cust['integrationId']}", content=body,
+                              headers=sign_with_cryptography(key, body))
+        assert len(receiver.at("/c")) == 1
+        assert orjson.loads(got[0].body)["conversationId"]
+    finally:
+        await receiver.stop()
