@@ -152,6 +152,7 @@ def test_kafka_jars_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ensure_kafka_jars() == libs
 
 
+@pytest.mark.kafka_only
 def test_kafka_jar_fetch_failure_shows_maven_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -100,7 +100,7 @@ def test_parse_retry_after(value: str, expected: float) -> None:
     assert parse_retry_after(value, NOW) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("value", [None, "", "  ", "-1", "1.5", "soon", "１２", "9" * 100,
+@pytest.mark.parametrize("value", [None, "", "  ", "-1", "1.5", "soon", "\uff11\uff12", "9" * 100,
                                    "Tue, 99 Nov 2023 22:13:50 GMT"])
 def test_malformed_retry_after_is_none(value: str | None) -> None:
     assert parse_retry_after(value, NOW) is None

@@ -1,0 +1,130 @@
+"""Bad input gets a clear 4xx with a JSON body and never reaches Kafka."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from switchboard.kafka import ACTIVITIES
+from tests.conftest import RunningHub
+from tests.support import message, sign_with_cryptography
+
+
+async def _activity_count(hub: RunningHub) -> int:
+    s = hub.settings
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap_servers)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(s.topic(ACTIVITIES), p) for p in range(s.partitions)]
+        ends = await consumer.end_offsets(tps)
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+async def _customer(hub: RunningHub, **config: Any) -> tuple[str, str, dict[str, str]]:
+    hub_id, auth = await hub.create_hub()
+    made = await hub.create_integration(
+        hub_id, auth, channelId="Direct", name="site",
+        configuration={"integrationType": "Customer", **config})
+    return made["integrationId"], made["configuration"]["privateSigningKey"], auth
+
+
+async def test_rejections(hub: RunningHub) -> None:
+    iid, key, auth = await _customer(hub)
+    url = f"/ingress/{iid}"
+    body = message("hi")
+    good = sign_with_cryptography(key, body)
+    other_key = (await hub.create_integration(
+        *(await hub.create_hub("b")), channelId="Direct", name="x",
+        configuration={"integrationType": "Customer"}))["configuration"]["privateSigningKey"]
+
+    def strip(h: dict[str, str], name: str) -> dict[str, str]:
+        return {k: v for k, v in h.items() if k != name}
+
+    cases: list[tuple[str, bytes, dict[str, str], int, str]] = [
+        ("no signature", body, strip(good, "webhook-signature"), 401, "missing_signature"),
+        ("wrong key", body, sign_with_cryptography(other_key, body), 401, "invalid_signature"),
+        ("tampered body", message("hi!"), good, 401, "invalid_signature"),
+        ("stale", body, sign_with_cryptography(key, body, timestamp=int(time.time()) - 301),
+         401, "stale_timestamp"),
+        ("future", body, sign_with_cryptography(key, body, timestamp=int(time.time()) + 400),
+         401, "stale_timestamp"),
+        ("long id", body, sign_with_cryptography(key, body, msg_id="x" * 257), 400,
+         "invalid_webhook_id"),
+        ("space in id", body, sign_with_cryptography(key, body, msg_id="a b"), 400,
+         "invalid_webhook_id"),
+        ("form body", body, {**good, "content-type": "application/x-www-form-urlencoded"}, 415,
+         "unsupported_media_type"),
+        ("not json", b"{nope", sign_with_cryptography(key, b"{nope"), 400, "invalid_json"),
+        ("wrong shape", b'{"type":"message"}', sign_with_cryptography(key, b'{"type":"message"}'),
+         400, "invalid_activity"),
+    ]
+    for name, content, headers, status, code in cases:
+        r = await hub.client.post(url, content=content, headers=headers)
+        assert r.status_code == status, (name, r.text)
+        err = r.json()
+        assert err["status"] == status and err["errors"][0]["code"] == code, (name, err)
+
+    big = b'{"x":"' + b"a" * (hub.settings.max_body_bytes + 1) + b'"}'
+    r = await hub.client.post(url, content=big, headers=sign_with_cryptography(key, big))
+    assert r.status_code == 413 and r.json()["errors"][0]["code"] == "payload_too_large"
+
+    r = await hub.client.post("/ingress/00000000-0000-0000-0000-000000000000", content=body,
+                              headers=good)
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "integration_not_found"
+
+    # An agent must say which conversation it answers.
+    agent = await hub.create_integration(
+        *(await hub.create_hub("c")), channelId="Direct", name="desk",
+        configuration={"integrationType": "Agent"})
+    akey = agent["configuration"]["privateSigningKey"]
+    r = await hub.client.post(f"/ingress/{agent['integrationId']}", content=body,
+                              headers=sign_with_cryptography(akey, body))
+    assert r.status_code == 400 and r.json()["errors"][0]["field"] == "conversationId"
+
+    assert await _activity_count(hub) == 0, "a rejected request reached Kafka"
+    r = await hub.client.post(url, content=body, headers=good)
+    assert r.status_code == 202
+    assert await _activity_count(hub) == 1
+
+
+async def test_key_regeneration_grace_window(hub: RunningHub) -> None:
+    iid, old_key, auth = await _customer(hub)
+    r = await hub.client.patch(f"/api/v1/integrations/{iid}", headers=auth, json={
+        "configuration": {"integrationType": "Customer", "regenerateKeys": True}})
+    assert r.status_code == 200
+    new_key = r.json()["configuration"]["privateSigningKey"]
+    assert new_key != old_key
+    for key in (old_key, new_key):  # within the grace window both verify
+        body = message(f"signed with {key[:12]}")
+        r = await hub.client.post(f"/ingress/{iid}", content=body,
+                                  headers=sign_with_cryptography(key, body))
+        assert r.status_code == 202, r.text
+    # A second regeneration retires the first new key; the original is still in grace.
+    r = await hub.client.patch(f"/api/v1/integrations/{iid}", headers=auth, json={
+        "configuration": {"integrationType": "Customer", "regenerateKeys": True}})
+    assert r.status_code == 200
+
+
+async def test_grace_window_expires(broker: Any) -> None:
+    from tests.conftest import make_settings
+
+    h = await RunningHub(make_settings(broker, key_grace_s=0)).start()
+    try:
+        iid, old_key, auth = await _customer(h)
+        r = await h.client.patch(f"/api/v1/integrations/{iid}", headers=auth, json={
+            "configuration": {"integrationType": "Customer", "regenerateKeys": True}})
+        new_key = r.json()["configuration"]["privateSigningKey"]
+        body = message("late")
+        r = await h.client.post(f"/ingress/{iid}", content=body,
+                                headers=sign_with_cryptography(old_key, body))
+        assert r.status_code == 401
+        r = await h.client.post(f"/ingress/{iid}", content=body,
+                                headers=sign_with_cryptography(new_key, body))
+        assert r.status_code == 202
+    finally:
+        await h.stop()
