@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import inspect
 import time
 import uuid
 from collections import Counter
@@ -149,6 +150,18 @@ async def endpoint() -> AsyncIterator[Endpoint]:
         await ep.stop()
 
 
+async def until(probe: Callable[[], Any], timeout: float, *, expect: Any = True) -> None:
+    """Poll `probe` (sync or async) until it returns `expect`; state lives in the broker."""
+    async with asyncio.timeout(timeout):
+        while True:
+            got = probe()
+            if inspect.isawaitable(got):
+                got = await got
+            if got == expect:
+                return
+            await asyncio.sleep(0.05)
+
+
 def verifies(public_key: str, hit: Hit) -> int:
     """How many `v1a` entries of the hit verify under `public_key` (cryptography's Ed25519)."""
     key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key.removeprefix("whpk_")))
@@ -242,14 +255,12 @@ class Harness:
             offsets.append(md.offset)
         return offsets
 
-    async def deliverer(self) -> Deliverer:  # noqa: ASYNC110 - polling is the point here
+    async def deliverer(self) -> Deliverer:
         """A started deliverer that owns its partitions (the first join takes seconds)."""
         d = Deliverer(self.runtime)
         self.deliverers.append(d)
         await d.start()
-        async with asyncio.timeout(20):
-            while not d.assignment:
-                await asyncio.sleep(0.05)
+        await until(lambda: bool(d.assignment), 20)
         return d
 
     async def committed(self, *partitions: int) -> dict[int, int]:
@@ -394,9 +405,7 @@ async def test_signed_ordered_and_retried(broker: Any, endpoint: Endpoint) -> No
         await endpoint.wait_for(other, 1)
 
         # Everything is final (the websocket-only one by doing nothing): all committed.
-        async with asyncio.timeout(10):
-            while await h.committed(0, 1) != {0: 10, 1: 5}:
-                await asyncio.sleep(0.1)
+        await until(lambda: h.committed(0, 1), 10, expect={0: 10, 1: 5})
         stats = h.deliverers[0].stats
         assert stats.skipped == 1  # websocket-only
         assert stats.delivered == 14
@@ -493,9 +502,7 @@ async def test_commit_never_passes_an_unfinished_record(broker: Any, endpoint: E
         assert await h.produce([h.delivery(fine_dest, "d", "elsewhere")], partition=1) == [0]
         await endpoint.wait_for(fine, 3)
         await endpoint.wait_for(stuck, 3, ok_only=False)
-        async with asyncio.timeout(5):
-            while (await h.committed(1))[1] != 1:
-                await asyncio.sleep(0.05)
+        await until(lambda: h.committed(1), 5, expect={1: 1})
         await asyncio.sleep(3 * 0.2)  # several commit intervals
         assert (await h.committed(0))[0] == -1  # never past the unfinished head
         await first.stop()  # commits what is final on the way out
@@ -510,9 +517,7 @@ async def test_commit_never_passes_an_unfinished_record(broker: Any, endpoint: E
         # Redelivered from the last commit: the unfinished record and the two behind it
         # (same webhook-ids, receivers deduplicate); partition 1's record is not redone.
         assert [x.headers["webhook-id"] for x in redone] == [d.delivery_id for d in behind]
-        async with asyncio.timeout(5):
-            while (await h.committed(0))[0] != 3:
-                await asyncio.sleep(0.05)
+        await until(lambda: h.committed(0), 5, expect={0: 3})
         await asyncio.sleep(0.3)
         assert len(endpoint.at(fine)) == before + 2
         assert second.stats.delivered == 3
