@@ -43,6 +43,19 @@ def run(coro: Any) -> Any:
 # ------------------------------------------------------------------------ processes
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time used so far by process `pid` (Linux /proc); NaN if unknown."""
+    if pid is None:
+        return float("nan")
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return float("nan")
+    # Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class ServerProcess:
     """`_server.py` in a child process on a loopback port; output goes to a log file."""
 
@@ -54,6 +67,7 @@ class ServerProcess:
         fd, name = tempfile.mkstemp(prefix=f"switchboard-bench-{app}-", suffix=".log")
         os.close(fd)
         self.log_path = Path(name)
+        self.broker_pid: int | None = None
         child_env = {k: v for k, v in os.environ.items()
                      if k != "KAFKA_BOOTSTRAP_SERVERS" and not k.startswith("SWITCHBOARD_")}
         child_env.update(env or {})
@@ -117,6 +131,7 @@ def broker_and_hub(kind: str, services: Sequence[str]
             "SWITCHBOARD_ADMIN_TOKEN": admin_token,
         })
         try:
+            server.broker_pid = broker.process.pid if broker.process is not None else None
             server.wait_ready(timeout=120 if kind == "kafka" else 60)
             yield server, admin_token
         finally:

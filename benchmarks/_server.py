@@ -1,7 +1,7 @@
 """One HTTP server process for the benchmarks: the Switchboard hub, or a bare echo baseline.
 
-Both are served identically (uvicorn, workers=1, loop "auto" = uvloop, http "auto" =
-httptools, no access log) so the only difference measured is the application.
+Both are served identically (uvicorn, workers=1, on uvloop, http "auto" = httptools,
+no access log) so the only difference measured is the application.
 
     python benchmarks/_server.py echo --port P
     python benchmarks/_server.py hub --port P --services api,ingress   # settings from env
@@ -10,6 +10,7 @@ httptools, no access log) so the only difference measured is the application.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 
 import uvicorn
@@ -45,9 +46,23 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = echo_app() if args.app == "echo" else hub_app(args.services.split(","))
-    uvicorn.run(app, host="127.0.0.1", port=args.port, workers=1, loop="auto", http="auto",
-                log_level="warning", access_log=False, lifespan="on")
+
+
+    async def serve() -> None:
+        # Built inside the running loop: the hub's Kafka producer needs one at construction.
+        app = echo_app() if args.app == "echo" else hub_app(args.services.split(","))
+        config = uvicorn.Config(app, host="127.0.0.1", port=args.port, workers=1,
+                                http="auto", log_level="warning", access_log=False,
+                                lifespan="on")
+        await uvicorn.Server(config).serve()
+
+    # The loop uvicorn's "auto" would pick: uvloop when installed.
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve())
+    else:
+        uvloop.run(serve())
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ class Outcome(Struct, frozen=True):
     """What a view decided about one record."""
 
     accepted: bool
-    reason: str = ""  # "name_taken", "version_conflict", "unknown_hub", "malformed"
+    reason: str = ""  # name_taken, version_conflict, deleted, unknown_hub, malformed
 
 
 ACCEPTED = Outcome(True)
@@ -103,6 +103,7 @@ class RegistryView:
         self._hub_by_token: dict[str, str] = {}
         self._by_hub: dict[str, dict[str, IntegrationRecord]] = {}
         self._names: dict[tuple[str, str], str] = {}
+        self._deleted: set[str] = set()
         self._outcomes: OrderedDict[int, Outcome] = OrderedDict()
         self.applied_offset = -1
 
@@ -141,9 +142,12 @@ class RegistryView:
     def _put_integration(self, rec: IntegrationRecord) -> Outcome:
         if rec.hub_id not in self.hubs:
             return Outcome(False, "unknown_hub")
+        if rec.integration_id in self._deleted:
+            return Outcome(False, "deleted")
         current = self.integrations.get(rec.integration_id)
-        expected_version = 1 if current is None else current.version + 1
-        if rec.version != expected_version:
+        # An unknown id accepts any version: after compaction the first record a fresh
+        # view sees for a key is its latest one, not its create.
+        if current is not None and rec.version != current.version + 1:
             return Outcome(False, "version_conflict")
         name_key = (rec.hub_id, rec.name.casefold())
         holder = self._names.get(name_key)
@@ -159,6 +163,7 @@ class RegistryView:
     def _delete(self, key: bytes) -> Outcome:
         kind, _, ident = key.decode(errors="replace").partition(":")
         if kind == "integration":
+            self._deleted.add(ident)
             rec = self.integrations.pop(ident, None)
             if rec is not None:
                 self._names.pop((rec.hub_id, rec.name.casefold()), None)

@@ -71,16 +71,14 @@ class RegistryStore:
         """
         if isinstance(record, IntegrationRecord):
             key = integration_key(record.integration_id)
-            before = self.view.integrations.get(record.integration_id)
         else:
             key = hub_key(record.hub_id)
-            before = None
         outcome = await self._produce(key, record_encoder.encode(record))
         if not outcome.accepted and isinstance(record, IntegrationRecord):
             current = self.view.integrations.get(record.integration_id)
-            if current is None and before is None:
+            if current is None:
                 await self._produce(key, None)
-            elif current is not None:
+            else:
                 await self._produce(
                     key, record_encoder.encode(msgspec.structs.replace(
                         current, version=current.version + 1))

@@ -302,6 +302,8 @@ class Api:
             return
         if outcome.reason == "name_taken":
             raise Conflict("name_taken", f"an integration named {rec.name!r} exists", "name")
+        if outcome.reason == "deleted":
+            raise NotFound("integration_not_found", "the integration was deleted")
         if outcome.reason == "unknown_hub":
             raise NotFound("hub_not_found", "no such hub")
         raise Conflict("concurrent_update", "the integration changed meanwhile; retry")

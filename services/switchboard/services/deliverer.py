@@ -295,6 +295,11 @@ class Deliverer:
         return frozenset(self._partitions)
 
     @property
+    def paused(self) -> frozenset[TopicPartition]:
+        """Partitions not fetched right now because too much of them is unfinished."""
+        return frozenset(p.tp for p in self._partitions.values() if p.paused)
+
+    @property
     def in_flight(self) -> int:
         """Sends happening right now."""
         return self._slots.in_flight
@@ -492,10 +497,8 @@ class Deliverer:
                                         attempts, attempt.status)
                 return
             if not self.policy.should_retry(attempts, attempt.outcome):
-                log.warning("delivery %s to %s: giving up after %d attempts (%s)",
-                            delivery.delivery_id, delivery.destination_id, attempts,
-                            attempt.reason)
-                await self._dead_letter(delivery, "retries_exhausted", attempts, attempt.status)
+                await self._dead_letter(delivery, "retries_exhausted", attempts, attempt.status,
+                                        last_error=attempt.reason)
                 return
             delay = self.policy.delay(attempts, attempt.retry_after)
             log.info("delivery %s to %s: attempt %d failed (%s); retrying in %.2fs",
@@ -549,7 +552,7 @@ class Deliverer:
             return registry.view.integrations.get(destination_id)
 
     async def _dead_letter(self, delivery: Delivery, reason: str, attempts: int,
-                           last_status: int | None) -> None:
+                           last_status: int | None, *, last_error: str = "") -> None:
         """Write to `deliveries.dead` (acks=all) and return only once it is durable."""
         value = _json.encode(DeadLetter(
             delivery=delivery, reason=reason, attempts=attempts, last_status=last_status,
@@ -571,5 +574,6 @@ class Deliverer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.stats.dead_lettered += 1
-        log.warning("delivery %s to %s dead-lettered: %s after %d attempts (last status %s)",
-                    delivery.delivery_id, delivery.destination_id, reason, attempts, last_status)
+        log.warning("delivery %s to %s dead-lettered: %s after %d attempts (last: %s)",
+                    delivery.delivery_id, delivery.destination_id, reason, attempts,
+                    last_error or last_status)

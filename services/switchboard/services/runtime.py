@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from starlette.requests import Request
@@ -39,8 +40,13 @@ class Runtime:
         if not self._started:
             return
         self._started = False
-        await self.registry.stop()
-        await self.producer.stop()
+        try:
+            await self.registry.stop()
+        finally:
+            # Bounded: with the broker gone, flushing what is queued must not hang shutdown.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.settings.produce_timeout_s + 1):
+                    await self.producer.stop()
 
     async def ready(self) -> tuple[bool, str]:
         """Broker reachable and registry view caught up."""

@@ -1,0 +1,274 @@
+"""End-to-end latency: customer message in at the ingress → agent's webhook receives it.
+
+A hub with every service (api, ingress, router, deliverer, stream) runs in its own process
+on an embedded Tansu broker (or Apache Kafka with ``--broker kafka``). This process hosts a
+loopback webhook receiver (uvicorn) and posts Standard Webhooks-signed customer messages
+to ``POST /ingress/{customer}`` at a fixed rate (open loop: message i is due at
+``start + i / rate`` whatever happened to the ones before). Each message carries a unique
+text; the receiver matches the Agent delivery by that text and records when it arrived.
+Latency = arrival at the receiver − the time the message was due to be sent, so a stalled
+sender cannot hide delays (no coordinated omission).
+
+Baseline, in the same run, at the same rate, through the same client and receiver: a plain
+HTTP POST of a delivery-shaped body straight to the receiver (no hub), timed the same way.
+``e2e / baseline`` then says what the hub adds, on this machine, today.
+
+Reported: p50/p95/p99/max, messages lost (accepted with 202 but never delivered; must be
+0), duplicates, and ingress errors. Everything stays on 127.0.0.1.
+
+    .venv/bin/python benchmarks/e2e_latency.py [--rate 200] [--duration 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from _common import (
+    Pool,
+    broker_and_hub,
+    create_integrations,
+    latency_summary,
+    raw_request,
+    run,
+    signed_requests,
+)
+from switchboard.brokers import free_port
+
+
+class Sink:
+    """The webhook receiver: records the first arrival time of each message text, per path."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.arrivals: dict[str, dict[str, float]] = collections.defaultdict(dict)
+        self.duplicates: collections.Counter[str] = collections.Counter()
+        self.unmatched: collections.Counter[str] = collections.Counter()
+        app = Starlette(routes=[Route("/{path:path}", self.handle, methods=["POST"])])
+        self._server = uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
+            lifespan="off"))
+        self._task: asyncio.Task[None] | None = None
+
+    async def handle(self, request: Request) -> Response:
+        body = await request.body()
+        now = time.perf_counter()
+        path = request.path_params["path"]
+        try:
+            text = orjson.loads(body)["activity"]["message"]["text"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self.unmatched[path] += 1
+            return Response(status_code=200)
+        seen = self.arrivals[path]
+        if text in seen:
+            self.duplicates[path] += 1
+        else:
+            seen[text] = now
+        return Response(status_code=200)
+
+    async def start(self) -> Sink:
+        self._task = asyncio.create_task(self._server.serve())
+        # uvicorn offers no started event to await.
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.02)
+        return self
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+    async def wait_for(self, path: str, texts: Sequence[str], timeout: float) -> bool:
+        """Until every text arrived at `path` (True) or `timeout` passed (False)."""
+        deadline = time.perf_counter() + timeout
+        seen = self.arrivals[path]
+        while time.perf_counter() < deadline:
+            if all(t in seen for t in texts):
+                return True
+            await asyncio.sleep(0.05)
+        return all(t in seen for t in texts)
+
+
+async def open_loop(pool: Pool, requests: Sequence[tuple[str, bytes]], rate: float
+                    ) -> tuple[dict[str, float], dict[str, int], list[float]]:
+    """Send request i at start + i/rate; returns (due time, status, round trips) per text."""
+    due: dict[str, float] = {}
+    status: dict[str, int] = {}
+    round_trips: list[float] = []
+
+    async def one(text: str, data: bytes, at: float) -> None:
+        status[text] = await pool.request(data)
+        round_trips.append(time.perf_counter() - at)
+
+    tasks = []
+    start = time.perf_counter() + 0.05
+    for i, (text, data) in enumerate(requests):
+        at = start + i / rate
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        due[text] = at
+        tasks.append(asyncio.create_task(one(text, data, at)))
+    await asyncio.gather(*tasks)
+    return due, status, round_trips
+
+
+def summarize(sink: Sink, path: str, due: dict[str, float], status: dict[str, int],
+              round_trips: list[float], ok: int) -> dict[str, Any]:
+    arrived = sink.arrivals[path]
+    accepted = [t for t in due if status.get(t) == ok]
+    latencies = [arrived[t] - due[t] for t in accepted if t in arrived]
+    return {
+        "sent": len(due),
+        "accepted": len(accepted),
+        "send_errors": len(due) - len(accepted),
+        "delivered": len(latencies),
+        "lost": len(accepted) - len(latencies),
+        "duplicates": sink.duplicates[path],
+        **latency_summary(latencies),
+        "post_round_trip_p50_ms": latency_summary(round_trips)["p50_ms"],
+    }
+
+
+async def bench(args: argparse.Namespace, sink: Sink, hub_port: int,
+                integ: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    customer = integ["customer"]
+    ingress = f"/ingress/{customer['integrationId']}"
+    key = customer["configuration"]["privateSigningKey"]
+    run_id = uuid.uuid4().hex[:8]
+    hub_pool = Pool(hub_port, args.connections)
+    sink_pool = Pool(sink.port, args.connections)
+    try:
+        # 1. Wait until the router and deliverer have joined their groups: one message at a
+        #    time until the first reaches the agent.
+        deadline = time.perf_counter() + args.ready_timeout
+        probe = 0
+        while True:
+            text = f"probe {run_id} {probe}"
+            probe += 1
+            [data] = signed_requests(hub_port, ingress, key, [text], 1)
+            if await hub_pool.request(data) == 202 and await sink.wait_for("agent", [text], 1.0):
+                break
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"no delivery reached the agent in {args.ready_timeout} s")
+        # 2. Warm up at the target rate; every sender opens its conversation here.
+        n_warm = max(args.senders, int(args.rate * args.warmup))
+        texts = [f"warm {run_id} {i}" for i in range(n_warm)]
+        warm = list(zip(texts, signed_requests(hub_port, ingress, key, texts, args.senders),
+                        strict=True))
+        await open_loop(hub_pool, warm, args.rate)
+        await sink.wait_for("agent", texts, args.drain_timeout)
+        await asyncio.sleep(0.5)
+
+        n = int(args.rate * args.duration)
+        # 3. Baseline: the same receiver, the same client and rate, no hub in between.
+        texts = [f"base {run_id} {i}" for i in range(n)]
+        plain = [(t, raw_request(sink.port, "/baseline", orjson.dumps(
+            {"activity": {"message": {"type": "text", "text": t}}}))) for t in texts]
+        due, status, rtts = await open_loop(sink_pool, plain, args.rate)
+        await sink.wait_for("baseline", texts, args.drain_timeout)
+        baseline = summarize(sink, "baseline", due, status, rtts, 200)
+        await asyncio.sleep(0.5)
+
+        # 4. End to end through the hub.
+        texts = [f"e2e {run_id} {i}" for i in range(n)]
+        signed = list(zip(texts, signed_requests(hub_port, ingress, key, texts, args.senders),
+                          strict=True))
+        due, status, rtts = await open_loop(hub_pool, signed, args.rate)
+        accepted = [t for t in texts if status.get(t) == 202]
+        await sink.wait_for("agent", accepted, args.drain_timeout)
+        e2e = summarize(sink, "agent", due, status, rtts, 202)
+        return {"baseline": baseline, "e2e": e2e,
+                "unmatched": dict(sink.unmatched), "customer_got": len(sink.arrivals["customer"])}
+    finally:
+        hub_pool.close()
+        sink_pool.close()
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    sink = await Sink().start()
+    try:
+        # Servers are started by blocking code; keep the receiver serving meanwhile.
+        hub_cm = broker_and_hub(args.broker, ["api", "ingress", "router", "deliverer", "stream"])
+        server, admin = await asyncio.to_thread(hub_cm.__enter__)
+        try:
+            integ = await asyncio.to_thread(create_integrations, server.base_url, admin,
+                                            f"{sink.url}/customer", f"{sink.url}/agent")
+            return await bench(args, sink, server.port, integ)
+        finally:
+            await asyncio.to_thread(hub_cm.__exit__, None, None, None)
+    finally:
+        with contextlib.suppress(Exception):
+            await sink.stop()
+
+
+def report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    base, e2e = result["baseline"], result["e2e"]
+    print(f"\ne2e latency: {args.rate:g} msg/s for {args.duration:g} s, broker {args.broker}, "
+          f"{args.senders} conversations")
+    print(f"{'':24} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+          f"{'sent':>6} {'lost':>5} {'dup':>4} {'errors':>6}")
+    for name, r in (("baseline (POST→receiver)", base), ("e2e (ingress→agent)", e2e)):
+        print(f"{name:24} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['p99_ms']:8.2f} "
+              f"{r['max_ms']:8.2f} {r['sent']:6d} {r['lost']:5d} {r['duplicates']:4d} "
+              f"{r['send_errors']:6d}")
+    print(f"ingress 202 round trip p50: {e2e['post_round_trip_p50_ms']:.2f} ms "
+          f"(baseline POST round trip p50: {base['post_round_trip_p50_ms']:.2f} ms)")
+    print(f"ratio e2e / baseline: p50 {e2e['p50_ms'] / base['p50_ms']:.1f}x, "
+          f"p99 {e2e['p99_ms'] / base['p99_ms']:.1f}x")
+    if result["customer_got"] or result["unmatched"]:
+        print(f"unexpected: {result['customer_got']} deliveries to the customer, "
+              f"unmatched bodies {result['unmatched']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=200.0, help="messages/s (default 200)")
+    parser.add_argument("--duration", type=float, default=10.0,
+                        help="seconds of measured sending (default 10)")
+    parser.add_argument("--broker", choices=["tansu", "kafka"], default="tansu")
+    parser.add_argument("--senders", type=int, default=50,
+                        help="distinct customers, i.e. conversations (default 50)")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="seconds of unmeasured sending at the rate first (default 2)")
+    parser.add_argument("--connections", type=int, default=64,
+                        help="most concurrent client connections (default 64)")
+    parser.add_argument("--drain-timeout", type=float, default=30.0,
+                        help="how long to wait for the last deliveries (default 30 s)")
+    parser.add_argument("--ready-timeout", type=float, default=60.0,
+                        help="how long the first delivery may take (default 60 s)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    if args.rate <= 0 or args.duration <= 0 or args.senders < 1:
+        parser.error("--rate, --duration and --senders must be positive")
+
+    result = run(main_async(args))
+    report(result, args)
+    if args.json:
+        result["args"] = {k: str(v) for k, v in vars(args).items()}
+        args.json.write_text(json.dumps(result, indent=2))
+    e2e = result["e2e"]
+    return 1 if e2e["lost"] or e2e["send_errors"] or result["baseline"]["lost"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
