@@ -238,25 +238,36 @@ CONN_ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, 
 class Pool:
     """Keep-alive connections to one port, at most `size` in use at once."""
 
+    # uvicorn closes a keep-alive connection after 5 s idle; never reuse one that old.
+    MAX_IDLE_S = 2.0
+
     def __init__(self, port: int, size: int) -> None:
         self.port = port
-        self._idle: list[HttpConn] = []
+        self._idle: list[tuple[float, HttpConn]] = []
         self._slots = asyncio.Semaphore(size)
+
+    async def _connection(self) -> HttpConn:
+        while self._idle:
+            since, conn = self._idle.pop()
+            if time.monotonic() - since < self.MAX_IDLE_S:
+                return conn
+            conn.close()
+        return await HttpConn.open(self.port)
 
     async def request(self, data: bytes) -> int:
         """POST `data`; the status, or 0 if the connection failed."""
         async with self._slots:
-            conn = self._idle.pop() if self._idle else await HttpConn.open(self.port)
+            conn = await self._connection()
             try:
                 status, _ = await conn.roundtrip(data)
             except CONN_ERRORS:
                 conn.close()
                 return 0
-            self._idle.append(conn)
+            self._idle.append((time.monotonic(), conn))
             return status
 
     def close(self) -> None:
-        for conn in self._idle:
+        for _, conn in self._idle:
             conn.close()
         self._idle.clear()
 

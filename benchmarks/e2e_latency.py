@@ -6,7 +6,7 @@ loopback webhook receiver (uvicorn) and posts Standard Webhooks-signed customer 
 to ``POST /ingress/{customer}`` at a fixed rate (open loop: message i is due at
 ``start + i / rate`` whatever happened to the ones before). Each message carries a unique
 text; the receiver matches the Agent delivery by that text and records when it arrived.
-Latency = arrival at the receiver − the time the message was due to be sent, so a stalled
+Latency = arrival at the receiver minus the time the message was due to be sent, so a stalled
 sender cannot hide delays (no coordinated omission).
 
 Baseline, in the same run, at the same rate, through the same client and receiver: a plain

@@ -34,7 +34,7 @@ async def _customer(hub: RunningHub, **config: Any) -> tuple[str, str, dict[str,
 
 
 async def test_rejections(hub: RunningHub) -> None:
-    iid, key, auth = await _customer(hub)
+    iid, key, _ = await _customer(hub)
     url = f"/ingress/{iid}"
     body = message("hi")
     good = sign_with_cryptography(key, body)

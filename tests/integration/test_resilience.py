@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import itertools
 import os
 import signal
 import subprocess
@@ -161,7 +162,7 @@ def _seq(got: Received) -> tuple[str, int]:
 def _largest_gap(times: list[float], since: float) -> float:
     """The longest wait for the next arrival from `since` on (the kill) to the last one."""
     points = [since, *sorted(t for t in times if t >= since)]
-    return max((b - a for a, b in zip(points, points[1:], strict=False)), default=0.0)
+    return max((b - a for a, b in itertools.pairwise(points)), default=0.0)
 
 
 async def test_kill_and_restart_router_and_deliverer_mid_stream(
@@ -219,7 +220,9 @@ async def test_kill_and_restart_router_and_deliverer_mid_stream(
             await asyncio.sleep(KILL_AFTER_S)
             assert not stream.done(), "the stream ended before the kill"
             busy = [d for d in deliverers if d.connected_to(receiver.port)]
-            assert busy, "no deliverer is connected to the receiver"
+            assert busy, (f"no deliverer is connected to the receiver "
+                          f"({len(receiver.at('/agent'))} delivered):\n"
+                          + "\n".join(f"== {d} ==\n{d.log_tail()}" for d in services))
             victims = [routers[0], busy[0]]
             killed_at = time.monotonic()
             for victim in victims:

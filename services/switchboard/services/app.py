@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
+
 from switchboard.services.http import EXCEPTION_HANDLERS
 from switchboard.services.runtime import Runtime, health_routes
 from switchboard.settings import Settings

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -26,9 +27,10 @@ def _serve(settings: Settings, services: list[str], host: str, port: int,
            on_ready: Any = None) -> None:
     from switchboard.services.app import build_app
 
-    app = build_app(settings, services)
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
-                            lifespan="on")
+    # A factory, called by uvicorn inside its event loop: the aiokafka clients that
+    # build_app creates must be made with a running loop.
+    config = uvicorn.Config(lambda: build_app(settings, services), factory=True, host=host,
+                            port=port, log_level="info", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     if on_ready is not None:
         def wait_then_call() -> None:
@@ -57,6 +59,10 @@ def _dev_state(data_dir: Path) -> dict[str, str]:
     path.write_text(json.dumps(state))
     path.chmod(0o600)
     return state
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -114,9 +120,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
             except Exception as exc:
                 print(f"applying {args.config} failed: {exc}", file=sys.stderr, flush=True)
 
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it; turning it into
+    # SystemExit lets the `finally` below stop the broker instead of dying with it.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         _serve(settings, ["api", "ingress", "router", "deliverer", "stream"], args.host,
                args.port, on_ready=banner)
+    except KeyboardInterrupt:
+        pass
     finally:
         if broker is not None:
             broker.stop()

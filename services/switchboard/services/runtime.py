@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 
+from aiokafka import AIOKafkaProducer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -24,13 +25,26 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.sealer = Sealer.from_b64(settings.secret_key)
-        self.producer = make_producer(settings)
-        self.registry = RegistryStore(settings, self.producer)
+        self._producer: AIOKafkaProducer | None = None
+        self._registry: RegistryStore | None = None
         self._started = False
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        assert self._producer is not None, "Runtime.start() first"
+        return self._producer
+
+    @property
+    def registry(self) -> RegistryStore:
+        assert self._registry is not None, "Runtime.start() first"
+        return self._registry
 
     async def start(self) -> None:
         if self._started:
             return
+        # aiokafka clients bind to the running loop, so they are made here, not in __init__.
+        self._producer = make_producer(self.settings)
+        self._registry = RegistryStore(self.settings, self._producer)
         await run_with_broker_retry("topics", lambda: ensure_topics(self.settings))
         await run_with_broker_retry("producer", self.producer.start)
         await self.registry.start()
@@ -50,7 +64,7 @@ class Runtime:
 
     async def ready(self) -> tuple[bool, str]:
         """Broker reachable and registry view caught up."""
-        if not self._started or not self.registry.caught_up:
+        if not self._started or self._registry is None or not self._registry.caught_up:
             return False, "starting"
         try:
             async with asyncio.timeout(2):
