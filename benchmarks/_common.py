@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import os
 import statistics
@@ -62,12 +63,12 @@ class ServerProcess:
     def __init__(self, app: str, *, env: dict[str, str] | None = None,
                  services: Sequence[str] = ("api", "ingress")) -> None:
         self.app = app
+        self.services = list(services)
         self.port = free_port()
         self.base_url = f"http://{LOOPBACK}:{self.port}"
         fd, name = tempfile.mkstemp(prefix=f"switchboard-bench-{app}-", suffix=".log")
         os.close(fd)
         self.log_path = Path(name)
-        self.broker_pid: int | None = None
         child_env = {k: v for k, v in os.environ.items()
                      if k != "KAFKA_BOOTSTRAP_SERVERS" and not k.startswith("SWITCHBOARD_")}
         child_env.update(env or {})
@@ -114,29 +115,56 @@ def echo_server() -> Iterator[ServerProcess]:
         server.stop()
 
 
+@dataclasses.dataclass
+class Hub:
+    """A running hub: its processes (the first serves the API and the ingress) and broker."""
+
+    servers: list[ServerProcess]
+    admin_token: str
+    bootstrap: str
+    topic_prefix: str
+    broker_pid: int | None
+
+    @property
+    def main(self) -> ServerProcess:
+        return self.servers[0]
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.proc.pid for s in self.servers]
+
+
 @contextlib.contextmanager
-def broker_and_hub(kind: str, services: Sequence[str]
-                   ) -> Iterator[tuple[ServerProcess, str]]:
-    """A development broker and a hub process on it; yields (server, admin token)."""
+def broker_and_hub(kind: str, groups: Sequence[Sequence[str]], extra_env: Sequence[str] = ()
+                   ) -> Iterator[Hub]:
+    """A development broker and the hub on it: one process per group of services.
+
+    The first group must contain ``api`` and ``ingress``. `extra_env` are ``NAME=value``
+    settings for every hub process (e.g. from ``--hub-env``).
+    """
     data = Path(tempfile.mkdtemp(prefix="switchboard-bench-broker-"))
     broker = start_broker("kafka" if kind == "kafka" else "tansu", data)
-    admin_token = "bench-admin-" + uuid.uuid4().hex
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "SWITCHBOARD_BROKER_KIND": broker.kind,
+        "SWITCHBOARD_TOPIC_PREFIX": prefix,
+        "SWITCHBOARD_PARTITIONS": "4",
+        "SWITCHBOARD_SECRET_KEY": generate_secret_key_b64(),
+        "SWITCHBOARD_ADMIN_TOKEN": "bench-admin-" + uuid.uuid4().hex,
+        **dict(item.split("=", 1) for item in extra_env),
+    }
+    servers: list[ServerProcess] = []
     try:
-        server = ServerProcess("hub", services=services, env={
-            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-            "SWITCHBOARD_BROKER_KIND": broker.kind,
-            "SWITCHBOARD_TOPIC_PREFIX": f"bench{uuid.uuid4().hex[:8]}.",
-            "SWITCHBOARD_PARTITIONS": "4",
-            "SWITCHBOARD_SECRET_KEY": generate_secret_key_b64(),
-            "SWITCHBOARD_ADMIN_TOKEN": admin_token,
-        })
-        try:
-            server.broker_pid = broker.process.pid if broker.process is not None else None
+        for group in groups:
+            servers.append(ServerProcess("hub", services=group, env=env))
+        for server in servers:
             server.wait_ready(timeout=120 if kind == "kafka" else 60)
-            yield server, admin_token
-        finally:
-            server.stop()
+        pid = broker.process.pid if broker.process is not None else None
+        yield Hub(servers, env["SWITCHBOARD_ADMIN_TOKEN"], broker.bootstrap, prefix, pid)
     finally:
+        for server in reversed(servers):
+            server.stop()
         broker.stop()
 
 

@@ -26,6 +26,8 @@ import asyncio
 import collections
 import contextlib
 import json
+import os
+import re
 import sys
 import time
 import uuid
@@ -41,8 +43,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from _common import (
+    Hub,
     Pool,
     broker_and_hub,
+    cpu_seconds,
     create_integrations,
     latency_summary,
     raw_request,
@@ -50,6 +54,70 @@ from _common import (
     signed_requests,
 )
 from switchboard.brokers import free_port
+from switchboard.kafka import ACTIVITIES, DELIVERIES
+
+# "single" is what `switchboard dev` runs; "split" is one process per stage, as in the chart.
+TOPOLOGIES = {
+    "single": [["api", "ingress", "router", "deliverer", "stream"]],
+    "split": [["api", "ingress"], ["router"], ["deliverer"]],
+}
+
+
+class TopicWatch:
+    """With --hops: when each e2e message was produced to a topic (its record's CreateTime).
+
+    CreateTime is wall-clock milliseconds set by the producing stage; it is mapped onto
+    this process's perf_counter so hops can be subtracted from the other timings.
+    """
+
+    PATTERN = re.compile(rb"e2e [0-9a-f]{8} [0-9]+")
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.produced: dict[str, float] = {}
+        self._offset = time.perf_counter() - time.time()
+        self._consumer: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> TopicWatch:
+        from aiokafka import AIOKafkaConsumer
+
+        self._consumer = AIOKafkaConsumer(
+            self.topic, bootstrap_servers=self.bootstrap, group_id=None,
+            enable_auto_commit=False, auto_offset_reset="latest", fetch_max_wait_ms=50)
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for rec in records:
+                    for m in self.PATTERN.finditer(rec.value or b""):
+                        self.produced.setdefault(m.group(0).decode(),
+                                                 rec.timestamp / 1000 + self._offset)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+def hops(due: dict[str, float], arrived: dict[str, float], activities: TopicWatch,
+         deliveries: TopicWatch) -> dict[str, dict[str, float]]:
+    """Latency split by stage for the messages seen at every point."""
+    texts = [t for t in due if t in arrived and t in activities.produced
+             and t in deliveries.produced]
+    a, d = activities.produced, deliveries.produced
+    return {
+        "ingress (due → activity produced)": latency_summary([a[t] - due[t] for t in texts]),
+        "router (activity → delivery produced)": latency_summary([d[t] - a[t] for t in texts]),
+        "deliverer (delivery → received)": latency_summary([arrived[t] - d[t] for t in texts]),
+    }
 
 
 class Sink:
@@ -149,8 +217,13 @@ def summarize(sink: Sink, path: str, due: dict[str, float], status: dict[str, in
     }
 
 
-async def bench(args: argparse.Namespace, sink: Sink, hub_port: int,
+async def bench(args: argparse.Namespace, sink: Sink, hub: Hub,
                 integ: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    hub_port = hub.main.port
+    watches: list[TopicWatch] = []
+    if args.hops:
+        for topic in (ACTIVITIES, DELIVERIES):
+            watches.append(await TopicWatch(hub.bootstrap, hub.topic_prefix + topic).start())
     customer = integ["customer"]
     ingress = f"/ingress/{customer['integrationId']}"
     key = customer["configuration"]["privateSigningKey"]
@@ -193,27 +266,44 @@ async def bench(args: argparse.Namespace, sink: Sink, hub_port: int,
         texts = [f"e2e {run_id} {i}" for i in range(n)]
         signed = list(zip(texts, signed_requests(hub_port, ingress, key, texts, args.senders),
                           strict=True))
+        pids = {"broker": hub.broker_pid, "bench": os.getpid()}
+        pids.update({f"hub[{','.join(s.services)}]": s.proc.pid for s in hub.servers})
+        cpu_before = {k: cpu_seconds(pid) for k, pid in pids.items()}
+        wall = time.perf_counter()
         due, status, rtts = await open_loop(hub_pool, signed, args.rate)
         accepted = [t for t in texts if status.get(t) == 202]
         await sink.wait_for("agent", accepted, args.drain_timeout)
+        wall = time.perf_counter() - wall
         e2e = summarize(sink, "agent", due, status, rtts, 202)
-        return {"baseline": baseline, "e2e": e2e,
-                "unmatched": dict(sink.unmatched), "customer_got": len(sink.arrivals["customer"])}
+        # Share of one core each process used from the first send to the last delivery.
+        e2e["cpu_percent"] = {k: round(100 * (cpu_seconds(pid) - cpu_before[k]) / wall, 1)
+                              for k, pid in pids.items()}
+        result = {"baseline": baseline, "e2e": e2e, "unmatched": dict(sink.unmatched),
+                  "customer_got": len(sink.arrivals["customer"])}
+        if watches:
+            await asyncio.sleep(0.5)
+            result["hops"] = hops(due, sink.arrivals["agent"], *watches)
+        return result
     finally:
         hub_pool.close()
         sink_pool.close()
+        for w in watches:
+            await w.stop()
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sink = await Sink().start()
     try:
         # Servers are started by blocking code; keep the receiver serving meanwhile.
-        hub_cm = broker_and_hub(args.broker, ["api", "ingress", "router", "deliverer", "stream"])
-        server, admin = await asyncio.to_thread(hub_cm.__enter__)
+        hub_cm = broker_and_hub(args.broker, TOPOLOGIES[args.topology], args.hub_env)
+        hub = await asyncio.to_thread(hub_cm.__enter__)
         try:
-            integ = await asyncio.to_thread(create_integrations, server.base_url, admin,
-                                            f"{sink.url}/customer", f"{sink.url}/agent")
-            return await bench(args, sink, server.port, integ)
+            integ = await asyncio.to_thread(create_integrations, hub.main.base_url,
+                                            hub.admin_token, f"{sink.url}/customer",
+                                            f"{sink.url}/agent")
+            if len(hub.servers) > 1:
+                await asyncio.sleep(1.0)  # the other processes' registry views catch up
+            return await bench(args, sink, hub, integ)
         finally:
             await asyncio.to_thread(hub_cm.__exit__, None, None, None)
     finally:
@@ -224,7 +314,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     base, e2e = result["baseline"], result["e2e"]
     print(f"\ne2e latency: {args.rate:g} msg/s for {args.duration:g} s, broker {args.broker}, "
-          f"{args.senders} conversations")
+          f"{args.senders} conversations, topology {args.topology}")
     print(f"{'':24} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} "
           f"{'sent':>6} {'lost':>5} {'dup':>4} {'errors':>6}")
     for name, r in (("baseline (POST→receiver)", base), ("e2e (ingress→agent)", e2e)):
@@ -233,8 +323,13 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
               f"{r['send_errors']:6d}")
     print(f"ingress 202 round trip p50: {e2e['post_round_trip_p50_ms']:.2f} ms "
           f"(baseline POST round trip p50: {base['post_round_trip_p50_ms']:.2f} ms)")
+    cpu = ", ".join(f"{k} {v}" for k, v in e2e["cpu_percent"].items())
+    print(f"CPU during the e2e phase (% of one core): {cpu} (bench = load generator + receiver)")
     print(f"ratio e2e / baseline: p50 {e2e['p50_ms'] / base['p50_ms']:.1f}x, "
           f"p99 {e2e['p99_ms'] / base['p99_ms']:.1f}x")
+    for stage, r in result.get("hops", {}).items():
+        print(f"  {stage:40} p50 {r['p50_ms']:8.2f}  p99 {r['p99_ms']:8.2f}  "
+              f"max {r['max_ms']:8.2f} ms")
     if result["customer_got"] or result["unmatched"]:
         print(f"unexpected: {result['customer_got']} deliveries to the customer, "
               f"unmatched bodies {result['unmatched']}")
@@ -256,8 +351,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="how long to wait for the last deliveries (default 30 s)")
     parser.add_argument("--ready-timeout", type=float, default=60.0,
                         help="how long the first delivery may take (default 60 s)")
+    parser.add_argument("--topology", choices=sorted(TOPOLOGIES), default="single",
+                        help="single: every service in one hub process (as `switchboard dev`); "
+                             "split: api+ingress, router and deliverer in three processes")
+    parser.add_argument("--hops", action="store_true",
+                        help="also split the latency by stage (reads the hub's topics)")
+    parser.add_argument("--hub-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the hub process, e.g. "
+                             "SWITCHBOARD_MAX_IN_FLIGHT_PER_DESTINATION=32 (repeatable)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
+    if any("=" not in item for item in args.hub_env):
+        parser.error("--hub-env takes NAME=VALUE")
     if args.rate <= 0 or args.duration <= 0 or args.senders < 1:
         parser.error("--rate, --duration and --senders must be positive")
 

@@ -32,7 +32,6 @@ from typing import Any
 from _common import (
     CONN_ERRORS,
     HttpConn,
-    ServerProcess,
     broker_and_hub,
     cpu_seconds,
     create_integrations,
@@ -79,11 +78,9 @@ async def closed_loop(port: int, requests: Sequence[bytes], concurrency: int,
             "statuses": dict(statuses), **latency_summary(latencies)}
 
 
-async def measure(server: ServerProcess, warmup: Sequence[bytes], requests: Sequence[bytes],
-                  args: argparse.Namespace) -> dict[str, Any]:
-    port = server.port
+async def measure(port: int, pids: dict[str, int | None], warmup: Sequence[bytes],
+                  requests: Sequence[bytes], args: argparse.Namespace) -> dict[str, Any]:
     await closed_loop(port, warmup, min(args.concurrency, len(warmup) or 1), args.duration)
-    pids = {"server": server.proc.pid, "broker": server.broker_pid}
     before = {k: cpu_seconds(pid) for k, pid in pids.items()}
     result = await closed_loop(port, requests, args.concurrency, args.duration)
     # CPU time per request is far less sensitive to a noisy machine than requests/s.
@@ -105,18 +102,22 @@ def bench_baseline(args: argparse.Namespace) -> dict[str, Any]:
     key = generate_signing_keypair().secret
     with echo_server() as server:
         warm, reqs = build(server.port, "/echo", key, "baseline", args)
-        return run(measure(server, warm, reqs, args))  # type: ignore[no-any-return]
+        pids = {"server": server.proc.pid, "broker": None}
+        return run(measure(server.port, pids, warm, reqs, args))  # type: ignore[no-any-return]
 
 
 def bench_switchboard(args: argparse.Namespace) -> dict[str, Any]:
-    with broker_and_hub(args.broker, args.services.split(",")) as (server, admin):
+    with broker_and_hub(args.broker, [args.services.split(",")], args.hub_env) as hub:
         # The Customer webhookUrl is never called: no router/deliverer runs by default.
-        integ = create_integrations(server.base_url, admin, "http://127.0.0.1:9/unused")
+        integ = create_integrations(hub.main.base_url, hub.admin_token,
+                                    "http://127.0.0.1:9/unused")
         customer = integ["customer"]
         path = f"/ingress/{customer['integrationId']}"
         key = customer["configuration"]["privateSigningKey"]
-        warm, reqs = build(server.port, path, key, "switchboard", args)
-        return run(measure(server, warm, reqs, args))  # type: ignore[no-any-return]
+        port = hub.main.port
+        warm, reqs = build(port, path, key, "switchboard", args)
+        pids = {"server": hub.main.proc.pid, "broker": hub.broker_pid}
+        return run(measure(port, pids, warm, reqs, args))  # type: ignore[no-any-return]
 
 
 def errors(result: dict[str, Any], ok: int) -> int:
@@ -157,8 +158,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="distinct sender ids, i.e. conversations (default 256)")
     parser.add_argument("--services", default="api,ingress",
                         help="services in the hub process (default api,ingress)")
+    parser.add_argument("--hub-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the hub process, e.g. "
+                             "SWITCHBOARD_MAX_IN_FLIGHT_PER_DESTINATION=32 (repeatable)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
+    if any("=" not in item for item in args.hub_env):
+        parser.error("--hub-env takes NAME=VALUE")
     if args.requests < 1 or args.concurrency < 1 or args.warmup < 0:
         parser.error("--requests and --concurrency must be positive")
 

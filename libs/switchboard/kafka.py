@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import TopicPartition
@@ -97,6 +97,34 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
     }
     kwargs.update(overrides)
     return AIOKafkaConsumer(*topics, **kwargs)
+
+
+async def start_group_consumer(
+    settings: Settings,
+    topic: str,
+    group: str,
+    listener: ConsumerRebalanceListener,
+    **overrides: object,
+) -> AIOKafkaConsumer:
+    """Join consumer group `group` (prefixed like the topics) on `topic`, retrying until the
+    broker answers. A fresh consumer per try: aiokafka cannot restart a failed one."""
+
+    consumer: AIOKafkaConsumer | None = None
+
+    async def attempt() -> None:
+        nonlocal consumer
+        candidate = make_consumer(settings, group_id=settings.topic_prefix + group, **overrides)
+        candidate.subscribe([topic], listener=listener)
+        try:
+            await candidate.start()
+        except BaseException:
+            await candidate.stop()
+            raise
+        consumer = candidate
+
+    await run_with_broker_retry(f"{group} consumer", attempt)
+    assert consumer is not None
+    return consumer
 
 
 class TableReader:

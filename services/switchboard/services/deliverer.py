@@ -27,7 +27,7 @@ from aiokafka.structs import TopicPartition
 from msgspec import Struct
 
 from switchboard.errors import SwitchboardError, Unavailable
-from switchboard.kafka import DEAD, DELIVERIES, make_consumer, run_with_broker_retry
+from switchboard.kafka import DEAD, DELIVERIES, start_group_consumer
 from switchboard.keys import Sealer
 from switchboard.model import (
     ChannelId,
@@ -96,9 +96,10 @@ class WebhookSender:
         now = time.time()
         try:
             signer = self._signer(destination, int(now * 1000))
-        except SwitchboardError as exc:  # unseal or key parse failure; messages hold no key
-            log.error("delivery %s: signing key of %s unusable: %s",
-                      delivery.delivery_id, destination.integration_id, exc.code)
+        except (SwitchboardError, ValueError) as exc:
+            # Unseal or key parse failure. Log the type only: nothing about the key.
+            log.error("delivery %s: signing key of %s unusable (%s)",
+                      delivery.delivery_id, destination.integration_id, type(exc).__name__)
             return Attempt(outcome=Outcome.RETRY, reason="signing_key_invalid")
         if signer is None:
             return Attempt(outcome=Outcome.RETRY, reason="no_signing_key")
@@ -319,10 +320,9 @@ class Deliverer:
         webhook = WebhookSender(self._http, self.runtime.sealer, key_grace_s=s.key_grace_s)
         self._senders = {ChannelId.DIRECT: webhook, ChannelId.SYSTEM: webhook,
                          **self._extra_senders}
-        consumer = make_consumer(s, group_id=self.group_id, fetch_max_wait_ms=100)
-        consumer.subscribe([self._topic], listener=_Listener(self))
-        await run_with_broker_retry("deliverer consumer", consumer.start)
-        self._consumer = consumer
+        self._consumer = await start_group_consumer(
+            self._settings, self._topic, GROUP, _Listener(self), fetch_max_wait_ms=100
+        )
         self._task = asyncio.create_task(self._run(), name="deliverer")
 
     async def stop(self) -> None:
@@ -462,7 +462,15 @@ class Deliverer:
         try:
             while lane.queue:
                 offset, delivery = lane.queue[0]
-                await self._deliver(delivery)
+                try:
+                    await self._deliver(delivery)
+                except Exception:
+                    # A bug, not a delivery failure: keep the head (order, invariant 3),
+                    # say so loudly, and try it again rather than wedge the partition.
+                    log.exception("delivery %s: unexpected error; retrying",
+                                  delivery.delivery_id)
+                    await asyncio.sleep(1.0)
+                    continue
                 lane.queue.popleft()
                 part.offsets.done(offset)
                 if part.paused and (part.offsets.pending

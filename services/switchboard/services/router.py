@@ -26,8 +26,8 @@ from switchboard.kafka import (
     CONVERSATIONS,
     DELIVERIES,
     TableReader,
-    make_consumer,
     run_with_broker_retry,
+    start_group_consumer,
 )
 from switchboard.model import Activity, Delivery, IntegrationType, Sender, activity_decoder
 from switchboard.routing import deliveries_for
@@ -75,10 +75,9 @@ class Router:
     async def start(self) -> None:
         await self.runtime.start()
         await run_with_broker_retry("router table", self._table.start)
-        consumer = make_consumer(self.runtime.settings, group_id=GROUP, max_poll_records=500)
-        consumer.subscribe([self._activities], listener=_Forget(self))
-        await run_with_broker_retry("router consumer", consumer.start)
-        self._consumer = consumer
+        self._consumer = await start_group_consumer(
+            self.runtime.settings, self._activities, GROUP, _Forget(self), max_poll_records=500
+        )
         self._task = asyncio.create_task(self._run(), name="router")
         self.running = True
 
