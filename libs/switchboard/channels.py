@@ -14,7 +14,11 @@ from msgspec import Meta, Struct, field
 from switchboard.errors import BadRequest
 from switchboard.model import ChannelId, IntegrationType, Message, Url
 
-EVENT_FILTERS = frozenset({"message:customer", "message:agent", "message:bot", "message:*", "*"})
+EVENT_FILTERS = frozenset({
+    "message:customer", "message:agent", "message:bot", "message:*",
+    "event:delivery_failed", "event:seen", "event:postback", "event:message_status", "event:*",
+    "*",
+})
 Secret = Annotated[str, Meta(min_length=1, max_length=4096)]
 
 
@@ -63,7 +67,9 @@ class MessengerConfig(_Config, tag="Messenger", tag_field="channel"):
 
 class WebChatConfig(_Config, tag="WebChat", tag_field="channel"):
     allowed_origins: Annotated[list[str], Meta(min_length=1, max_length=64)]
-    echo: bool = False
+    # On by default (as in the seed): the widget shows the visitor's own messages from
+    # the same stream as the replies, which is what makes history survive a reload.
+    echo: bool = True
     start: list[Message] = field(default_factory=list)
 
 
@@ -76,6 +82,17 @@ class SlackConfig(_Config, tag="Slack", tag_field="channel"):
     default_public_channel: str | None = None
     team_id: str | None = None
     bot_name: str | None = None
+
+
+def external_id(cfg: object) -> str | None:
+    """The provider-side identity app-level webhooks are routed by (page, team, number)."""
+    if isinstance(cfg, MessengerConfig):
+        return cfg.page_id
+    if isinstance(cfg, SlackConfig):
+        return cfg.team_id
+    if isinstance(cfg, TwilioSmsConfig):
+        return cfg.phone_number
+    return None
 
 
 ChannelConfig = (

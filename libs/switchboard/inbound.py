@@ -11,7 +11,6 @@ from collections.abc import Mapping
 import msgspec
 
 from switchboard import webhooks
-from switchboard.channels import DirectConfig
 from switchboard.errors import (
     BadRequest,
     Conflict,
@@ -44,16 +43,12 @@ def check_json_content_type(value: str | None) -> None:
         )
 
 
-def check_ingestible(rec: IntegrationRecord | None, integration_id: str) -> IntegrationRecord:
-    """The integration exists, is active, and its channel accepts signed activities."""
+def check_active(rec: IntegrationRecord | None, integration_id: str) -> IntegrationRecord:
+    """The integration exists and is not paused."""
     if rec is None:
         raise NotFound("integration_not_found", f"no integration {integration_id}")
     if not rec.active:
         raise Conflict("integration_paused", "the integration is paused")
-    if not isinstance(rec.configuration, DirectConfig):
-        raise NotFound(
-            "not_ingestible", f"{rec.channel_id.value} integrations do not accept activities here"
-        )
     return rec
 
 

@@ -131,11 +131,23 @@ class InboundActivity(Struct, rename="camel", forbid_unknown_fields=False, omit_
 # ---- the canonical activity on the `activities` topic ---------------------
 
 
+class Event(Struct, rename="camel", omit_defaults=True):
+    """What a non-message activity says happened (``event:<name>``).
+
+    `ref` names the activity it is about (the message that was seen, failed, …).
+    """
+
+    name: str
+    ref: str | None = None
+    data: dict[str, str | int | bool | None] = field(default_factory=dict)
+
+
 class Activity(Struct, rename="camel", omit_defaults=True):
     """One thing that happened in a conversation, as every stage after the ingress sees it.
 
-    `type` is the event name System filters match: ``message:customer``,
-    ``message:agent``, ``message:bot`` (later also ``event:*``).
+    `type` is the name System filters match: ``message:customer``, ``message:agent``,
+    ``message:bot``, or ``event:<name>`` (``event:delivery_failed``, ``event:seen``,
+    ``event:postback``, ``event:message_status``) with `event` set.
     """
 
     activity_id: str
@@ -147,6 +159,7 @@ class Activity(Struct, rename="camel", omit_defaults=True):
     sender: Sender
     timestamp: int  # ms since the epoch, when the hub accepted it
     message: Message | None = None
+    event: Event | None = None
     metadata: dict[str, str] = field(default_factory=dict)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import msgspec
 from msgspec import Struct, field
 
-from switchboard.channels import ChannelConfig, DirectConfig, SystemConfig
+from switchboard.channels import ChannelConfig, DirectConfig, SystemConfig, external_id
 from switchboard.model import ChannelId, IntegrationType, StatusId
 
 
@@ -104,6 +104,7 @@ class RegistryView:
         self._by_hub: dict[str, dict[str, IntegrationRecord]] = {}
         self._names: dict[tuple[str, str], str] = {}
         self._deleted: set[str] = set()
+        self._by_external: dict[tuple[ChannelId, str], str] = {}
         self._outcomes: OrderedDict[int, Outcome] = OrderedDict()
         self.applied_offset = -1
 
@@ -154,8 +155,11 @@ class RegistryView:
         if holder is not None and holder != rec.integration_id:
             return Outcome(False, "name_taken")
         if current is not None:
-            self._names.pop((current.hub_id, current.name.casefold()), None)
+            self._unindex(current)
         self._names[name_key] = rec.integration_id
+        ext = external_id(rec.configuration)
+        if ext:
+            self._by_external[(rec.channel_id, ext)] = rec.integration_id
         self.integrations[rec.integration_id] = rec
         self._by_hub.setdefault(rec.hub_id, {})[rec.integration_id] = rec
         return ACCEPTED
@@ -166,16 +170,21 @@ class RegistryView:
             self._deleted.add(ident)
             rec = self.integrations.pop(ident, None)
             if rec is not None:
-                self._names.pop((rec.hub_id, rec.name.casefold()), None)
+                self._unindex(rec)
                 self._by_hub.get(rec.hub_id, {}).pop(ident, None)
         elif kind == "hub":
             hub = self.hubs.pop(ident, None)
             if hub is not None:
                 self._hub_by_token.pop(hub.token_hash, None)
                 for iid in list(self._by_hub.pop(ident, {})):
-                    rec = self.integrations.pop(iid)
-                    self._names.pop((rec.hub_id, rec.name.casefold()), None)
+                    self._unindex(self.integrations.pop(iid))
         return ACCEPTED
+
+    def _unindex(self, rec: IntegrationRecord) -> None:
+        self._names.pop((rec.hub_id, rec.name.casefold()), None)
+        ext = external_id(rec.configuration)
+        if ext and self._by_external.get((rec.channel_id, ext)) == rec.integration_id:
+            del self._by_external[(rec.channel_id, ext)]
 
     # ---- queries ---------------------------------------------------------------
 
@@ -185,6 +194,11 @@ class RegistryView:
 
     def integrations_of(self, hub_id: str) -> Iterator[IntegrationRecord]:
         return iter(list(self._by_hub.get(hub_id, {}).values()))
+
+    def by_external_id(self, channel: ChannelId, ext: str) -> IntegrationRecord | None:
+        """The integration a provider-side id (Messenger page, Slack team, …) belongs to."""
+        iid = self._by_external.get((channel, ext))
+        return self.integrations.get(iid) if iid else None
 
     def name_holder(self, hub_id: str, name: str) -> str | None:
         return self._names.get((hub_id, name.casefold()))

@@ -40,6 +40,21 @@ class Settings(Struct, frozen=True, kw_only=True):
     max_in_flight_per_destination: int = 8
     max_pending_per_partition: int = 2000
     stream_max_connections_per_integration: int = 8
+    ingress_rate_per_s: float = 200.0
+    ingress_burst: int = 400
+    api_rate_per_s: float = 50.0
+    api_burst: int = 100
+    # Providers (issue #4): API base URLs default to the real services.
+    twilio_api_url: str = "https://api.twilio.com"
+    meta_graph_url: str = "https://graph.facebook.com"
+    meta_graph_version: str = "v19.0"
+    meta_verify_token: str = ""
+    meta_app_secret: str = ""
+    slack_api_url: str = "https://slack.com/api"
+    slack_signing_secret: str = ""
+    slack_client_id: str = ""
+    slack_client_secret: str = ""
+    provider_timeout_s: float = 10.0
 
     @property
     def idempotent_producer(self) -> bool:

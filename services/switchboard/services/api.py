@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
@@ -35,6 +36,7 @@ from switchboard.model import (
     StatusId,
 )
 from switchboard.registry import HubRecord, IntegrationRecord, KeySet, RegistryView
+from switchboard.services.channels.base import ChannelPlugin
 from switchboard.services.http import JSON, read_body
 from switchboard.services.runtime import Runtime
 
@@ -103,8 +105,10 @@ def parse_status(value: int) -> int:
 class Api:
     """`/api/v1/...`: hubs (admin) and integrations (hub access token)."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime,
+                 plugins: Mapping[ChannelId, ChannelPlugin] | None = None) -> None:
         self.runtime = runtime
+        self.plugins = dict(plugins or {})
 
     def routes(self) -> list[Route]:
         return [
@@ -214,10 +218,16 @@ class Api:
         if view.name_holder(hub_id, body.name) is not None:
             raise Conflict("name_taken", f"an integration named {body.name!r} exists",
                            "name")
+        integration_id = new_id()
+        plugin = self.plugins.get(channel)
+        if plugin is not None:
+            # The provider checks the credentials and fills in what it knows (numbers,
+            # page ids, bot tokens) before anything is stored.
+            config = await plugin.provision(integration_id, config)
         now = _now_ms()
         keyset, private = self._new_keys(config, now)
         rec = IntegrationRecord(
-            integration_id=new_id(),
+            integration_id=integration_id,
             hub_id=hub_id,
             channel_id=channel,
             integration_type=itype,

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
+from switchboard.services.channels import load_plugins
 from switchboard.services.http import EXCEPTION_HANDLERS
 from switchboard.services.runtime import Runtime, health_routes
 from switchboard.settings import Settings
@@ -32,17 +33,19 @@ def build_app(settings: Settings, services: Iterable[str] = SERVICES) -> Starlet
     runtime = Runtime(settings)
     routes: list[BaseRoute] = list(health_routes(runtime))
     workers: list[Worker] = []
+    plugins = load_plugins(runtime)
     # Imported per service so a process loads only what it runs.
     if "api" in names:
         from switchboard.services.api import Api
         from switchboard.services.docs import docs_routes
 
-        routes += Api(runtime).routes()
+        routes += Api(runtime, plugins).routes()
         routes += docs_routes()
     if "ingress" in names:
         from switchboard.services.ingress import Ingress
 
-        routes += Ingress(runtime).routes()
+        routes += Ingress(runtime, plugins).routes()
+        workers.extend(plugins.values())  # channel gateways (web chat) run with the ingress
     if "stream" in names:
         from switchboard.services.stream import StreamGateway
 
@@ -56,7 +59,8 @@ def build_app(settings: Settings, services: Iterable[str] = SERVICES) -> Starlet
     if "deliverer" in names:
         from switchboard.services.deliverer import Deliverer
 
-        workers.append(Deliverer(runtime))
+        senders = {c: p.sender for c, p in plugins.items() if p.sender is not None}
+        workers.append(Deliverer(runtime, senders=senders))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

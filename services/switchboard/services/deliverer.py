@@ -17,27 +17,30 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Protocol
 
 import httpx
 import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import TopicPartition
-from msgspec import Struct
 
 from switchboard.errors import SwitchboardError, Unavailable
+from switchboard.ids import stable_id
 from switchboard.kafka import DEAD, DELIVERIES, start_group_consumer
 from switchboard.keys import Sealer
 from switchboard.model import (
+    Activity,
     ChannelId,
     DeadLetter,
     Delivery,
     DirectEnvelope,
+    Event,
     SystemEnvelope,
     delivery_decoder,
 )
+from switchboard.model import Sender as ActivitySender
 from switchboard.offsets import PartitionOffsets
+from switchboard.outbound import SKIPPED, Attempt, Sender
 from switchboard.registry import IntegrationRecord
 from switchboard.retry import Outcome, RetryPolicy, classify_status, parse_retry_after
 from switchboard.services.runtime import Runtime
@@ -58,25 +61,6 @@ SIGNER_CACHE_SIZE = 1024
 _json = msgspec.json.Encoder()
 
 
-class Attempt(Struct, frozen=True, kw_only=True):
-    """The result of one try at delivering; `reason` is a short code, never a secret."""
-
-    outcome: Outcome
-    status: int | None = None
-    retry_after: float | None = None
-    reason: str = ""
-
-
-class Sender(Protocol):
-    """Delivers to one kind of destination (a webhook, later a provider's API).
-
-    Called once per attempt, under the deliverer's timeout and concurrency bounds. Must
-    not raise for an ordinary failure: return an `Attempt` saying whether to retry.
-    """
-
-    async def send(self, delivery: Delivery, destination: IntegrationRecord) -> Attempt: ...
-
-
 class WebhookSender:
     """POSTs Standard Webhooks signed JSON to a Direct or System integration's webhookUrl."""
 
@@ -91,7 +75,7 @@ class WebhookSender:
         if url is None:
             # A Direct integration without a webhook is served over its websocket by the
             # stream gateway; nothing for us to do.
-            return Attempt(outcome=Outcome.DELIVERED, reason="websocket_only")
+            return Attempt(outcome=Outcome.DELIVERED, reason=SKIPPED)
         body = envelope(delivery, destination)
         now = time.time()
         try:
@@ -164,6 +148,30 @@ def envelope(delivery: Delivery, destination: IntegrationRecord) -> bytes:
         conversation_id=delivery.conversation_id,
         activity=delivery.activity,
     ))
+
+
+FAILED_EVENT = "event:delivery_failed"
+
+
+def failure_event(delivery: Delivery, reason: str, attempts: int, last_status: int | None,
+                  now_ms: int) -> Activity:
+    """The `event:delivery_failed` activity for a dead-lettered delivery (stable id)."""
+    return Activity(
+        activity_id=stable_id("delivery_failed", delivery.delivery_id),
+        hub_id=delivery.hub_id,
+        integration_id=delivery.destination_id,
+        channel_id=delivery.activity.channel_id,
+        type=FAILED_EVENT,
+        conversation_id=delivery.conversation_id,
+        sender=SwitchboardSender,
+        timestamp=now_ms,
+        event=Event(name="delivery_failed", ref=delivery.activity.activity_id, data={
+            "deliveryId": delivery.delivery_id, "destinationId": delivery.destination_id,
+            "reason": reason, "attempts": attempts, "status": last_status}),
+    )
+
+
+SwitchboardSender = ActivitySender(id="switchboard", name="Switchboard")
 
 
 def _snake(name: str) -> str:
@@ -495,7 +503,7 @@ class Deliverer:
             attempts += 1
             attempt = await self._attempt(sender, delivery, destination)
             if attempt.outcome is Outcome.DELIVERED:
-                if attempt.reason == "websocket_only":
+                if attempt.reason == SKIPPED:
                     self.stats.skipped += 1
                 else:
                     self.stats.delivered += 1
@@ -559,6 +567,19 @@ class Deliverer:
                 continue
             return registry.view.integrations.get(destination_id)
 
+    async def _announce_failure(self, delivery: Delivery, reason: str, attempts: int,
+                                last_status: int | None) -> None:
+        """Tell System integrations (filter ``event:delivery_failed``) what was not delivered."""
+        event = failure_event(delivery, reason, attempts, last_status, int(time.time() * 1000))
+        delay = 0.2
+        while True:
+            try:
+                await self.runtime.publish(event)
+                return
+            except Unavailable:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     async def _dead_letter(self, delivery: Delivery, reason: str, attempts: int,
                            last_status: int | None, *, last_error: str = "") -> None:
         """Write to `deliveries.dead` (acks=all) and return only once it is durable."""
@@ -582,6 +603,8 @@ class Deliverer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.stats.dead_lettered += 1
+        if delivery.activity.type != FAILED_EVENT:  # never an event about an event
+            await self._announce_failure(delivery, reason, attempts, last_status)
         log.warning("delivery %s to %s dead-lettered: %s after %d attempts (last: %s)",
                     delivery.delivery_id, delivery.destination_id, reason, attempts,
                     last_error or last_status)

@@ -6,40 +6,51 @@ with acks=all; if the broker cannot take it in time the caller gets 503 + Retry-
 
 from __future__ import annotations
 
-import asyncio
 import time
+from collections.abc import Mapping
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from switchboard import inbound
-from switchboard.errors import Unavailable
-from switchboard.kafka import ACTIVITIES
-from switchboard.model import Activity, activity_encoder
+from switchboard.errors import NotFound
+from switchboard.model import ChannelId
+from switchboard.services.channels.base import ChannelPlugin
 from switchboard.services.http import JSON, read_body
 from switchboard.services.runtime import Runtime
 
 
 class Ingress:
-    """`POST /ingress/{integrationId}`: signed activities from Direct integrations."""
+    """`POST /ingress/{integrationId}`: Direct integrations' signed activities here, other
+    channels' webhooks handed to their plugin; plus the plugins' app-level routes."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, plugins: Mapping[ChannelId, ChannelPlugin]) -> None:
         self.runtime = runtime
-        self._topic = runtime.settings.topic(ACTIVITIES)
+        self.plugins = plugins
 
-    def routes(self) -> list[Route]:
-        return [Route("/ingress/{integrationId}", self.receive, methods=["POST"])]
+    def routes(self) -> list[BaseRoute]:
+        # Provider app-level routes (/ingress/slack, /ingress/meta) first: they would
+        # otherwise match /ingress/{integrationId}.
+        own: list[BaseRoute] = [
+            Route("/ingress/{integrationId}", self.receive, methods=["POST"])]
+        return [r for p in self.plugins.values() for r in p.routes()] + own
 
     async def receive(self, request: Request) -> Response:
         settings = self.runtime.settings
         integration_id = request.path_params["integrationId"]
         inbound.check_content_length(request.headers.get("content-length"),
                                      settings.max_body_bytes)
-        inbound.check_json_content_type(request.headers.get("content-type"))
-        rec = inbound.check_ingestible(
+        rec = inbound.check_active(
             await self.runtime.registry.lookup_integration(integration_id), integration_id
         )
+        if rec.channel_id is not ChannelId.DIRECT:
+            plugin = self.plugins.get(rec.channel_id)
+            if plugin is None:
+                raise NotFound("not_ingestible",
+                               f"{rec.channel_id.value} integrations do not accept webhooks")
+            return await plugin.inbound(request, rec)
+        inbound.check_json_content_type(request.headers.get("content-type"))
         body = await read_body(request, settings.max_body_bytes)
         now = time.time()
         verified = inbound.verify_direct(
@@ -51,17 +62,5 @@ class Ingress:
             tolerance_s=settings.timestamp_tolerance_s,
         )
         activity = inbound.normalize_direct(rec, verified.id, body, int(now * 1000))
-        await self.publish(activity)
+        await self.runtime.publish(activity)
         return JSON({"activityId": activity.activity_id}, status_code=202)
-
-    async def publish(self, activity: Activity) -> None:
-        """Write `activity` keyed by conversation; return only once it is durable."""
-        try:
-            async with asyncio.timeout(self.runtime.settings.produce_timeout_s):
-                await self.runtime.producer.send_and_wait(
-                    self._topic,
-                    activity_encoder.encode(activity),
-                    key=activity.conversation_id.encode(),
-                )
-        except Exception as exc:  # KafkaError, TimeoutError: either way not durable
-            raise Unavailable("broker_unavailable", "could not store the activity; retry") from exc

@@ -18,15 +18,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from switchboard.conversations import ConversationRecord, ConversationTable, conversation_encoder
+from switchboard.conversations import ConversationRecord
 from switchboard.ids import activity_id as make_activity_id
 from switchboard.ids import delivery_id
 from switchboard.kafka import (
     ACTIVITIES,
-    CONVERSATIONS,
     DELIVERIES,
-    TableReader,
-    run_with_broker_retry,
     start_group_consumer,
 )
 from switchboard.model import Activity, Delivery, IntegrationType, Sender, activity_decoder
@@ -62,11 +59,6 @@ class Router:
         s = runtime.settings
         self._activities = s.topic(ACTIVITIES)
         self._deliveries = s.topic(DELIVERIES)
-        self._conversations_topic = s.topic(CONVERSATIONS)
-        self.conversations = ConversationTable()
-        self._table = TableReader(
-            s, self._conversations_topic, lambda r: self.conversations.apply(r.key, r.value)
-        )
         self._seen: dict[int, _Seen] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -74,7 +66,6 @@ class Router:
 
     async def start(self) -> None:
         await self.runtime.start()
-        await run_with_broker_retry("router table", self._table.start)
         self._consumer = await start_group_consumer(
             self.runtime.settings, self._activities, GROUP, _Forget(self), max_poll_records=500
         )
@@ -88,7 +79,6 @@ class Router:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer is not None:
             await self._consumer.stop()
-        await self._table.stop()
 
     async def _run(self) -> None:
         assert self._consumer is not None
@@ -99,7 +89,7 @@ class Router:
                 if not batch:
                     continue
                 # Views must include every conversation a previous owner recorded.
-                await self._table.sync(timeout=30)
+                await self.runtime.conversations.sync()
                 offsets: dict[TopicPartition, OffsetAndMetadata] = {}
                 pending: list[asyncio.Future[object]] = []
                 for tp, records in batch.items():
@@ -146,7 +136,7 @@ class Router:
             return []
         now_ms = int(time.time() * 1000)
         futures: list[asyncio.Future[object]] = []
-        conversation = self.conversations.get(activity.conversation_id)
+        conversation = self.runtime.conversations.get(activity.conversation_id)
         if conversation is None and activity.type == "message:customer":
             conversation = await self._open_conversation(activity, now_ms)
             futures.extend(await self._start_messages(activity, now_ms))
@@ -164,12 +154,7 @@ class Router:
             created_at=now_ms,
         )
         # Durable before any delivery, so an agent's answer always finds its way back.
-        await self.runtime.producer.send_and_wait(
-            self._conversations_topic,
-            conversation_encoder.encode(conv),
-            key=conv.conversation_id.encode(),
-        )
-        self.conversations.by_id[conv.conversation_id] = conv
+        await self.runtime.conversations.put(conv)
         return conv
 
     async def _start_messages(

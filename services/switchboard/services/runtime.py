@@ -6,13 +6,17 @@ import asyncio
 import contextlib
 import logging
 
+import httpx
 from aiokafka import AIOKafkaProducer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from switchboard.kafka import ensure_topics, make_producer, run_with_broker_retry
+from switchboard.conversation_store import ConversationStore
+from switchboard.errors import Unavailable
+from switchboard.kafka import ACTIVITIES, ensure_topics, make_producer, run_with_broker_retry
 from switchboard.keys import Sealer
+from switchboard.model import Activity, activity_encoder
 from switchboard.settings import Settings
 from switchboard.store import RegistryStore
 
@@ -27,6 +31,8 @@ class Runtime:
         self.sealer = Sealer.from_b64(settings.secret_key)
         self._producer: AIOKafkaProducer | None = None
         self._registry: RegistryStore | None = None
+        self._conversations: ConversationStore | None = None
+        self._http: httpx.AsyncClient | None = None
         self._started = False
 
     @property
@@ -39,15 +45,45 @@ class Runtime:
         assert self._registry is not None, "Runtime.start() first"
         return self._registry
 
+    @property
+    def conversations(self) -> ConversationStore:
+        assert self._conversations is not None, "Runtime.start() first"
+        return self._conversations
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The client for provider APIs (Twilio, Graph, Slack), bounded by one timeout."""
+        assert self._http is not None, "Runtime.start() first"
+        return self._http
+
+    async def publish(self, activity: Activity) -> None:
+        """Write `activity` to `activities` keyed by conversation; return once durable.
+
+        Acked means durable: callers answer their provider only after this returns.
+        """
+        try:
+            async with asyncio.timeout(self.settings.produce_timeout_s):
+                await self.producer.send_and_wait(
+                    self.settings.topic(ACTIVITIES),
+                    activity_encoder.encode(activity),
+                    key=activity.conversation_id.encode(),
+                )
+        except Exception as exc:  # KafkaError, TimeoutError: either way not durable
+            raise Unavailable("broker_unavailable", "could not store the activity; retry") from exc
+
     async def start(self) -> None:
         if self._started:
             return
         # aiokafka clients bind to the running loop, so they are made here, not in __init__.
         self._producer = make_producer(self.settings)
         self._registry = RegistryStore(self.settings, self._producer)
+        self._conversations = ConversationStore(self.settings, self._producer)
+        self._http = httpx.AsyncClient(timeout=self.settings.provider_timeout_s,
+                                       follow_redirects=False)
         await run_with_broker_retry("topics", lambda: ensure_topics(self.settings))
         await run_with_broker_retry("producer", self.producer.start)
         await self.registry.start()
+        await self.conversations.start()
         self._started = True
 
     async def stop(self) -> None:
@@ -55,7 +91,9 @@ class Runtime:
             return
         self._started = False
         try:
+            await self.conversations.stop()
             await self.registry.stop()
+            await self.http.aclose()
         finally:
             # Bounded: with the broker gone, flushing what is queued must not hang shutdown.
             with contextlib.suppress(Exception):

@@ -1,0 +1,10 @@
+"""Twilio channel (issue #4): being built."""
+
+from __future__ import annotations
+
+from switchboard.model import ChannelId
+from switchboard.services.channels.base import ChannelPlugin
+
+
+class TwilioPlugin(ChannelPlugin):
+    channel = ChannelId.TWILIO_SMS
