@@ -115,6 +115,9 @@ class Router:
     async def _rewind(self) -> None:
         assert self._consumer is not None
         for tp in self._consumer.assignment():
+            # What was read since the last commit will be routed again: forget having
+            # seen it, or the redo would skip it as a duplicate and lose it.
+            self._seen.pop(tp.partition, None)
             committed = await self._consumer.committed(tp)
             if committed is None:
                 await self._consumer.seek_to_beginning(tp)
@@ -133,7 +136,10 @@ class Router:
             return []
         view = self.runtime.registry.view
         if activity.hub_id not in view.hubs:
-            return []
+            # Written by an ingress whose view is ahead of ours: catch up once.
+            view = await self.runtime.registry.sync()
+            if activity.hub_id not in view.hubs:
+                return []
         now_ms = int(time.time() * 1000)
         futures: list[asyncio.Future[object]] = []
         conversation = self.runtime.conversations.get(activity.conversation_id)

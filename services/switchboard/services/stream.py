@@ -137,6 +137,7 @@ class _Connection:
         self.start = start
         self.high = start.offset  # highest offset this connection has passed (sent or skipped)
         self.acked: Cursor | None = None
+        self.closing = False  # the client left; its last ack is being written
         self.written: Cursor | None = None
         self.ack_event = asyncio.Event()
         self.closing = False
@@ -302,6 +303,13 @@ class StreamGateway:
         if explicit is not None and explicit.partition != partition:
             return _Refusal(CLOSE_BAD_REQUEST, "cursor is not in this integration's partition")
         if explicit is None:
+            # A client reconnecting right after leaving: let this process finish writing
+            # the ack its previous socket received, or it would resume before it.
+            leaving = [c.done.wait() for c in self._live.get(iid, ()) if c.closing]
+            if leaving:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.gather(*leaving),
+                                           self._settings.produce_timeout_s + 1)
             # Another gateway process may have taken the last ack a moment ago: catch up.
             try:
                 await self._reader.sync(timeout=REGISTRY_SYNC_TIMEOUT_S)
@@ -458,6 +466,7 @@ class StreamGateway:
         while True:
             msg = await conn.ws.receive()
             if msg["type"] == "websocket.disconnect":
+                conn.closing = True
                 return None
             raw = msg.get("text")
             if raw is None:
