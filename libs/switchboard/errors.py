@@ -64,6 +64,12 @@ class UnsupportedMediaType(SwitchboardError):
 class TooManyRequests(SwitchboardError):
     status = 429
 
+    def __init__(
+        self, code: str, description: str, field: str | None = None, retry_after: int = 1
+    ) -> None:
+        super().__init__(code, description, field)
+        self.retry_after = retry_after
+
 
 class Unavailable(SwitchboardError):
     """The broker (or another dependency) is unreachable; the caller should retry later."""

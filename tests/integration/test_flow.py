@@ -154,3 +154,37 @@ async def test_start_messages_greet_a_new_conversation(hub: RunningHub) -> None:
         assert orjson.loads(got[0].body)["conversationId"]
     finally:
         await receiver.stop()
+
+
+async def test_permanent_failure_becomes_a_delivery_failed_event(hub: RunningHub) -> None:
+    # The agent's endpoint is gone for good (410): the delivery is dead-lettered at once
+    # and a System integration subscribed to event:delivery_failed hears about it.
+    receiver = await Receiver(lambda path, n: (410, {}, 0.0) if path == "/agent"
+                              else (200, {}, 0.0)).start()
+    try:
+        hub_id, auth = await hub.create_hub()
+        cust = await hub.create_integration(
+            hub_id, auth, channelId="Direct", name="c",
+            configuration={"integrationType": "Customer"})
+        await hub.create_integration(
+            hub_id, auth, channelId="Direct", name="a",
+            configuration={"integrationType": "Agent", "webhookUrl": receiver.url + "/agent"})
+        await hub.create_integration(
+            hub_id, auth, channelId="System", name="ops",
+            configuration={"webhookUrl": receiver.url + "/ops",
+                           "events": ["event:delivery_failed"]})
+        body = message("will not arrive")
+        r = await hub.client.post(
+            f"/ingress/{cust['integrationId']}", content=body,
+            headers=sign_with_cryptography(cust["configuration"]["privateSigningKey"], body))
+        activity_id = r.json()["activityId"]
+        ops = (await receiver.wait_for("/ops", 1))[0].json
+        event = ops["activities"][0]
+        assert event["type"] == "event:delivery_failed"
+        assert event["event"]["ref"] == activity_id
+        assert event["event"]["data"]["reason"] == "gone"
+        assert event["event"]["data"]["status"] == 410
+        # Only the failure event reaches ops: its filter excludes messages.
+        assert len(receiver.at("/ops")) == 1
+    finally:
+        await receiver.stop()

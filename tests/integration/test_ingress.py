@@ -128,3 +128,31 @@ async def test_grace_window_expires(broker: Any) -> None:
         assert r.status_code == 202
     finally:
         await h.stop()
+
+
+async def test_rate_limit_is_per_integration(broker: Any) -> None:
+    from tests.conftest import make_settings
+
+    h = await RunningHub(make_settings(broker, ingress_rate_per_s=0.5, ingress_burst=2),
+                         ["api", "ingress"]).start()
+    try:
+        noisy, noisy_key, _ = await _customer(h)
+        hub_id, auth = await h.create_hub("quiet")
+        quiet = await h.create_integration(hub_id, auth, channelId="Direct", name="q",
+                                           configuration={"integrationType": "Customer"})
+        codes = []
+        for i in range(3):
+            body = message(f"n{i}")
+            r = await h.client.post(f"/ingress/{noisy}", content=body,
+                                    headers=sign_with_cryptography(noisy_key, body))
+            codes.append(r.status_code)
+        assert codes == [202, 202, 429]
+        assert int(r.headers["retry-after"]) >= 1
+        assert r.json()["errors"][0]["code"] == "rate_limited"
+        body = message("q")
+        r = await h.client.post(
+            f"/ingress/{quiet['integrationId']}", content=body,
+            headers=sign_with_cryptography(quiet["configuration"]["privateSigningKey"], body))
+        assert r.status_code == 202
+    finally:
+        await h.stop()

@@ -35,9 +35,10 @@ from switchboard.model import (
     IntegrationType,
     StatusId,
 )
+from switchboard.ratelimit import RateLimiter
 from switchboard.registry import HubRecord, IntegrationRecord, KeySet, RegistryView
 from switchboard.services.channels.base import ChannelPlugin
-from switchboard.services.http import JSON, read_body
+from switchboard.services.http import JSON, limit, read_body
 from switchboard.services.runtime import Runtime
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -109,6 +110,8 @@ class Api:
                  plugins: Mapping[ChannelId, ChannelPlugin] | None = None) -> None:
         self.runtime = runtime
         self.plugins = dict(plugins or {})
+        s = runtime.settings
+        self._limiter = RateLimiter(s.api_rate_per_s, s.api_burst)
 
     def routes(self) -> list[Route]:
         return [
@@ -141,7 +144,10 @@ class Api:
 
     async def _session(self, request: Request) -> tuple[Principal, RegistryView]:
         view = await self.runtime.registry.sync()
-        return self._principal(request, view), view
+        principal = self._principal(request, view)
+        if not principal.admin:
+            limit(self._limiter, principal.hub_id or "", "hub")
+        return principal, view
 
     @staticmethod
     def _own_integration(principal: Principal, view: RegistryView, iid: str) -> IntegrationRecord:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 from typing import Any
 
 import msgspec
@@ -10,8 +12,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchboard.errors import PayloadTooLarge, SwitchboardError, Unavailable
+from switchboard.errors import PayloadTooLarge, SwitchboardError, TooManyRequests, Unavailable
 from switchboard.inbound import check_content_length
+from switchboard.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
@@ -28,7 +31,7 @@ class JSON(Response):
 
 def error_response(exc: SwitchboardError) -> Response:
     headers = {}
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, Unavailable | TooManyRequests):
         headers["Retry-After"] = str(exc.retry_after)
     return JSON(exc.to_body(), status_code=exc.status, headers=headers)
 
@@ -56,6 +59,14 @@ EXCEPTION_HANDLERS = {
     HTTPException: http_error_handler,
     Exception: unexpected_error_handler,
 }
+
+
+def limit(limiter: RateLimiter, key: str, what: str) -> None:
+    """429 with Retry-After when `key` is over its rate."""
+    wait = limiter.take(key, time.monotonic())
+    if wait is not None:
+        raise TooManyRequests("rate_limited", f"too many requests for this {what}; slow down",
+                              retry_after=max(1, math.ceil(wait)))
 
 
 async def read_body(request: Request, limit: int) -> bytes:

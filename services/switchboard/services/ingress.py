@@ -16,8 +16,9 @@ from starlette.routing import BaseRoute, Route
 from switchboard import inbound
 from switchboard.errors import NotFound
 from switchboard.model import ChannelId
+from switchboard.ratelimit import RateLimiter
 from switchboard.services.channels.base import ChannelPlugin
-from switchboard.services.http import JSON, read_body
+from switchboard.services.http import JSON, limit, read_body
 from switchboard.services.runtime import Runtime
 
 
@@ -28,6 +29,9 @@ class Ingress:
     def __init__(self, runtime: Runtime, plugins: Mapping[ChannelId, ChannelPlugin]) -> None:
         self.runtime = runtime
         self.plugins = plugins
+        s = runtime.settings
+        # Per integration: one noisy or hostile sender cannot starve the others.
+        self._limiter = RateLimiter(s.ingress_rate_per_s, s.ingress_burst)
 
     def routes(self) -> list[BaseRoute]:
         # Provider app-level routes (/ingress/slack, /ingress/meta) first: they would
@@ -44,6 +48,7 @@ class Ingress:
         rec = inbound.check_active(
             await self.runtime.registry.lookup_integration(integration_id), integration_id
         )
+        limit(self._limiter, rec.integration_id, "integration")
         if rec.channel_id is not ChannelId.DIRECT:
             plugin = self.plugins.get(rec.channel_id)
             if plugin is None:

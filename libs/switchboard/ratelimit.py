@@ -1,0 +1,46 @@
+"""Token buckets per key (an integration, an API token): pure, the clock is passed in."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from msgspec import Struct
+
+
+class Bucket(Struct):
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """At most `rate` per second per key, with bursts up to `burst`.
+
+    Keeps at most `max_keys` buckets; the least recently used is forgotten first (a
+    forgotten key starts again with a full bucket, which errs on the side of serving).
+    """
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 100_000) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = float(burst)
+        self._max_keys = max_keys
+        self._buckets: OrderedDict[str, Bucket] = OrderedDict()
+
+    def take(self, key: str, now: float) -> float | None:
+        """Spend one token for `key`: None if allowed, else seconds until one is free."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = Bucket(tokens=self.burst, updated=now)
+            self._buckets[key] = bucket
+            if len(self._buckets) > self._max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+            elapsed = max(0.0, now - bucket.updated)
+            bucket.tokens = min(self.burst, bucket.tokens + elapsed * self.rate)
+            bucket.updated = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return None
+        return (1.0 - bucket.tokens) / self.rate
