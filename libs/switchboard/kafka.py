@@ -103,18 +103,22 @@ async def start_group_consumer(
     settings: Settings,
     topic: str,
     group: str,
-    listener: ConsumerRebalanceListener,
+    listener: Callable[[AIOKafkaConsumer], ConsumerRebalanceListener],
     **overrides: object,
 ) -> AIOKafkaConsumer:
     """Join consumer group `group` (prefixed like the topics) on `topic`, retrying until the
-    broker answers. A fresh consumer per try: aiokafka cannot restart a failed one."""
+    broker answers. A fresh consumer per try: aiokafka cannot restart a failed one.
+
+    `listener` is built for the consumer, since the first assignment may arrive before
+    this function returns it.
+    """
 
     consumer: AIOKafkaConsumer | None = None
 
     async def attempt() -> None:
         nonlocal consumer
         candidate = make_consumer(settings, group_id=settings.topic_prefix + group, **overrides)
-        candidate.subscribe([topic], listener=listener)
+        candidate.subscribe([topic], listener=listener(candidate))
         try:
             await candidate.start()
         except BaseException:

@@ -188,3 +188,36 @@ async def test_permanent_failure_becomes_a_delivery_failed_event(hub: RunningHub
         assert len(receiver.at("/ops")) == 1
     finally:
         await receiver.stop()
+
+
+async def test_provider_retry_after_a_restart_is_still_delivered_once(broker: object) -> None:
+    from tests.conftest import make_settings
+
+    settings = make_settings(broker)
+    receiver = await Receiver().start()
+    hub = await RunningHub(settings).start()
+    try:
+        s = await _setup(hub, receiver)
+        cust = s["customer"]
+        key = cust["configuration"]["privateSigningKey"]
+        body = message("once, even across restarts")
+        headers = sign_with_cryptography(key, body, msg_id="provider-event-42")
+        assert (await hub.client.post(f"/ingress/{cust['integrationId']}", content=body,
+                                      headers=headers)).status_code == 202
+        await receiver.wait_for("/agent", 1)
+        await hub.stop()
+        # A new router owns the partitions now; the provider retries the same event.
+        hub = await RunningHub(settings).start()
+        retry = sign_with_cryptography(key, body, msg_id="provider-event-42")
+        assert (await hub.client.post(f"/ingress/{cust['integrationId']}", content=body,
+                                      headers=retry)).status_code == 202
+        after = message("after the retry")
+        assert (await hub.client.post(f"/ingress/{cust['integrationId']}", content=after,
+                                      headers=sign_with_cryptography(key, after))).status_code \
+            == 202
+        got = await receiver.wait_for("/agent", 2)
+        assert [g.json["activity"]["message"]["text"] for g in got] == [
+            "once, even across restarts", "after the retry"]
+    finally:
+        await hub.stop()
+        await receiver.stop()

@@ -329,7 +329,7 @@ class Deliverer:
         self._senders = {ChannelId.DIRECT: webhook, ChannelId.SYSTEM: webhook,
                          **self._extra_senders}
         self._consumer = await start_group_consumer(
-            self._settings, self._topic, GROUP, _Listener(self), fetch_max_wait_ms=100
+            self._settings, self._topic, GROUP, lambda _: _Listener(self), fetch_max_wait_ms=100
         )
         self._task = asyncio.create_task(self._run(), name="deliverer")
 

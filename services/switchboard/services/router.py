@@ -24,6 +24,7 @@ from switchboard.ids import delivery_id
 from switchboard.kafka import (
     ACTIVITIES,
     DELIVERIES,
+    make_consumer,
     start_group_consumer,
 )
 from switchboard.model import Activity, Delivery, IntegrationType, Sender, activity_decoder
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 GROUP = "switchboard-router"
 _encoder = msgspec.json.Encoder()
 SEEN_PER_PARTITION = 50_000
+SEED_RECORDS = 10_000  # how far back a new owner looks for already-routed activity ids
+SEED_TIMEOUT_S = 10.0
 
 
 class _Seen:
@@ -67,7 +70,8 @@ class Router:
     async def start(self) -> None:
         await self.runtime.start()
         self._consumer = await start_group_consumer(
-            self.runtime.settings, self._activities, GROUP, _Forget(self), max_poll_records=500
+            self.runtime.settings, self._activities, GROUP, lambda c: _Forget(self, c),
+            max_poll_records=500,
         )
         self._task = asyncio.create_task(self._run(), name="router")
         self.running = True
@@ -202,15 +206,55 @@ class Router:
         return fut
 
 
-class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Drop per-partition dedupe state for partitions this router no longer owns."""
+class _ActivityId(msgspec.Struct, rename="camel"):
+    activity_id: str
 
-    def __init__(self, router: Router) -> None:
+
+_id_decoder = msgspec.json.Decoder(_ActivityId)
+
+
+class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Per-partition dedupe state follows partition ownership.
+
+    On assignment the new owner re-reads the tail before the committed offset, so a
+    provider retry that arrives after a rebalance or restart is still recognised.
+    """
+
+    def __init__(self, router: Router, consumer: AIOKafkaConsumer) -> None:
         self._router = router
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         for tp in revoked:
             self._router._seen.pop(tp.partition, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        return None
+        if not assigned:
+            return
+        try:
+            async with asyncio.timeout(SEED_TIMEOUT_S):
+                await self._seed(self._consumer, list(assigned))
+        except Exception as exc:  # best effort: dedupe is an optimisation over at-least-once
+            log.warning("router: could not re-read recent activities (%r)", exc)
+
+    async def _seed(self, group: AIOKafkaConsumer, assigned: list[TopicPartition]) -> None:
+        reader = make_consumer(self._router.runtime.settings, group_id=None)
+        await reader.start()
+        try:
+            for tp in assigned:
+                committed = await group.committed(tp)
+                if not committed:
+                    continue
+                start = max((await reader.beginning_offsets([tp]))[tp], committed - SEED_RECORDS)
+                reader.assign([tp])
+                reader.seek(tp, start)
+                seen = self._router._seen.setdefault(tp.partition, _Seen())
+                while (await reader.position(tp)) < committed:
+                    batch = await reader.getmany(tp, timeout_ms=500)
+                    for rec in batch.get(tp, []):
+                        if rec.offset >= committed:
+                            break
+                        with contextlib.suppress(msgspec.DecodeError):
+                            seen.add(_id_decoder.decode(rec.value or b"").activity_id)
+        finally:
+            await reader.stop()
