@@ -45,12 +45,14 @@ class Capabilities(Struct, rename="camel"):
 
 
 class TwilioSmsConfig(_Config, tag="TwilioSMS", tag_field="channel"):
-    SECRET_FIELDS = ("auth_token",)
+    SECRET_FIELDS = ("auth_token", "shared_key_secret")
     account_sid: Secret
     auth_token: Secret
     number_sid: Secret
     phone_number: str | None = None
     capabilities: Capabilities | None = None
+    # Only if a Twilio Webhook Rule signs this number's webhooks with a SharedKey.
+    shared_key_secret: Secret | None = None
     echo: bool = False
     start: list[Message] = field(default_factory=list)
 
@@ -65,8 +67,16 @@ class MessengerConfig(_Config, tag="Messenger", tag_field="channel"):
     start: list[Message] = field(default_factory=list)
 
 
+# A hostname ("example.com", "localhost", "10.0.0.5") or "*." + hostname for its subdomains;
+# no scheme, port or path (see switchboard.providers.webchat.origin_allowed).
+OriginHost = Annotated[str, Meta(
+    min_length=1, max_length=253,
+    pattern=r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+            r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")]
+
+
 class WebChatConfig(_Config, tag="WebChat", tag_field="channel"):
-    allowed_origins: Annotated[list[str], Meta(min_length=1, max_length=64)]
+    allowed_origins: Annotated[list[OriginHost], Meta(min_length=1, max_length=64)]
     # On by default (as in the seed): the widget shows the visitor's own messages from
     # the same stream as the replies, which is what makes history survive a reload.
     echo: bool = True
@@ -82,6 +92,8 @@ class SlackConfig(_Config, tag="Slack", tag_field="channel"):
     default_public_channel: str | None = None
     team_id: str | None = None
     bot_name: str | None = None
+    # Filled by provisioning (oauth.v2.access): our own bot, so its messages are ignored.
+    bot_user_id: str | None = None
 
 
 def external_id(cfg: object) -> str | None:

@@ -1,10 +1,193 @@
-"""Twilio channel (issue #4): being built."""
+"""TwilioSMS channel: the I/O shell around `switchboard.providers.twilio`.
+
+- `provision`: reads the number (phoneNumber, capabilities) and points its SmsUrl at the
+  integration's ingress URL; Twilio refusing the credentials is a 400, nothing stored.
+- `inbound`: ``POST /ingress/{integrationId}`` from Twilio (incoming SMS/MMS and status
+  callbacks): verify, normalize, publish durably, then answer empty TwiML.
+- `sender`: ``Messages.json`` for agent and bot messages to the conversation's customer.
+"""
 
 from __future__ import annotations
 
-from switchboard.model import ChannelId
+import logging
+import time
+from collections import OrderedDict
+from urllib.parse import urlencode
+
+import httpx
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchboard.channels import ChannelConfig, TwilioSmsConfig
+from switchboard.errors import BadRequest, Conflict, Unavailable, UnsupportedMediaType
+from switchboard.model import ChannelId, Delivery
+from switchboard.outbound import SKIPPED, Attempt, classify_provider_status
+from switchboard.providers import twilio
+from switchboard.registry import IntegrationRecord
+from switchboard.retry import Outcome, parse_retry_after
 from switchboard.services.channels.base import ChannelPlugin
+from switchboard.services.http import read_body
+from switchboard.services.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+FORM = "application/x-www-form-urlencoded"
+# Deliveries whose first parts Twilio already accepted, so a retry sends only the rest.
+_PROGRESS_SIZE = 10_000
+
+
+def _form(fields: list[tuple[str, str]]) -> bytes:
+    """Form-encode `fields` in order, repeated names (MediaUrl) kept."""
+    return urlencode(fields).encode()
 
 
 class TwilioPlugin(ChannelPlugin):
     channel = ChannelId.TWILIO_SMS
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__(runtime)
+        self._sender = TwilioSender(runtime)
+
+    @property
+    def sender(self) -> TwilioSender:
+        return self._sender
+
+    # ---- provisioning ------------------------------------------------------------
+
+    async def provision(self, integration_id: str, config: ChannelConfig) -> ChannelConfig:
+        assert isinstance(config, TwilioSmsConfig)
+        settings = self.runtime.settings
+        url = twilio.number_url(settings.twilio_api_url, config.account_sid, config.number_sid)
+        auth = (config.account_sid, config.auth_token)
+        resp = await self._call("GET", url, auth)
+        phone_number, capabilities = twilio.parse_number(resp.content)
+        if not capabilities.sms:
+            raise BadRequest("number_cannot_sms", f"{phone_number} cannot send SMS",
+                             "configuration.numberSid")
+        holder = self.runtime.registry.view.by_external_id(ChannelId.TWILIO_SMS, phone_number)
+        if holder is not None:
+            # A number has one SmsUrl: taking it over would silence the other integration.
+            raise Conflict("number_in_use",
+                           f"{phone_number} is already connected to another integration",
+                           "configuration.numberSid")
+        await self._call("POST", url, auth,
+                         data=twilio.sms_url_update(settings.public_url, integration_id))
+        return msgspec.structs.replace(config, phone_number=phone_number,
+                                       capabilities=capabilities)
+
+    async def _call(self, method: str, url: str, auth: tuple[str, str],
+                    data: list[tuple[str, str]] | None = None) -> httpx.Response:
+        try:
+            resp = await self.runtime.http.request(
+                method, url, auth=auth, content=_form(data) if data is not None else None,
+                headers={"content-type": FORM} if data is not None else None)
+        except httpx.HTTPError as exc:
+            log.warning("twilio provisioning: %s %s", method, type(exc).__name__)
+            raise Unavailable("provider_unavailable", "Twilio could not be reached; retry",
+                              retry_after=5) from None
+        if resp.is_success:
+            return resp
+        err = twilio.parse_error(resp.status_code, resp.content)
+        if classify_provider_status(resp.status_code) is Outcome.RETRY:
+            raise Unavailable("provider_unavailable", f"{err.describe()}; retry", retry_after=5)
+        field = ("configuration.authToken" if resp.status_code in (401, 403)
+                 else "configuration.numberSid" if resp.status_code == 404 else "configuration")
+        raise BadRequest("provider_error", err.describe(), field)
+
+    # ---- inbound -------------------------------------------------------------------
+
+    async def inbound(self, request: Request, rec: IntegrationRecord) -> Response:
+        cfg = rec.configuration
+        assert isinstance(cfg, TwilioSmsConfig)
+        settings = self.runtime.settings
+        media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+        if media != FORM:
+            raise UnsupportedMediaType("unsupported_media_type", f"Content-Type must be {FORM}")
+        body = await read_body(request, settings.max_body_bytes)
+        params = twilio.parse_form(body)
+        raw_path = request.scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path else request.url.path
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        url = twilio.full_url(settings.public_url, path, query)
+        sealer = self.runtime.sealer
+        twilio.verify_signature(
+            request.headers, url, params,
+            auth_token=sealer.open(cfg.auth_token).decode(),
+            shared_key=(sealer.open(cfg.shared_key_secret).decode()
+                        if cfg.shared_key_secret else None),
+        )
+        twilio.check_account(params, cfg.account_sid)
+        activities = twilio.normalize(
+            params, hub_id=rec.hub_id, integration_id=rec.integration_id,
+            query=twilio.parse_form(query.encode("latin-1")), now_ms=int(time.time() * 1000))
+        # In order, each durable before the next (they share the conversation's partition).
+        for activity in activities:
+            await self.runtime.publish(activity)
+        return Response(twilio.EMPTY_TWIML, media_type=twilio.TWIML_MEDIA_TYPE)
+
+
+class TwilioSender:
+    """Sends agent and bot messages as SMS/MMS through Twilio's Messages API."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._progress: OrderedDict[str, int] = OrderedDict()
+
+    async def send(self, delivery: Delivery, destination: IntegrationRecord) -> Attempt:
+        activity = delivery.activity
+        cfg = destination.configuration
+        if (activity.message is None or activity.type not in ("message:agent", "message:bot")
+                or not isinstance(cfg, TwilioSmsConfig)):
+            # The customer's own messages (echo) and events are not texted back.
+            return Attempt(outcome=Outcome.DELIVERED, reason=SKIPPED)
+        if not cfg.phone_number:
+            return Attempt(outcome=Outcome.PERMANENT, reason="no_phone_number")
+        conversations = self.runtime.conversations
+        conversation = conversations.get(delivery.conversation_id)
+        if conversation is None:
+            await conversations.sync()  # Unavailable → the deliverer retries
+            conversation = conversations.get(delivery.conversation_id)
+        if conversation is None:
+            return Attempt(outcome=Outcome.PERMANENT, reason="unknown_conversation")
+        settings = self.runtime.settings
+        mms = cfg.capabilities is None or cfg.capabilities.mms
+        requests = twilio.message_requests(
+            activity.message, from_number=cfg.phone_number, to=conversation.customer_id,
+            mms=mms, status_callback=lambda part: twilio.status_callback_url(
+                settings.public_url, destination.integration_id, activity.activity_id, part))
+        if not requests:
+            return Attempt(outcome=Outcome.PERMANENT, reason="empty_message")
+        url = twilio.messages_url(settings.twilio_api_url, cfg.account_sid)
+        auth = (cfg.account_sid, self.runtime.sealer.open(cfg.auth_token).decode())
+        done = self._progress.get(delivery.delivery_id, 0)
+        for index in range(done, len(requests)):
+            attempt = await self._post(url, auth, requests[index])
+            if attempt.outcome is not Outcome.DELIVERED:
+                return attempt
+            self._remember(delivery.delivery_id, index + 1)
+        self._progress.pop(delivery.delivery_id, None)
+        return Attempt(outcome=Outcome.DELIVERED, status=201)
+
+    async def _post(self, url: str, auth: tuple[str, str],
+                    form: list[tuple[str, str]]) -> Attempt:
+        try:
+            resp = await self.runtime.http.post(url, auth=auth, content=_form(form),
+                                                headers={"content-type": FORM})
+        except httpx.TimeoutException:
+            return Attempt(outcome=Outcome.RETRY, reason="timeout")
+        except httpx.HTTPError as exc:
+            return Attempt(outcome=Outcome.RETRY, reason=type(exc).__name__)
+        outcome = classify_provider_status(resp.status_code)
+        if outcome is Outcome.DELIVERED:
+            return Attempt(outcome=outcome, status=resp.status_code)
+        err = twilio.parse_error(resp.status_code, resp.content)
+        return Attempt(outcome=outcome, status=resp.status_code, reason=err.reason,
+                       retry_after=parse_retry_after(resp.headers.get("retry-after"),
+                                                     time.time()))
+
+    def _remember(self, delivery_id: str, parts_sent: int) -> None:
+        self._progress[delivery_id] = parts_sent
+        self._progress.move_to_end(delivery_id)
+        while len(self._progress) > _PROGRESS_SIZE:
+            self._progress.popitem(last=False)
