@@ -88,6 +88,8 @@ class FakeGraph:
             Route("/{version}/app", self._app, methods=["GET"]),
             Route("/{version}/me/messages", self._messages, methods=["POST"]),
             Route("/{version}/{page_id}/subscribed_apps", self._subscribe, methods=["POST"]),
+            Route("/{version}/{page_id}/subscribed_apps", self._unsubscribe,
+                  methods=["DELETE"]),
         ])
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
                                                      log_level="warning", lifespan="off"))
@@ -210,6 +212,15 @@ class FakeGraph:
             return self._json(*graph_error(
                 "(#100) The parameter subscribed_fields is required", 100))
         self.subscriptions[page.page_id] = fields.split(",")
+        return self._json(200, {"success": True})
+
+    async def _unsubscribe(self, request: Request) -> Response:
+        call = await self._record(request)
+        page, error = self._auth(call, request.path_params["version"])
+        if error is not None:
+            return error
+        assert page is not None
+        self.subscriptions.pop(page.page_id, None)
         return self._json(200, {"success": True})
 
     async def _messages(self, request: Request) -> Response:

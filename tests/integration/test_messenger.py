@@ -134,6 +134,17 @@ def _text(activity: dict[str, Any]) -> str | None:
 # ---- the loop -------------------------------------------------------------------------
 
 
+async def _deprovision_roundtrip(mhub: RunningHub, graph: FakeGraph, hub_id: str,
+                                 auth: dict[str, str]) -> None:
+    """Deleting a Messenger integration unsubscribes the app from its Page."""
+    made, page = await _messenger(mhub, graph, hub_id, auth, "short-lived")
+    assert page.page_id in graph.subscriptions
+    r = await mhub.client.delete(f"/api/v1/integrations/{made['integrationId']}",
+                                 headers=auth)
+    assert r.status_code == 204
+    assert page.page_id not in graph.subscriptions
+
+
 async def test_messenger_to_agent_and_back(mhub: RunningHub, graph: FakeGraph,
                                            receiver: Receiver) -> None:
     hub_id, auth = await mhub.create_hub()
@@ -146,6 +157,7 @@ async def test_messenger_to_agent_and_back(mhub: RunningHub, graph: FakeGraph,
     assert page.token not in orjson.dumps(made).decode()
     assert graph.subscriptions[page.page_id] == [
         "messages", "messaging_postbacks", "message_reads"]
+    await _deprovision_roundtrip(mhub, graph, hub_id, auth)
     agent = await mhub.create_integration(
         hub_id, auth, channelId="Direct", name="desk",
         configuration={"integrationType": "Agent", "webhookUrl": receiver.url + "/agent"})

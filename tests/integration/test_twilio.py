@@ -127,6 +127,11 @@ async def test_create_fetches_the_number_and_points_it_at_the_hub(env: Env) -> N
     assert r.status_code == 409, r.text
     assert r.json()["errors"][0]["code"] == "number_in_use"
     assert s.number.sms_url == f"{PUBLIC}/ingress/{s.sms['integrationId']}"
+    # Deleting the integration unhooks the number at Twilio and frees it.
+    r = await env.hub.client.delete(f"/api/v1/integrations/{s.sms['integrationId']}",
+                                    headers=s.auth)
+    assert r.status_code == 204
+    assert not s.number.sms_url
 
 
 async def test_wrong_credentials_are_refused_and_nothing_is_stored(env: Env) -> None:

@@ -7,6 +7,7 @@ registry topic and is answered only after this process's view has applied it.
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -41,6 +42,7 @@ from switchboard.services.channels.base import ChannelPlugin
 from switchboard.services.http import JSON, limit, read_body
 from switchboard.services.runtime import Runtime
 
+log = logging.getLogger(__name__)
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 API_BODY_LIMIT = 64 * 1024
 
@@ -308,6 +310,13 @@ class Api:
         principal, view = await self._session(request)
         rec = self._own_integration(principal, view, request.path_params["integrationId"])
         await self.runtime.registry.delete_integration(rec.integration_id)
+        plugin = self.plugins.get(rec.channel_id)
+        if plugin is not None:
+            try:
+                await plugin.deprovision(rec)
+            except Exception as exc:  # the provider may be down; the integration is gone
+                log.warning("integration %s deleted, but %s cleanup failed: %s",
+                            rec.integration_id, rec.channel_id.value, type(exc).__name__)
         return Response(status_code=204)
 
     # ---- helpers ---------------------------------------------------------------

@@ -50,6 +50,10 @@ class ChannelPlugin:
         provider refuses the credentials); runs before anything is stored."""
         return config
 
+    async def deprovision(self, rec: IntegrationRecord) -> None:
+        """Undo the provider-side wiring of a deleted integration (best effort: the API
+        deletes anyway and logs a failure here)."""
+
     async def start(self) -> None:
         """Start background work (gateways); called by the ingress service."""
 

@@ -125,6 +125,17 @@ class MessengerPlugin(ChannelPlugin):
                  integration_id, page_id, app_id)
         return msgspec.structs.replace(config, page_id=page_id, app_id=app_id)
 
+    async def deprovision(self, rec: IntegrationRecord) -> None:
+        """Unsubscribe the app from the Page of a deleted integration."""
+        config = rec.configuration
+        assert isinstance(config, MessengerConfig)
+        if not config.page_id:
+            return
+        token = self.runtime.sealer.open(config.page_access_token).decode()
+        secret = (self.runtime.sealer.open(config.app_secret).decode() if config.app_secret
+                  else self.runtime.settings.meta_app_secret)
+        await self._graph("DELETE", f"{config.page_id}/subscribed_apps", token, secret)
+
     async def _graph(self, method: str, path: str, token: str, secret: str, *,
                      params: dict[str, str] | None = None,
                      data: dict[str, str] | None = None) -> dict[str, Any]:

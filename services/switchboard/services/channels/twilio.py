@@ -76,6 +76,15 @@ class TwilioPlugin(ChannelPlugin):
         return msgspec.structs.replace(config, phone_number=phone_number,
                                        capabilities=capabilities)
 
+    async def deprovision(self, rec: IntegrationRecord) -> None:
+        """Clear the number's SmsUrl so Twilio stops posting to a deleted integration."""
+        config = rec.configuration
+        assert isinstance(config, TwilioSmsConfig)
+        url = twilio.number_url(self.runtime.settings.twilio_api_url, config.account_sid,
+                                config.number_sid)
+        token = self.runtime.sealer.open(config.auth_token).decode()
+        await self._call("POST", url, (config.account_sid, token), data=[("SmsUrl", "")])
+
     async def _call(self, method: str, url: str, auth: tuple[str, str],
                     data: list[tuple[str, str]] | None = None) -> httpx.Response:
         try:
