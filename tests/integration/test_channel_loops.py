@@ -70,3 +70,52 @@ async def test_sms_to_slack_thread_and_back_across_a_restart(broker: Any) -> Non
         await hub.stop()
         await slack.stop()
         await twilio.stop()
+
+
+async def test_webchat_in_the_browser_to_slack_and_back(broker: Any) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    from tests.integration.test_webchat import CHROMIUM, CHROMIUM_ARGS
+
+    slack = await FakeSlack().start()
+    settings = make_settings(broker, slack_api_url=slack.url,
+                             slack_signing_secret=SIGNING_SECRET,
+                             slack_client_id=slack.client_id,
+                             slack_client_secret=slack.client_secret)
+    hub = await RunningHub(settings).start()
+    try:
+        hub_id, auth = await hub.create_hub()
+        chat = await hub.create_integration(
+            hub_id, auth, channelId="WebChat", name="site",
+            configuration={"allowedOrigins": ["localhost"]})
+        code, install = slack.grant("T0WEB")
+        await hub.create_integration(hub_id, auth, channelId="Slack", name="desk",
+                                     configuration={"code": code, "state": "s"})
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page()
+                await page.goto(f"http://localhost:{hub.port}/webchat/{chat['integrationId']}")
+                panel = page.locator(".sb-panel")
+                await expect(panel).to_have_attribute("data-state", "ready", timeout=20_000)
+                await page.locator(".sb-input").fill("Do you ship to Norway?")
+                await page.locator(".sb-input").press("Enter")
+
+                (parent,) = await slack.wait_for_posts(1)
+                assert "Do you ship to Norway?" in str(parent.body)
+                reply = message_event(install.team_id, parent.channel, thread_ts=parent.ts,
+                                      text="We do, in 3-5 days.", display_name="Dana")
+                body, headers = signed(SIGNING_SECRET, reply)
+                r = await hub.client.post("/ingress/slack", content=body, headers=headers)
+                assert r.status_code == 200, r.text
+
+                bodies = page.locator(".sb-msg .sb-body")
+                expected = ["Do you ship to Norway?", "We do, in 3-5 days."]
+                await expect(bodies).to_have_text(expected, timeout=20_000)
+                await page.reload()
+                await expect(bodies).to_have_text(expected, timeout=20_000)
+            finally:
+                await browser.close()
+    finally:
+        await hub.stop()
+        await slack.stop()

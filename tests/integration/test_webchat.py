@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.conftest import RunningHub, make_settings
 from tests.support import Receiver, sign_with_cryptography
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; `./switchboard test` installs it
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -316,8 +315,6 @@ async def test_pages(chat: Chat) -> None:
 # ---- the widget in a real browser --------------------------------------------------------
 
 
-@pytest.mark.skipif(not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM),
-                    reason="Debian's chromium is not installed")
 async def test_browser_chat_reply_and_reload(chat: Chat) -> None:
     from playwright.async_api import async_playwright, expect
 
@@ -377,8 +374,6 @@ async def test_browser_chat_reply_and_reload(chat: Chat) -> None:
             await browser.close()
 
 
-@pytest.mark.skipif(not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM),
-                    reason="Debian's chromium is not installed")
 async def test_browser_embedded_on_a_site(chat: Chat) -> None:
     """The script on another origin (a shop at localhost:P): bubble mode, the Origin rule,
     the visitor's display name, and a forged session token in localStorage."""
