@@ -20,6 +20,28 @@ from starlette.routing import Route
 from switchboard.brokers import free_port
 
 
+class LoopbackServer:
+    """An ASGI app served by uvicorn on 127.0.0.1:`port`, for test peers and fakes."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                                     log_level="warning", lifespan="off"))
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve())
+        # uvicorn offers no started event to await.
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # it failed to bind: say why
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+
 class Received:
     def __init__(self, path: str, headers: dict[str, str], body: bytes) -> None:
         self.path = path
@@ -47,9 +69,7 @@ class Receiver:
         self._behaviour = behaviour or (lambda path, n: (200, {}, 0.0))
         self._changed = asyncio.Condition()
         app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                     log_level="warning", lifespan="off"))
-        self._task: asyncio.Task[None] | None = None
+        self._http = LoopbackServer(app, self.port)
 
     async def _handle(self, request: Request) -> Response:
         path = "/" + request.path_params["path"]
@@ -74,16 +94,11 @@ class Receiver:
         return self.at(path)
 
     async def start(self) -> Receiver:
-        self._task = asyncio.create_task(self._server.serve())
-        # uvicorn offers no started event to await.
-        while not self._server.started:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
+        await self._http.start()
         return self
 
     async def stop(self) -> None:
-        self._server.should_exit = True
-        if self._task is not None:
-            await self._task
+        await self._http.stop()
 
 
 def sign_with_cryptography(secret_key: str, body: bytes, msg_id: str | None = None,

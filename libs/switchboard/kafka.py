@@ -131,6 +131,17 @@ async def start_group_consumer(
     return consumer
 
 
+async def stop_consuming(task: asyncio.Task[None] | None,
+                         consumer: AIOKafkaConsumer | None) -> None:
+    """Cancel a consume loop, then close its consumer (the loop must never touch a closed
+    consumer, so the order matters)."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    if consumer is not None:
+        await consumer.stop()
+
+
 class TableReader:
     """Follows one single-partition topic from the beginning and feeds every record to `apply`.
 
@@ -165,11 +176,7 @@ class TableReader:
         self.caught_up = True
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await stop_consuming(self._task, self._consumer)
 
     async def _run(self) -> None:
         assert self._consumer is not None

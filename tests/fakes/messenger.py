@@ -22,13 +22,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from switchboard.brokers import free_port
+from tests.support import LoopbackServer
 
 
 @dataclass
@@ -91,9 +91,7 @@ class FakeGraph:
             Route("/{version}/{page_id}/subscribed_apps", self._unsubscribe,
                   methods=["DELETE"]),
         ])
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                     log_level="warning", lifespan="off"))
-        self._task: asyncio.Task[None] | None = None
+        self._http = LoopbackServer(app, self.port)
 
     # ---- set-up ------------------------------------------------------------------------
 
@@ -109,15 +107,11 @@ class FakeGraph:
         return page
 
     async def start(self) -> FakeGraph:
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:  # noqa: ASYNC110 - uvicorn offers no event
-            await asyncio.sleep(0.02)
+        await self._http.start()
         return self
 
     async def stop(self) -> None:
-        self._server.should_exit = True
-        if self._task is not None:
-            await self._task
+        await self._http.stop()
 
     # ---- inspection --------------------------------------------------------------------
 

@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-import uvicorn
 from slack_sdk.signature import SignatureVerifier
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -32,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from switchboard.brokers import free_port
+from tests.support import LoopbackServer
 
 
 @dataclass
@@ -98,9 +98,7 @@ class FakeSlack:
         self._ts = itertools.count(1)
         self._changed = asyncio.Condition()
         app = Starlette(routes=[Route("/api/{method}", self._handle, methods=["POST"])])
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                     log_level="warning", lifespan="off"))
-        self._task: asyncio.Task[None] | None = None
+        self._http = LoopbackServer(app, self.port)
 
     # ---- set-up ---------------------------------------------------------------------
 
@@ -217,15 +215,11 @@ class FakeSlack:
         return chosen()
 
     async def start(self) -> FakeSlack:
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
+        await self._http.start()
         return self
 
     async def stop(self) -> None:
-        self._server.should_exit = True
-        if self._task is not None:
-            await self._task
+        await self._http.stop()
 
 
 # ---- Events API requests, as Slack sends them ------------------------------------------

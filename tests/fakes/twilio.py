@@ -28,7 +28,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -36,6 +35,7 @@ from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
 from switchboard.brokers import free_port
+from tests.support import LoopbackServer
 
 E164 = re.compile(r"^\+[1-9]\d{7,14}$")
 
@@ -107,9 +107,7 @@ class FakeTwilio:
                   methods=["GET", "POST"]),
             Route(prefix + "/Messages.json", self._messages, methods=["POST"]),
         ])
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                     log_level="warning", lifespan="off"))
-        self._task: asyncio.Task[None] | None = None
+        self._http = LoopbackServer(app, self.port)
 
     # ---- set-up ----------------------------------------------------------------------
 
@@ -270,12 +268,8 @@ class FakeTwilio:
     # ---- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> FakeTwilio:
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
+        await self._http.start()
         return self
 
     async def stop(self) -> None:
-        self._server.should_exit = True
-        if self._task is not None:
-            await self._task
+        await self._http.stop()

@@ -6,16 +6,15 @@ on another origin that embeds the script as a site would (``<script src=…/widg
 
 from __future__ import annotations
 
-import asyncio
 import html
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from switchboard.brokers import free_port
+from tests.support import LoopbackServer
 
 
 class EmbeddingSite:
@@ -27,9 +26,7 @@ class EmbeddingSite:
         self.visitor_name = visitor_name
         self.requests: list[str] = []
         app = Starlette(routes=[Route("/", self._page), Route("/favicon.ico", self._nothing)])
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                     log_level="warning", lifespan="off"))
-        self._task: asyncio.Task[None] | None = None
+        self._http = LoopbackServer(app, self.port)
 
     def url(self, host: str = "localhost") -> str:
         return f"http://{host}:{self.port}/"
@@ -48,12 +45,8 @@ class EmbeddingSite:
         return Response(status_code=204)
 
     async def start(self) -> EmbeddingSite:
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:  # noqa: ASYNC110 - uvicorn has no started event
-            await asyncio.sleep(0.02)
+        await self._http.start()
         return self
 
     async def stop(self) -> None:
-        self._server.should_exit = True
-        if self._task is not None:
-            await self._task
+        await self._http.stop()

@@ -19,7 +19,6 @@ from typing import Any
 
 import msgspec
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
@@ -49,6 +48,7 @@ from switchboard.registry import HubRecord, IntegrationRecord, KeySet
 from switchboard.services.deliverer import GROUP, Deliverer
 from switchboard.services.runtime import Runtime
 from tests.conftest import make_settings
+from tests.support import LoopbackServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,9 +95,7 @@ class Endpoint:
         self._count: Counter[str] = Counter()
         self._changed = asyncio.Condition()
         app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])
-        self._server = uvicorn.Server(uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"))
-        self._task: asyncio.Task[None] | None = None
+        self._http = LoopbackServer(app, self.port)
 
     async def _handle(self, request: Request) -> Response:
         path = "/" + request.path_params["path"]
@@ -130,15 +128,11 @@ class Endpoint:
         return self.at(path, ok_only=ok_only)
 
     async def start(self) -> Endpoint:
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:  # noqa: ASYNC110 - uvicorn has no started event
-            await asyncio.sleep(0.02)
+        await self._http.start()
         return self
 
     async def stop(self) -> None:
-        self._server.should_exit = True
-        if self._task is not None:
-            await self._task
+        await self._http.stop()
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from switchboard.kafka import (
     DELIVERIES,
     make_consumer,
     start_group_consumer,
+    stop_consuming,
 )
 from switchboard.model import Activity, Delivery, IntegrationType, Sender, activity_decoder
 from switchboard.routing import deliveries_for
@@ -78,11 +79,7 @@ class Router:
 
     async def stop(self) -> None:
         self.running = False
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await stop_consuming(self._task, self._consumer)
 
     async def _run(self) -> None:
         assert self._consumer is not None

@@ -57,7 +57,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from switchboard.channels import WebChatConfig
 from switchboard.errors import NotFound, Unavailable
 from switchboard.ids import customer_conversation_id
-from switchboard.kafka import DELIVERIES, make_consumer
+from switchboard.kafka import DELIVERIES, make_consumer, stop_consuming
 from switchboard.model import ChannelId, Delivery, delivery_decoder
 from switchboard.outbound import SKIPPED, Attempt
 from switchboard.providers import webchat as wc
@@ -204,11 +204,7 @@ class _Tail:
         self._task = asyncio.create_task(self._run(), name=f"webchat-tail:{self.integration_id}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await stop_consuming(self._task, self._consumer)
 
     def subscribe(self, v: _Visitor) -> int:
         """Feed `v` every record of its conversation from the returned offset on."""
