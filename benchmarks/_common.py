@@ -11,6 +11,8 @@ import contextlib
 import dataclasses
 import math
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -30,6 +32,12 @@ from switchboard.webhooks import Signer
 
 HERE = Path(__file__).resolve().parent
 LOOPBACK = "127.0.0.1"
+
+
+def machine_note() -> str:
+    """CPU count and load average: other work on the machine moves every figure."""
+    one, five, _ = os.getloadavg()
+    return f"{os.cpu_count()} CPUs, load average {one:.2f} (1 min) {five:.2f} (5 min)"
 
 
 def run(coro: Any) -> Any:
@@ -96,6 +104,7 @@ class ServerProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, grace: float = 20.0) -> None:
+        """SIGTERM (SIGKILL after `grace`); the log is kept only if the server failed."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -103,6 +112,12 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # uvicorn re-raises the SIGTERM it handled once it has shut down cleanly.
+        if self.proc.returncode in (0, -signal.SIGTERM):
+            self.log_path.unlink(missing_ok=True)
+        else:
+            print(f"{self.app} server exited with {self.proc.returncode}; log: {self.log_path}",
+                  file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -152,6 +167,10 @@ def broker_and_hub(kind: str, groups: Sequence[Sequence[str]], extra_env: Sequen
         "SWITCHBOARD_PARTITIONS": "4",
         "SWITCHBOARD_SECRET_KEY": generate_secret_key_b64(),
         "SWITCHBOARD_ADMIN_TOKEN": "bench-admin-" + uuid.uuid4().hex,
+        # The per-integration ingress rate limit (default 200/s, burst 400) would answer
+        # 429 to a load test that uses one integration: lift it (override with --hub-env).
+        "SWITCHBOARD_INGRESS_RATE_PER_S": "1000000",
+        "SWITCHBOARD_INGRESS_BURST": "1000000",
         **dict(item.split("=", 1) for item in extra_env),
     }
     servers: list[ServerProcess] = []
@@ -166,6 +185,7 @@ def broker_and_hub(kind: str, groups: Sequence[Sequence[str]], extra_env: Sequen
         for server in reversed(servers):
             server.stop()
         broker.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def create_integrations(base_url: str, admin_token: str, customer_url: str,

@@ -1,7 +1,9 @@
 """End-to-end latency: customer message in at the ingress → agent's webhook receives it.
 
 A hub with every service (api, ingress, router, deliverer, stream) runs in its own process
-on an embedded Tansu broker (or Apache Kafka with ``--broker kafka``). This process hosts a
+(``--topology split``: api+ingress, router and deliverer in three processes, as the Helm
+chart deploys them) on an embedded Tansu broker (or Apache Kafka with ``--broker kafka``).
+This process hosts a
 loopback webhook receiver (uvicorn) and posts Standard Webhooks-signed customer messages
 to ``POST /ingress/{customer}`` at a fixed rate (open loop: message i is due at
 ``start + i / rate`` whatever happened to the ones before). Each message carries a unique
@@ -49,6 +51,7 @@ from _common import (
     cpu_seconds,
     create_integrations,
     latency_summary,
+    machine_note,
     raw_request,
     run,
     signed_requests,
@@ -129,6 +132,8 @@ class Sink:
         self.arrivals: dict[str, dict[str, float]] = collections.defaultdict(dict)
         self.duplicates: collections.Counter[str] = collections.Counter()
         self.unmatched: collections.Counter[str] = collections.Counter()
+        # Client (host, port) pairs seen per path: how many connections the sender used.
+        self.peers: dict[str, set[tuple[str, int]]] = collections.defaultdict(set)
         app = Starlette(routes=[Route("/{path:path}", self.handle, methods=["POST"])])
         self._server = uvicorn.Server(uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
@@ -139,6 +144,8 @@ class Sink:
         body = await request.body()
         now = time.perf_counter()
         path = request.path_params["path"]
+        if request.client is not None:
+            self.peers[path].add((request.client.host, request.client.port))
         try:
             text = orjson.loads(body)["activity"]["message"]["text"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
@@ -279,7 +286,10 @@ async def bench(args: argparse.Namespace, sink: Sink, hub: Hub,
         e2e["cpu_percent"] = {k: round(100 * (cpu_seconds(pid) - cpu_before[k]) / wall, 1)
                               for k, pid in pids.items()}
         result = {"baseline": baseline, "e2e": e2e, "unmatched": dict(sink.unmatched),
-                  "customer_got": len(sink.arrivals["customer"])}
+                  "customer_got": len(sink.arrivals["customer"]),
+                  # Over the whole run, probes and warm-up included.
+                  "agent_requests": len(sink.arrivals["agent"]) + sink.duplicates["agent"],
+                  "agent_connections": len(sink.peers["agent"])}
         if watches:
             await asyncio.sleep(0.5)
             result["hops"] = hops(due, sink.arrivals["agent"], *watches)
@@ -323,6 +333,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
               f"{r['send_errors']:6d}")
     print(f"ingress 202 round trip p50: {e2e['post_round_trip_p50_ms']:.2f} ms "
           f"(baseline POST round trip p50: {base['post_round_trip_p50_ms']:.2f} ms)")
+    print(f"the hub used {result['agent_connections']} TCP connections for "
+          f"{result['agent_requests']} deliveries to the agent (whole run)")
     cpu = ", ".join(f"{k} {v}" for k, v in e2e["cpu_percent"].items())
     print(f"CPU during the e2e phase (% of one core): {cpu} (bench = load generator + receiver)")
     print(f"ratio e2e / baseline: p50 {e2e['p50_ms'] / base['p50_ms']:.1f}x, "
@@ -366,8 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.rate <= 0 or args.duration <= 0 or args.senders < 1:
         parser.error("--rate, --duration and --senders must be positive")
 
+    load_before = machine_note()
     result = run(main_async(args))
     report(result, args)
+    print(f"machine: before {load_before}; after {machine_note()}")
     if args.json:
         result["args"] = {k: str(v) for k, v in vars(args).items()}
         args.json.write_text(json.dumps(result, indent=2))

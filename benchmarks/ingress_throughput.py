@@ -37,6 +37,7 @@ from _common import (
     create_integrations,
     echo_server,
     latency_summary,
+    machine_note,
     run,
     signed_requests,
 )
@@ -168,9 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.requests < 1 or args.concurrency < 1 or args.warmup < 0:
         parser.error("--requests and --concurrency must be positive")
 
+    load_before = machine_note()
     base = bench_baseline(args)
     sb = bench_switchboard(args)
     report(base, sb, args)
+    print(f"machine: before {load_before}; after {machine_note()}")
     if args.json:
         args.json.write_text(json.dumps({"baseline": base, "switchboard": sb,
                                          "ratio": sb["rps"] / base["rps"],

@@ -17,6 +17,7 @@ The I/O half only; signatures, parsing and request bodies are in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -169,10 +170,18 @@ class SlackPlugin(ChannelPlugin):
                             ) -> ConversationRecord | None:
         store = self.runtime.conversations
         conv = store.by_thread(integration_id, thread)
-        if conv is None:
-            await store.sync()  # the deliverer that opened the thread may be elsewhere
+        # The deliverer that opened the thread (maybe in another process) records it just
+        # after Slack accepted the post: give a reply racing that write a moment.
+        for delay in THREAD_GRACE_S:
+            if conv is not None:
+                break
+            await asyncio.sleep(delay)
+            await store.sync()
             conv = store.by_thread(integration_id, thread)
         return conv
+
+
+THREAD_GRACE_S = (0.0, 0.25, 0.5)  # well within Slack's 3 s to acknowledge
 
 
 def _ack() -> Response:
