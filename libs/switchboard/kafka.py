@@ -94,6 +94,7 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
         "rebalance_timeout_ms": max(settings.session_timeout_ms, 10_000),
         "max_poll_interval_ms": 300_000,
         "max_partition_fetch_bytes": 1024 * 1024,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
     }
     kwargs.update(overrides)
     return AIOKafkaConsumer(*topics, **kwargs)
@@ -166,7 +167,7 @@ class TableReader:
         self.caught_up = False
 
     async def start(self) -> None:
-        consumer = make_consumer(self._settings, group_id=None, fetch_max_wait_ms=20)
+        consumer = make_consumer(self._settings, group_id=None)
         await consumer.start()
         consumer.assign([self._tp])
         await consumer.seek_to_beginning(self._tp)

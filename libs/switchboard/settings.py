@@ -31,6 +31,9 @@ class Settings(Struct, frozen=True, kw_only=True):
     key_grace_s: int = 24 * 3600
     produce_timeout_s: float = 5.0
     session_timeout_ms: int = 6000
+    # How long a fetch may wait for data. Kafka answers as soon as data arrives, so this
+    # only bounds idle polling; the embedded Tansu always waits it out, so it is latency.
+    fetch_max_wait_ms: int = 20
     heartbeat_interval_ms: int = 1000
     delivery_timeout_s: float = 10.0
     delivery_max_attempts: int = 8

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 GROUP = "switchboard-deliverer"
 USER_AGENT = "Switchboard/0.1"
 COMMIT_INTERVAL_S = 0.2
+RESPONSE_DRAIN_BYTES = 64 * 1024
 COMMIT_TIMEOUT_S = 10.0
 # Parsed signers kept per set of sealed secrets; a key rotation simply makes a new entry.
 SIGNER_CACHE_SIZE = 1024
@@ -100,11 +101,17 @@ class WebhookSender:
             "webhook-signature": signature,
         }
         try:
-            # Only the status line and headers are read: a hostile endpoint may answer
-            # with an endless body, and closing the stream unread drops the connection.
             async with self._http.stream("POST", url, content=body, headers=headers) as resp:
                 status = resp.status_code
                 retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
+                # Drain a small answer so the connection is kept alive for the next
+                # delivery; stop at a cap, since a hostile endpoint may send an endless
+                # body (leaving the rest unread just closes that connection).
+                read = 0
+                async for chunk in resp.aiter_raw():
+                    read += len(chunk)
+                    if read > RESPONSE_DRAIN_BYTES:
+                        break
         except httpx.TimeoutException:
             return Attempt(outcome=Outcome.RETRY, reason="timeout")
         except (httpx.InvalidURL, httpx.UnsupportedProtocol):
@@ -329,7 +336,7 @@ class Deliverer:
         self._senders = {ChannelId.DIRECT: webhook, ChannelId.SYSTEM: webhook,
                          **self._extra_senders}
         self._consumer = await start_group_consumer(
-            self._settings, self._topic, GROUP, lambda _: _Listener(self), fetch_max_wait_ms=100
+            self._settings, self._topic, GROUP, lambda _: _Listener(self)
         )
         self._task = asyncio.create_task(self._run(), name="deliverer")
 

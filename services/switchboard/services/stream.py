@@ -361,7 +361,7 @@ class StreamGateway:
 
     async def _serve(self, conn: _Connection) -> None:
         consumer = make_consumer(
-            self._settings, group_id=None, fetch_max_wait_ms=200,
+            self._settings, group_id=None,
             max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
         )
         try:

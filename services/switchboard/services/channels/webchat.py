@@ -190,7 +190,7 @@ class _Tail:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        consumer = make_consumer(self._settings, group_id=None, fetch_max_wait_ms=100,
+        consumer = make_consumer(self._settings, group_id=None,
                                  max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES)
         try:
             await consumer.start()
@@ -483,7 +483,7 @@ class WebChatGateway:
         """Whether the record at `cursor` is a delivery of this visitor's conversation."""
         key = v.integration_id.encode()
         async with self._replays:
-            consumer = make_consumer(self._settings, group_id=None, fetch_max_wait_ms=100)
+            consumer = make_consumer(self._settings, group_id=None)
             try:
                 async with asyncio.timeout(CURSOR_CHECK_TIMEOUT_S):
                     await consumer.start()
@@ -531,7 +531,7 @@ class WebChatGateway:
         last: Cursor | None = None
         key = v.integration_id.encode()
         async with self._replays:
-            consumer = make_consumer(self._settings, group_id=None, fetch_max_wait_ms=50,
+            consumer = make_consumer(self._settings, group_id=None,
                                      max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES)
             try:
                 async with asyncio.timeout(REPLAY_TIMEOUT_S):
