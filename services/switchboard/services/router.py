@@ -64,6 +64,7 @@ class Router:
         self._activities = s.topic(ACTIVITIES)
         self._deliveries = s.topic(DELIVERIES)
         self._seen: dict[int, _Seen] = {}
+        self._table_stale = True
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.running = False
@@ -89,8 +90,11 @@ class Router:
                 batch = await consumer.getmany(timeout_ms=500, max_records=500)
                 if not batch:
                     continue
-                # Views must include every conversation a previous owner recorded.
-                await self.runtime.conversations.sync()
+                if self._table_stale:
+                    # New partitions: include every conversation their previous owner
+                    # recorded. Afterwards this router writes its own conversations.
+                    await self.runtime.conversations.sync()
+                    self._table_stale = False
                 offsets: dict[TopicPartition, OffsetAndMetadata] = {}
                 pending: list[asyncio.Future[object]] = []
                 for tp, records in batch.items():
@@ -226,6 +230,7 @@ class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
             self._router._seen.pop(tp.partition, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._router._table_stale = True
         if not assigned:
             return
         try:
