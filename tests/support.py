@@ -89,8 +89,13 @@ class Receiver:
         return [r for r in self.received if r.path == path]
 
     async def wait_for(self, path: str, count: int, timeout: float = 30.0) -> list[Received]:
+        return await self.wait_until(path, lambda got: len(got) >= count, timeout)
+
+    async def wait_until(self, path: str, done: Callable[[list[Received]], bool],
+                         timeout: float = 30.0) -> list[Received]:
+        """Wait until `done(what path received so far)` holds."""
         async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(lambda: len(self.at(path)) >= count)
+            await self._changed.wait_for(lambda: done(self.at(path)))
         return self.at(path)
 
     async def start(self) -> Receiver:

@@ -163,6 +163,17 @@ def metadata_ready(port: int, host: str = LOOPBACK, timeout: float = 2.0) -> boo
     return bool(got_id == correlation_id and broker_count > 0)
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Never one starting with "-": the storage tool would read it as an option (1 in 64).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class KafkaBroker:
     """A single-node KRaft Kafka on loopback ports; start it with :meth:`start`."""
 
@@ -337,7 +348,7 @@ class KafkaBroker:
         if self._cluster_id_path.is_file():
             cluster_id = self._cluster_id_path.read_text().strip()
         else:
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            cluster_id = new_cluster_id()
             self._cluster_id_path.write_text(cluster_id + "\n")
         cmd = [
             *self._java(),

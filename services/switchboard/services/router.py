@@ -46,13 +46,13 @@ class _Seen:
     def __init__(self) -> None:
         self._ids: OrderedDict[str, None] = OrderedDict()
 
-    def add(self, activity_id: str) -> bool:
-        if activity_id in self._ids:
-            return False
+    def __contains__(self, activity_id: str) -> bool:
+        return activity_id in self._ids
+
+    def add(self, activity_id: str) -> None:
         self._ids[activity_id] = None
         if len(self._ids) > SEEN_PER_PARTITION:
             self._ids.popitem(last=False)
-        return True
 
 
 class Router:
@@ -97,12 +97,20 @@ class Router:
                     self._table_stale = False
                 offsets: dict[TopicPartition, OffsetAndMetadata] = {}
                 pending: list[asyncio.Future[object]] = []
+                routed: dict[int, set[str]] = {}
                 for tp, records in batch.items():
+                    batch_ids = routed.setdefault(tp.partition, set())
                     for rec in records:
-                        pending.extend(await self._route(tp, rec))
+                        pending.extend(await self._route(tp, rec, batch_ids))
                     offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
                 if pending:
                     await asyncio.gather(*pending)
+                # Only now are these routed for good (their deliveries are durable): a
+                # failure before this point redoes them, after it skips their retries.
+                for partition, ids in routed.items():
+                    seen = self._seen.setdefault(partition, _Seen())
+                    for activity_id in ids:
+                        seen.add(activity_id)
                 with contextlib.suppress(CommitFailedError):
                     # A rebalance in between: the new owner redoes from the last commit.
                     await consumer.commit(offsets)
@@ -120,9 +128,6 @@ class Router:
     async def _rewind(self) -> None:
         assert self._consumer is not None
         for tp in self._consumer.assignment():
-            # What was read since the last commit will be routed again: forget having
-            # seen it, or the redo would skip it as a duplicate and lose it.
-            self._seen.pop(tp.partition, None)
             committed = await self._consumer.committed(tp)
             if committed is None:
                 await self._consumer.seek_to_beginning(tp)
@@ -130,15 +135,18 @@ class Router:
                 self._consumer.seek(tp, committed)
 
     async def _route(
-        self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes]
+        self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], batch_ids: set[str]
     ) -> list[asyncio.Future[object]]:
         try:
             activity = activity_decoder.decode(rec.value or b"")
         except msgspec.DecodeError:
             log.error("router: undecodable activity at %s:%d skipped", tp.topic, rec.offset)
             return []
-        if not self._seen.setdefault(tp.partition, _Seen()).add(activity.activity_id):
+        seen = self._seen.get(tp.partition)
+        if activity.activity_id in batch_ids or (seen is not None
+                                                 and activity.activity_id in seen):
             return []
+        batch_ids.add(activity.activity_id)
         view = self.runtime.registry.view
         if activity.hub_id not in view.hubs:
             # Written by an ingress whose view is ahead of ours: catch up once.

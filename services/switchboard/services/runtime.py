@@ -91,9 +91,12 @@ class Runtime:
             return
         self._started = False
         try:
-            await self.conversations.stop()
-            await self.registry.stop()
-            await self.http.aclose()
+            # Each part stops on its own: one failing (broker gone) must not leak the rest.
+            for part in (self.conversations.stop, self.registry.stop, self.http.aclose):
+                try:
+                    await part()
+                except Exception as exc:
+                    log.warning("runtime stop: %r", exc)
         finally:
             # Bounded: with the broker gone, flushing what is queued must not hang shutdown.
             with contextlib.suppress(Exception):
