@@ -27,8 +27,8 @@ def _serve(settings: Settings, services: list[str], host: str, port: int,
            on_ready: Any = None) -> None:
     from switchboard.services.app import build_app
 
-    # A factory, called by uvicorn inside its event loop: the aiokafka clients that
-    # build_app creates must be made with a running loop.
+    # A factory, called by uvicorn inside its event loop, so everything the app builds
+    # belongs to that loop.
     config = uvicorn.Config(lambda: build_app(settings, services), factory=True, host=host,
                             port=port, log_level="info", access_log=False, lifespan="on")
     server = uvicorn.Server(config)

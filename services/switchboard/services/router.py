@@ -64,7 +64,14 @@ class Router:
         self._activities = s.topic(ACTIVITIES)
         self._deliveries = s.topic(DELIVERIES)
         self._seen: dict[int, _Seen] = {}
+        # Routed (deliveries durable) but not committed yet: committed on stop and revoke
+        # too, so a successor does not route them again.
+        self._final: dict[TopicPartition, OffsetAndMetadata] = {}
         self._table_stale = True
+        # Cleared while a new assignment re-reads its recent past: aiokafka keeps
+        # fetching during the assignment callback, and routing must wait for it.
+        self._seeded = asyncio.Event()
+        self._seeded.set()
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.running = False
@@ -80,7 +87,14 @@ class Router:
 
     async def stop(self) -> None:
         self.running = False
-        await stop_consuming(self._task, self._consumer)
+        await stop_consuming(self._task, None)
+        if self._consumer is not None:
+            try:
+                async with asyncio.timeout(5):
+                    await self._commit_final(self._consumer)
+            except Exception as exc:  # the successor redoes them: at-least-once
+                log.warning("router: final commit failed: %r", exc)
+            await self._consumer.stop()
 
     async def _run(self) -> None:
         assert self._consumer is not None
@@ -90,6 +104,7 @@ class Router:
                 batch = await consumer.getmany(timeout_ms=500, max_records=500)
                 if not batch:
                     continue
+                await self._seeded.wait()
                 if self._table_stale:
                     # New partitions: include every conversation their previous owner
                     # recorded. Afterwards this router writes its own conversations.
@@ -111,9 +126,8 @@ class Router:
                     seen = self._seen.setdefault(partition, _Seen())
                     for activity_id in ids:
                         seen.add(activity_id)
-                with contextlib.suppress(CommitFailedError):
-                    # A rebalance in between: the new owner redoes from the last commit.
-                    await consumer.commit(offsets)
+                self._final.update(offsets)
+                await self._commit_final(consumer)
             except asyncio.CancelledError:
                 raise
             except (KafkaError, TimeoutError) as exc:
@@ -124,6 +138,19 @@ class Router:
                 log.exception("router: unexpected error; resuming from the last commit")
                 await asyncio.sleep(0.5)
                 await self._rewind()
+
+    async def _commit_final(self, consumer: AIOKafkaConsumer,
+                            only: set[TopicPartition] | None = None) -> None:
+        """Commit the offsets whose deliveries are durable (all, or those of `only`)."""
+        offsets = {tp: om for tp, om in self._final.items() if only is None or tp in only}
+        if not offsets:
+            return
+        with contextlib.suppress(CommitFailedError):
+            # A rebalance in between: the new owner redoes from the last commit.
+            await consumer.commit(offsets)
+        for tp, om in offsets.items():
+            if self._final.get(tp) == om:
+                del self._final[tp]
 
     async def _rewind(self) -> None:
         assert self._consumer is not None
@@ -234,18 +261,26 @@ class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        try:
+            await self._router._commit_final(self._consumer, set(revoked))
+        except Exception as exc:
+            log.warning("router: commit on revoke failed: %r", exc)
         for tp in revoked:
             self._router._seen.pop(tp.partition, None)
+            self._router._final.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self._router._table_stale = True
         if not assigned:
             return
+        self._router._seeded.clear()
         try:
             async with asyncio.timeout(SEED_TIMEOUT_S):
                 await self._seed(self._consumer, list(assigned))
         except Exception as exc:  # best effort: dedupe is an optimisation over at-least-once
             log.warning("router: could not re-read recent activities (%r)", exc)
+        finally:
+            self._router._seeded.set()
 
     async def _seed(self, group: AIOKafkaConsumer, assigned: list[TopicPartition]) -> None:
         reader = make_consumer(self._router.runtime.settings, group_id=None)
