@@ -124,6 +124,18 @@ async def hub(broker: Any) -> AsyncIterator[RunningHub]:
         await h.stop()
 
 
+@pytest.fixture
+async def receiver() -> AsyncIterator[Any]:
+    """A recording webhook receiver on loopback (tests.support.Receiver)."""
+    from tests.support import Receiver
+
+    r = await Receiver().start()
+    try:
+        yield r
+    finally:
+        await r.stop()
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent

@@ -14,7 +14,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-import switchboard.brokers.kafka as kafka_mod
 from switchboard.brokers import (
     Broker,
     BrokerError,
@@ -140,15 +139,14 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
 
 
 @pytest.mark.kafka_only
-def test_kafka_jars_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kafka_jars_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     libs = ensure_kafka_jars()
     assert (libs / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file()
     assert any(p.name.startswith("log4j-slf4j-impl-") for p in libs.iterdir())
-
-    def no_maven(*args: object, **kwargs: object) -> None:
-        raise AssertionError("Maven must not run when the cache is complete")
-
-    monkeypatch.setattr(kafka_mod.subprocess, "run", no_maven)
+    # With a complete cache Maven is not run at all: a broken pom would make it fail.
+    broken = tmp_path / "pom.xml"
+    broken.write_text("<project>not a valid pom")
+    monkeypatch.setenv("SWITCHBOARD_KAFKA_POM", str(broken))
     assert ensure_kafka_jars() == libs
 
 

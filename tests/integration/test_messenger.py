@@ -67,15 +67,6 @@ async def mhub(broker: Any, graph: FakeGraph) -> AsyncIterator[RunningHub]:
         await h.stop()
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    try:
-        yield r
-    finally:
-        await r.stop()
-
-
 def _page_id() -> str:
     return str(random.randrange(10**14, 10**15))
 

@@ -28,15 +28,6 @@ async def fake_slack() -> AsyncIterator[FakeSlack]:
         await fake.stop()
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    try:
-        yield r
-    finally:
-        await r.stop()
-
-
 def _settings(broker: Any, fake: FakeSlack, **overrides: Any) -> Any:
     return make_settings(broker, slack_api_url=fake.url, slack_signing_secret=SIGNING_SECRET,
                          slack_client_id=fake.client_id, slack_client_secret=fake.client_secret,
