@@ -31,11 +31,14 @@ class DirectConfig(_Config, tag="Direct", tag_field="channel"):
     echo: bool = False
     webhook_url: Url | None = None
     start: list[Message] = field(default_factory=list)
+    # Also sign deliveries `v1,<HMAC-SHA256>` with a `whsec_` secret (shown once).
+    hmac_signing: bool = False
 
 
 class SystemConfig(_Config, tag="System", tag_field="channel"):
     webhook_url: Url
     events: Annotated[list[str], Meta(min_length=1, max_length=16)]
+    hmac_signing: bool = False
 
 
 class Capabilities(Struct, rename="camel"):
@@ -147,7 +150,7 @@ def parse_config(channel: ChannelId, raw: object) -> ChannelConfig:
     data = _camel_keys(raw)
     # Request-only flags are handled by the caller, never stored.
     data.pop("regenerateKeys", None)
-    for generated in ("publicSigningKey", "privateSigningKey"):
+    for generated in ("publicSigningKey", "privateSigningKey", "webhookSecret"):
         data.pop(generated, None)
     try:
         cfg = msgspec.convert(data, CONFIG_TYPES[channel])

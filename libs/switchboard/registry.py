@@ -31,6 +31,7 @@ class KeySet(Struct, rename="camel", omit_defaults=True):
     outbound_secret_sealed: str
     inbound_public: str
     retired_at: int | None = None
+    hmac_secret_sealed: str | None = None  # set when the integration asked for `v1` too
 
 
 class HubRecord(Struct, tag="hub", tag_field="kind", rename="camel"):

@@ -256,3 +256,34 @@ async def _delivery_records(settings: Any) -> list[dict[str, Any]]:
         return out
     finally:
         await consumer.stop()
+
+
+async def test_hmac_signing_on_request_verifies_with_standardwebhooks(hub: RunningHub) -> None:
+    from standardwebhooks.webhooks import Webhook
+
+    receiver = await Receiver().start()
+    try:
+        hub_id, auth = await hub.create_hub()
+        cust = await hub.create_integration(
+            hub_id, auth, channelId="Direct", name="c",
+            configuration={"integrationType": "Customer"})
+        system = await hub.create_integration(
+            hub_id, auth, channelId="System", name="audit",
+            configuration={"webhookUrl": receiver.url + "/sys", "events": ["*"],
+                           "hmacSigning": True})
+        secret = system["configuration"]["webhookSecret"]
+        assert secret.startswith("whsec_")
+        got = (await hub.client.get(f"/api/v1/integrations/{system['integrationId']}",
+                                    headers=auth)).json()
+        assert "webhookSecret" not in got["configuration"]  # shown once
+        body = message("audit me")
+        await hub.client.post(
+            f"/ingress/{cust['integrationId']}", content=body,
+            headers=sign_with_cryptography(cust["configuration"]["privateSigningKey"], body))
+        delivery = (await receiver.wait_for("/sys", 1))[0]
+        # The independent library checks the v1 HMAC; the Ed25519 v1a is there as well.
+        payload = Webhook(secret).verify(delivery.body, delivery.headers)
+        assert payload["activities"][0]["message"]["text"] == "audit me"
+        assert verify_with_cryptography(system["configuration"]["publicSigningKey"], delivery)
+    finally:
+        await receiver.stop()

@@ -254,7 +254,7 @@ class Api:
         body: IntegrationUpdate = await self._body(request, IntegrationUpdate)
         now = _now_ms()
         changes: dict[str, Any] = {"version": rec.version + 1, "updated_at": now}
-        private = None
+        private: dict[str, str] | None = None
         if body.name is not None:
             holder = self.runtime.registry.view.name_holder(rec.hub_id, body.name)
             if holder not in (None, rec.integration_id):
@@ -273,8 +273,13 @@ class Api:
                                      "integrationType cannot change; create a new integration",
                                      "configuration.integrationType")
                 changes["configuration"] = self._seal(config)
-            if _flag(body.configuration, "regenerateKeys") and rec.keys:
-                keyset, private = self._new_keys(rec.configuration, now)
+            new_config = changes.get("configuration", rec.configuration)
+            current = next((k for k in rec.keys if k.retired_at is None), None)
+            # Turning HMAC signing on needs a secret: that is a new key generation.
+            wants_hmac = (getattr(new_config, "hmac_signing", False) and current is not None
+                          and current.hmac_secret_sealed is None)
+            if (_flag(body.configuration, "regenerateKeys") or wants_hmac) and rec.keys:
+                keyset, private = self._new_keys(new_config, now)
                 assert keyset is not None
                 retired = [k if k.retired_at is not None else msgspec.structs.replace(
                     k, retired_at=now) for k in rec.keys]
@@ -333,19 +338,27 @@ class Api:
             raise NotFound("hub_not_found", "no such hub")
         raise Conflict("concurrent_update", "the integration changed meanwhile; retry")
 
-    def _new_keys(self, config: ChannelConfig, now: int) -> tuple[KeySet | None, str | None]:
-        """A fresh key generation: ours for signing deliveries, theirs for signing to us."""
+    def _new_keys(self, config: ChannelConfig, now: int
+                  ) -> tuple[KeySet | None, dict[str, str] | None]:
+        """A fresh key generation: ours for signing deliveries, theirs for signing to us
+        (and an HMAC secret when asked for). Returns what is shown once."""
         if not isinstance(config, DirectConfig | SystemConfig):
             return None, None
         ours = keys.generate_signing_keypair()
         theirs = keys.generate_signing_keypair()
+        shown = {"privateSigningKey": theirs.secret}
+        hmac_sealed = None
+        if config.hmac_signing:
+            shown["webhookSecret"] = keys.generate_hmac_secret()
+            hmac_sealed = self.runtime.sealer.seal(shown["webhookSecret"].encode())
         keyset = KeySet(
             created_at=now,
             outbound_public=ours.public,
             outbound_secret_sealed=self.runtime.sealer.seal(ours.secret.encode()),
             inbound_public=theirs.public,
+            hmac_secret_sealed=hmac_sealed,
         )
-        return keyset, theirs.secret
+        return keyset, shown
 
     def _seal(self, config: ChannelConfig) -> ChannelConfig:
         secret_fields = type(config).SECRET_FIELDS
@@ -356,7 +369,7 @@ class Api:
         }
         return msgspec.structs.replace(config, **changes) if changes else config
 
-    def _out(self, rec: IntegrationRecord, private_key: str | None) -> dict[str, Any]:
+    def _out(self, rec: IntegrationRecord, shown: dict[str, str] | None) -> dict[str, Any]:
         """The integration as the API shows it: names not codes, secrets masked."""
         config = msgspec.to_builtins(rec.configuration)
         config.pop("channel", None)
@@ -368,8 +381,8 @@ class Api:
         current = next((k for k in rec.keys if k.retired_at is None), None)
         if current is not None:
             config["publicSigningKey"] = current.outbound_public
-        if private_key is not None:
-            config["privateSigningKey"] = private_key
+        if shown is not None:
+            config.update(shown)
         return {
             "integrationId": rec.integration_id,
             "hubId": rec.hub_id,

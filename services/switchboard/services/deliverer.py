@@ -69,7 +69,7 @@ class WebhookSender:
         self._http = http
         self._sealer = sealer
         self._grace_ms = int(key_grace_s * 1000)
-        self._signers: dict[tuple[str, ...], Signer] = {}
+        self._signers: dict[tuple[tuple[str, str | None], ...], Signer] = {}
 
     async def send(self, delivery: Delivery, destination: IntegrationRecord) -> Attempt:
         url = destination.webhook_url
@@ -129,11 +129,13 @@ class WebhookSender:
         keys = destination.valid_keys(now_ms, self._grace_ms)
         if not keys:
             return None
-        cache_key = tuple(k.outbound_secret_sealed for k in keys)
+        cache_key = tuple((k.outbound_secret_sealed, k.hmac_secret_sealed) for k in keys)
         signer = self._signers.get(cache_key)
         if signer is None:
             secrets = [self._sealer.open(k.outbound_secret_sealed).decode() for k in keys]
-            signer = Signer(ed25519=secrets)
+            hmacs = [self._sealer.open(k.hmac_secret_sealed).decode() for k in keys
+                     if k.hmac_secret_sealed]
+            signer = Signer(ed25519=secrets, hmac=hmacs)
             if len(self._signers) >= SIGNER_CACHE_SIZE:
                 self._signers.pop(next(iter(self._signers)))
             self._signers[cache_key] = signer
