@@ -6,6 +6,7 @@ Regenerate with `./switchboard schemas --write`.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import msgspec
@@ -43,11 +44,28 @@ PUBLIC: dict[str, Any] = {
 }
 
 
+def _clean_descriptions(node: Any) -> Any:
+    """Dedent every `description` the way Python 3.13 stores docstrings.
+
+    Whether msgspec (or the interpreter) already dedents them depends on their versions;
+    doing it here keeps the checked-in schemas independent of both.
+    """
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value) if key == "description" and isinstance(value, str)
+            else _clean_descriptions(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean_descriptions(item) for item in node]
+    return node
+
+
 def schemas() -> dict[str, bytes]:
     """File name → formatted JSON Schema bytes, deterministic."""
     out: dict[str, bytes] = {}
     for name, typ in PUBLIC.items():
-        schema = msgspec.json.schema(typ)
+        schema = _clean_descriptions(msgspec.json.schema(typ))
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["title"] = name
         out[f"{name}.schema.json"] = msgspec.json.format(
