@@ -53,9 +53,11 @@ def make_settings(broker: Any, **overrides: Any) -> Settings:
         "partitions": 4,
         "secret_key": generate_secret_key_b64(),
         "admin_token": "test-admin-" + uuid.uuid4().hex,
-        "retry_base_s": 0.05,
-        "retry_max_s": 0.5,
-        "delivery_max_attempts": 4,
+        # Four attempts, quick: at once, then 50, 100 and 200 ms after each failure.
+        "retry_schedule": "0,0.05,0.1,0.2",
+        "retry_jitter": 0.0,
+        # Receivers and fakes listen on 127.0.0.1.
+        "allow_private_destinations": True,
         "delivery_timeout_s": 3.0,
         "session_timeout_ms": 6000,
         "produce_timeout_s": 5.0,

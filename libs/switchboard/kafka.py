@@ -22,6 +22,13 @@ CONVERSATIONS = "conversations"
 ACTIVITIES = "activities"
 DELIVERIES = "deliveries"
 DEAD = "deliveries.dead"
+# Lanes waiting for a retry: same partition count and key as `deliveries`, so partition p
+# of both is owned by the same deliverer (range assignment).
+PARKED = "deliveries.parked"
+# One record per delivery attempt (and status change), keyed by destination.
+ATTEMPTS = "deliveries.attempts"
+# Redeliver / replay job progress, keyed by job id.
+JOBS = "jobs"
 STREAM_CURSORS = "stream-cursors"
 
 COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
@@ -43,6 +50,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(ACTIVITIES), n, {}),
         TopicSpec(settings.topic(DELIVERIES), n, {}),
         TopicSpec(settings.topic(DEAD), 1, {}),
+        TopicSpec(settings.topic(PARKED), n, {}),
+        TopicSpec(settings.topic(ATTEMPTS), n, {}),
+        TopicSpec(settings.topic(JOBS), 1, COMPACTED),
     ]
 
 
@@ -102,24 +112,26 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
 
 async def start_group_consumer(
     settings: Settings,
-    topic: str,
+    topic: str | list[str],
     group: str,
     listener: Callable[[AIOKafkaConsumer], ConsumerRebalanceListener],
     **overrides: object,
 ) -> AIOKafkaConsumer:
-    """Join consumer group `group` (prefixed like the topics) on `topic`, retrying until the
-    broker answers. A fresh consumer per try: aiokafka cannot restart a failed one.
+    """Join consumer group `group` (prefixed like the topics) on `topic` (or several),
+    retrying until the broker answers. A fresh consumer per try: aiokafka cannot restart
+    a failed one.
 
     `listener` is built for the consumer, since the first assignment may arrive before
     this function returns it.
     """
 
     consumer: AIOKafkaConsumer | None = None
+    topics = [topic] if isinstance(topic, str) else topic
 
     async def attempt() -> None:
         nonlocal consumer
         candidate = make_consumer(settings, group_id=settings.topic_prefix + group, **overrides)
-        candidate.subscribe([topic], listener=listener(candidate))
+        candidate.subscribe(topics, listener=listener(candidate))
         try:
             await candidate.start()
         except BaseException:

@@ -213,3 +213,44 @@ activity_encoder = msgspec.json.Encoder()
 activity_decoder = msgspec.json.Decoder(Activity)
 delivery_decoder = msgspec.json.Decoder(Delivery)
 inbound_decoder = msgspec.json.Decoder(InboundActivity)
+
+
+# ---- the delivery log (`deliveries.attempts`) ------------------------------
+
+DeliveryStatus = Literal["delivered", "pending", "failed"]
+
+
+class DeliveryRef(Struct, rename="camel", frozen=True):
+    """Where a delivery's record sits on the `deliveries` topic (for redelivery)."""
+
+    partition: int
+    offset: int
+
+
+class AttemptRecord(Struct, rename="camel", omit_defaults=True):
+    """One delivery attempt, or a change of a delivery's status without one.
+
+    Written by the deliverer to `deliveries.attempts` (key: destination id). `status` is
+    the delivery's status after this record: ``pending`` (will be retried; `next_at` says
+    when), ``delivered`` or ``failed`` (dead-lettered; `error` says why). `attempt` is the
+    1-based attempt number, 0 for a record that made no request (parked behind a failing
+    head, held by an open circuit, redelivery queued).
+    """
+
+    delivery_id: str
+    activity_id: str
+    hub_id: str
+    destination_id: str
+    conversation_id: str
+    status: DeliveryStatus
+    attempt: int
+    at: int  # ms since the epoch
+    code: int | None = None  # the HTTP status answered, if any
+    error: str | None = None  # a short reason code, never a secret
+    latency_ms: int | None = None
+    response: str | None = None  # the first 1 KB of the answer
+    next_at: int | None = None
+    source: DeliveryRef | None = None
+
+
+attempt_decoder = msgspec.json.Decoder(AttemptRecord)

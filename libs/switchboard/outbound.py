@@ -16,12 +16,17 @@ from switchboard.retry import Outcome
 
 
 class Attempt(Struct, frozen=True, kw_only=True):
-    """The result of one try at delivering; `reason` is a short code, never a secret."""
+    """The result of one try at delivering; `reason` is a short code, never a secret.
+
+    `response` is the start of the answer's body, for the delivery log (senders may leave
+    it out; the log keeps at most its first 1 KB).
+    """
 
     outcome: Outcome
     status: int | None = None
     retry_after: float | None = None
     reason: str = ""
+    response: bytes | None = None
 
 
 SKIPPED = "gateway_served"

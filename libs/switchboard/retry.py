@@ -1,7 +1,8 @@
-"""Retry policy for deliveries: outcome classification and backoff schedule, pure.
+"""Retry policy for deliveries: outcome classification, the retry schedule and the
+circuit breaker, pure.
 
-In the manner of `stamina`: exponential backoff with jitter, capped, a bounded number of
-attempts. Nothing here sleeps; the deliverer sleeps inside the lane that owns the delivery.
+In the manner of `stamina`: the policy is a function of the attempt number (and the
+receiver's Retry-After); nothing here sleeps or reads a clock it was not given.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import random
 
 from msgspec import Struct
 
-__all__ = ["Outcome", "RetryPolicy", "classify_status", "parse_retry_after"]
+__all__ = ["DEFAULT_SCHEDULE", "Circuit", "Outcome", "RetryPolicy", "classify_status",
+           "parse_retry_after"]
 
-# 2**62 * base is far past any sane cap; stops float overflow for absurd attempt numbers.
-_MAX_EXPONENT = 62
+# At once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: about 27 hours in all.
+DEFAULT_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 # Longer than any HTTP-date or sane number of seconds: not worth parsing.
 _MAX_RETRY_AFTER_CHARS = 64
 
@@ -48,29 +50,47 @@ def classify_status(status: int) -> Outcome:
 
 
 class RetryPolicy(Struct, frozen=True, kw_only=True):
-    """Exponential backoff: attempt n waits about ``base_s * 2**(n-1)``, at most ``max_s``.
+    """A retry schedule: `waits[i]` seconds before attempt i+1, each counted from the
+    previous failure (`waits[0]` is the wait before the first attempt, normally 0).
 
-    `jitter` is the fraction of that wait drawn at random: 1.0 is full jitter (uniform in
-    [0, wait]), 0.0 none. Jitter spreads retries of many deliveries that failed together.
+    So ``len(waits)`` attempts in all. Each wait is jittered by ±`jitter` (a fraction) so
+    deliveries that failed together do not retry together. Pure, as in `stamina`: the
+    policy says how long; whoever owns the delivery does the waiting.
     """
 
-    max_attempts: int = 8
-    base_s: float = 0.5
-    max_s: float = 60.0
-    jitter: float = 1.0
+    waits: tuple[float, ...] = DEFAULT_SCHEDULE
+    jitter: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if self.base_s < 0 or self.max_s < 0:
-            raise ValueError("base_s and max_s must not be negative")
-        if not 0.0 <= self.jitter <= 1.0:
-            raise ValueError("jitter must be between 0 and 1")
+        if not self.waits:
+            raise ValueError("a retry schedule needs at least one attempt")
+        if any(w < 0 or not math.isfinite(w) for w in self.waits):
+            raise ValueError("retry waits must be finite and not negative")
+        if not 0.0 <= self.jitter < 1.0:
+            raise ValueError("jitter must be at least 0 and below 1")
+
+    @classmethod
+    def parse(cls, schedule: str, jitter: float = 0.2) -> RetryPolicy:
+        """From ``"0,5,300"`` (seconds, comma-separated); ValueError when malformed."""
+        try:
+            waits = tuple(float(part) for part in schedule.split(","))
+        except ValueError:
+            raise ValueError(f"retry schedule {schedule!r}: comma-separated seconds") from None
+        return cls(waits=waits, jitter=jitter)
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.waits)
+
+    @property
+    def longest(self) -> float:
+        """The longest wait in the schedule: the cap for a receiver's Retry-After."""
+        return max(self.waits)
 
     def backoff(self, attempt: int) -> float:
         """The un-jittered wait after failed attempt number `attempt` (1-based)."""
-        exponent = min(max(attempt - 1, 0), _MAX_EXPONENT)
-        return min(self.max_s, self.base_s * math.ldexp(1.0, exponent))
+        index = min(max(attempt, 1), len(self.waits) - 1)
+        return self.waits[index]
 
     def delay(
         self,
@@ -80,19 +100,81 @@ class RetryPolicy(Struct, frozen=True, kw_only=True):
     ) -> float:
         """Seconds to wait after failed attempt `attempt` (1-based) before the next one.
 
-        A receiver's ``Retry-After`` is honoured as a lower bound, but never beyond
-        `max_s`: a hostile endpoint must not park a lane for hours.
+        A receiver's ``Retry-After`` is honoured as a lower bound, but never beyond the
+        schedule's longest wait: a hostile endpoint must not park a lane for longer.
         """
         wait = self.backoff(attempt)
-        if self.jitter:
-            wait -= wait * self.jitter * (rng or _RNG).random()
+        if self.jitter and wait:
+            wait *= 1.0 + self.jitter * (2.0 * (rng or _RNG).random() - 1.0)
         if retry_after is not None and retry_after > wait:
-            wait = min(retry_after, self.max_s)
+            wait = min(retry_after, self.longest)
         return max(0.0, wait)
 
     def should_retry(self, attempt: int, outcome: Outcome) -> bool:
         """Whether to try again after attempt number `attempt` (1-based) ended in `outcome`."""
         return outcome is Outcome.RETRY and attempt < self.max_attempts
+
+
+class Circuit(Struct, kw_only=True):
+    """One destination's circuit breaker, pure: fed outcomes and the time, it says whether
+    an attempt may go out now.
+
+    Closed: everything goes. After `threshold` consecutive failures it opens for
+    `cooldown_s`; then exactly one attempt (a probe) may go; its success closes the
+    circuit, its failure reopens it for twice as long (at most `max_cooldown_s`). While
+    open, deliveries wait (parked) instead of spending their attempts.
+    """
+
+    threshold: int
+    cooldown_s: float
+    max_cooldown_s: float
+    failures: int = 0
+    open_until: float | None = None  # monotonic seconds; None = closed
+    cooldown: float = 0.0
+    probing: bool = False
+    failing_since: float | None = None  # wall-clock seconds of the first failure in a row
+
+    @property
+    def is_open(self) -> bool:
+        return self.open_until is not None
+
+    def admit(self, now: float) -> bool:
+        """Whether an attempt may start at monotonic time `now` (taking the probe slot)."""
+        if self.open_until is None:
+            return True
+        if self.probing or now < self.open_until:
+            return False
+        self.probing = True
+        return True
+
+    def wait(self, now: float) -> float:
+        """Seconds until a probe may go (0 when closed)."""
+        if self.open_until is None:
+            return 0.0
+        return max(0.0, self.open_until - now)
+
+    def record(self, ok: bool, now: float, wall: float) -> None:
+        """An attempt admitted by `admit` ended; `ok` = delivered (or a permanent answer)."""
+        was_probe, self.probing = self.probing, False
+        if ok:
+            self.failures = 0
+            self.open_until = None
+            self.cooldown = 0.0
+            self.failing_since = None
+            return
+        self.failures += 1
+        if self.failing_since is None:
+            self.failing_since = wall
+        if was_probe or self.open_until is not None:
+            self.cooldown = min(self.max_cooldown_s, max(self.cooldown, self.cooldown_s) * 2)
+            self.open_until = now + self.cooldown
+        elif self.failures >= self.threshold:
+            self.cooldown = self.cooldown_s
+            self.open_until = now + self.cooldown
+
+    def abandon(self) -> None:
+        """An admitted probe did not run to an outcome (cancelled): free the probe slot."""
+        self.probing = False
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

@@ -36,11 +36,27 @@ class Settings(Struct, frozen=True, kw_only=True):
     fetch_max_wait_ms: int = 20
     heartbeat_interval_ms: int = 1000
     delivery_timeout_s: float = 10.0
-    delivery_max_attempts: int = 8
-    retry_base_s: float = 0.5
-    retry_max_s: float = 60.0
+    # Waits before each attempt, each counted from the previous failure (the first is the
+    # wait before attempt 1: 0 = at once); about 27 hours in all. Jittered ±retry_jitter.
+    retry_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
+    retry_jitter: float = 0.2
+    # A retry due within this many seconds waits in memory; a longer one is parked on
+    # Kafka (deliveries.parked), holding no task, slot or payload.
+    retry_inline_max_s: float = 10.0
+    # Consecutive failed attempts to one destination that open its circuit, and the first
+    # wait before a probe (doubling while probes fail, up to the schedule's longest wait).
+    circuit_failures: int = 10
+    circuit_cooldown_s: float = 30.0
+    # A destination failing for this long without one success is disabled (statusId 3002).
+    disable_after_s: float = 5 * 24 * 3600
+    # Deliveries to loopback, private, link-local, CGNAT or metadata addresses; `dev` turns
+    # this on, `serve` leaves it off.
+    allow_private_destinations: bool = False
     max_in_flight: int = 256
     max_in_flight_per_destination: int = 8
+    max_in_flight_per_hub: int = 64
+    # Deliveries the API's attempts view keeps (oldest forgotten first).
+    delivery_log_max: int = 1_000_000
     max_pending_per_partition: int = 2000
     stream_max_connections_per_integration: int = 8
     ingress_rate_per_s: float = 200.0

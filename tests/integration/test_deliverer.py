@@ -333,8 +333,8 @@ async def test_signed_ordered_and_retried(broker: Any, endpoint: Endpoint) -> No
         return replies[len(first_tries) - 1] if len(first_tries) <= 2 else ok(n, body)
 
     endpoint.behaviour[flaky] = flaky_reply
-    async with harness(broker, endpoint, retry_base_s=0.02, retry_max_s=2.0,
-                       delivery_max_attempts=5) as h:
+    # Retry-After is honoured up to the schedule's longest wait (2 s here).
+    async with harness(broker, endpoint, retry_schedule="0,0.02,0.02,2,2") as h:
         dest = await h.integration("flaky", path=flaky)
         dest2 = await h.integration("other", path=other)
         sys_dest = await h.integration("audit", channel=ChannelId.SYSTEM, path=system)
@@ -363,7 +363,7 @@ async def test_signed_ordered_and_retried(broker: Any, endpoint: Endpoint) -> No
         assert c2_seq == [f"c2-{i}" for i in range(5)]
         c1_tries = [x for x in attempts if x.text == "c1-0"]
         assert [x.status for x in c1_tries] == [500, 500, 200]
-        # Our own backoff is 20-40 ms; the second wait is the endpoint's Retry-After.
+        # Our own wait is 20 ms; the second wait is the endpoint's Retry-After.
         gap1 = c1_tries[1].started - c1_tries[0].finished
         gap2 = c1_tries[2].started - c1_tries[1].finished
         print(f"\nretry gaps: {gap1 * 1000:.0f} ms, then {gap2 * 1000:.0f} ms (Retry-After: 1)")
@@ -448,8 +448,7 @@ async def test_failures_end_in_dead_letters(broker: Any, endpoint: Endpoint) -> 
     fail, gone = f"/{t}/fail", f"/{t}/gone"
     endpoint.behaviour[fail] = lambda n, body: (503, {}, 0.0)
     endpoint.behaviour[gone] = lambda n, body: (410, {}, 0.0)
-    async with harness(broker, endpoint, delivery_max_attempts=3, retry_base_s=0.02,
-                       retry_max_s=0.1) as h:
+    async with harness(broker, endpoint, retry_schedule="0,0.02,0.02") as h:
         failing = await h.integration("fail", path=fail)
         gone_dest = await h.integration("gone", path=gone)
         sms = await h.integration("sms", channel=ChannelId.TWILIO_SMS)
@@ -488,8 +487,9 @@ async def test_commit_never_passes_an_unfinished_record(broker: Any, endpoint: E
     # no LeaveGroup on stop, so the restarted member waits out the old one's session.
     # (Kafka refuses sessions under its group.min.session.timeout.ms, 6 s.)
     session_ms = 3000 if broker.kind == "tansu" else 6000
-    async with harness(broker, endpoint, delivery_max_attempts=10_000, retry_base_s=0.02,
-                       retry_max_s=0.1, session_timeout_ms=session_ms) as h:
+    # Retried in memory all along (no parking, no circuit): the head stays unfinished.
+    async with harness(broker, endpoint, retry_schedule="0" + ",0.05" * 1000,
+                       circuit_failures=100_000, session_timeout_ms=session_ms) as h:
         stuck_dest = await h.integration("stuck", path=stuck)
         fine_dest = await h.integration("fine", path=fine)
         first = await h.deliverer()

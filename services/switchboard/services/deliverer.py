@@ -3,253 +3,105 @@
 Work is split into lanes keyed by (destination, conversation): a lane sends its records
 one at a time, retrying its head until it is final, so one destination sees one
 conversation in order (invariant 4); lanes run in parallel. In-flight sends are bounded
-globally and per destination, so a slow endpoint holds at most its own share (invariant 5).
-An offset is committed only when every record below it in its partition is final
-(invariant 3); see `switchboard.offsets`.
+globally, per hub and per destination, so a slow endpoint holds at most its own share
+(invariants 5 and 8).
+
+Retries: a retry due soon (`retry_inline_max_s`) waits in its lane. A later one parks
+the lane on `deliveries.parked` (see `switchboard.parking`): the head and every later
+record of the lane are written there, the main partition's commit point moves on, and
+the lane holds no task, slot or payload until its head is due. Partition p of both topics
+belongs to the same deliverer (range assignment), which folds parked partition p back
+into its parked lanes on every assignment before it takes new work from partition p.
+
+An offset is committed only when every record below it in its partition is final:
+delivered, parked (durably), or dead-lettered (invariant 3); see `switchboard.offsets`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
+import heapq
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
-import httpx
 import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import TopicPartition
 
-from switchboard.errors import SwitchboardError, Unavailable
-from switchboard.ids import stable_id
-from switchboard.kafka import DEAD, DELIVERIES, start_group_consumer
-from switchboard.keys import Sealer
-from switchboard.model import (
-    Activity,
-    ChannelId,
-    DeadLetter,
-    Delivery,
-    DirectEnvelope,
-    Event,
-    SystemEnvelope,
-    delivery_decoder,
-)
-from switchboard.model import Sender as ActivitySender
+from switchboard.kafka import DELIVERIES, PARKED, make_consumer, start_group_consumer
+from switchboard.model import ChannelId, Delivery, DeliveryRef, delivery_decoder
 from switchboard.offsets import PartitionOffsets
-from switchboard.outbound import SKIPPED, Attempt, Sender
-from switchboard.registry import IntegrationRecord
-from switchboard.retry import Outcome, RetryPolicy, classify_status, parse_retry_after
+from switchboard.outbound import Attempt, Sender
+from switchboard.parking import (
+    LaneKey,
+    ParkedDelivery,
+    ParkedLane,
+    ParkedPartition,
+    Resolved,
+    parked_decoder,
+    parked_encoder,
+)
+from switchboard.retry import RetryPolicy
+from switchboard.services.delivery_attempts import (
+    FAILED_EVENT,
+    Attempter,
+    Final,
+    Hold,
+    Park,
+    failure_event,
+)
+from switchboard.services.http_client import HttpClient
 from switchboard.services.runtime import Runtime
-from switchboard.webhooks import Signer
+from switchboard.services.webhook_sender import USER_AGENT, WebhookSender, envelope
 
-__all__ = ["GROUP", "Attempt", "Deliverer", "DelivererStats", "Sender", "WebhookSender"]
+__all__ = ["FAILED_EVENT", "GROUP", "Attempt", "Deliverer", "Sender", "WebhookSender",
+           "envelope", "failure_event"]
 
 log = logging.getLogger(__name__)
 
 GROUP = "switchboard-deliverer"
-USER_AGENT = "Switchboard/0.1"
 COMMIT_INTERVAL_S = 0.2
-RESPONSE_DRAIN_BYTES = 64 * 1024
 COMMIT_TIMEOUT_S = 10.0
-# Parsed signers kept per set of sealed secrets; a key rotation simply makes a new entry.
-SIGNER_CACHE_SIZE = 1024
-
-# Built once: msgspec encoders are reusable and cheap to call, not to build.
-_json = msgspec.json.Encoder()
-
-
-class WebhookSender:
-    """POSTs Standard Webhooks signed JSON to a Direct or System integration's webhookUrl."""
-
-    def __init__(self, http: httpx.AsyncClient, sealer: Sealer, *, key_grace_s: float) -> None:
-        self._http = http
-        self._sealer = sealer
-        self._grace_ms = int(key_grace_s * 1000)
-        self._signers: dict[tuple[tuple[str, str | None], ...], Signer] = {}
-
-    async def send(self, delivery: Delivery, destination: IntegrationRecord) -> Attempt:
-        url = destination.webhook_url
-        if url is None:
-            # A Direct integration without a webhook is served over its websocket by the
-            # stream gateway; nothing for us to do.
-            return Attempt(outcome=Outcome.DELIVERED, reason=SKIPPED)
-        body = envelope(delivery, destination)
-        now = time.time()
-        try:
-            signer = self._signer(destination, int(now * 1000))
-        except (SwitchboardError, ValueError) as exc:
-            # Unseal or key parse failure. Log the type only: nothing about the key.
-            log.error("delivery %s: signing key of %s unusable (%s)",
-                      delivery.delivery_id, destination.integration_id, type(exc).__name__)
-            return Attempt(outcome=Outcome.RETRY, reason="signing_key_invalid")
-        if signer is None:
-            return Attempt(outcome=Outcome.RETRY, reason="no_signing_key")
-        timestamp = int(now)
-        try:
-            signature = signer.sign(delivery.delivery_id, timestamp, body)
-        except ValueError:  # a delivery id no receiver could accept as webhook-id
-            return Attempt(outcome=Outcome.PERMANENT, reason="invalid_delivery_id")
-        headers = {
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-            "webhook-id": delivery.delivery_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature,
-        }
-        try:
-            async with self._http.stream("POST", url, content=body, headers=headers) as resp:
-                status = resp.status_code
-                retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
-                # Drain a small answer so the connection is kept alive for the next
-                # delivery; stop at a cap, since a hostile endpoint may send an endless
-                # body (leaving the rest unread just closes that connection).
-                read = 0
-                async for chunk in resp.aiter_raw():
-                    read += len(chunk)
-                    if read > RESPONSE_DRAIN_BYTES:
-                        break
-        except httpx.TimeoutException:
-            return Attempt(outcome=Outcome.RETRY, reason="timeout")
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol):
-            return Attempt(outcome=Outcome.PERMANENT, reason="invalid_url")
-        except httpx.HTTPError as exc:
-            # The exception text may contain the URL, which may carry a token: log the type.
-            return Attempt(outcome=Outcome.RETRY, reason=_snake(type(exc).__name__))
-        outcome = classify_status(status)
-        reason = "gone" if status == 410 else f"http_{status}"
-        return Attempt(outcome=outcome, status=status, retry_after=retry_after, reason=reason)
-
-    def _signer(self, destination: IntegrationRecord, now_ms: int) -> Signer | None:
-        # Every valid key signs: during the rotation grace window a delivery carries the
-        # old and the new signature, so receivers can switch keys at their own pace.
-        keys = destination.valid_keys(now_ms, self._grace_ms)
-        if not keys:
-            return None
-        cache_key = tuple((k.outbound_secret_sealed, k.hmac_secret_sealed) for k in keys)
-        signer = self._signers.get(cache_key)
-        if signer is None:
-            secrets = [self._sealer.open(k.outbound_secret_sealed).decode() for k in keys]
-            hmacs = [self._sealer.open(k.hmac_secret_sealed).decode() for k in keys
-                     if k.hmac_secret_sealed]
-            signer = Signer(ed25519=secrets, hmac=hmacs)
-            if len(self._signers) >= SIGNER_CACHE_SIZE:
-                self._signers.pop(next(iter(self._signers)))
-            self._signers[cache_key] = signer
-        return signer
-
-
-def envelope(delivery: Delivery, destination: IntegrationRecord) -> bytes:
-    """The JSON body a webhook destination receives."""
-    if destination.channel_id is ChannelId.SYSTEM:
-        return _json.encode(SystemEnvelope(
-            hub_id=delivery.hub_id,
-            integration_id=destination.integration_id,
-            conversation_id=delivery.conversation_id,
-            activities=[delivery.activity],
-        ))
-    return _json.encode(DirectEnvelope(
-        hub_id=delivery.hub_id,
-        integration_id=destination.integration_id,
-        conversation_id=delivery.conversation_id,
-        activity=delivery.activity,
-    ))
-
-
-FAILED_EVENT = "event:delivery_failed"
-
-
-def failure_event(delivery: Delivery, reason: str, attempts: int, last_status: int | None,
-                  now_ms: int) -> Activity:
-    """The `event:delivery_failed` activity for a dead-lettered delivery (stable id)."""
-    return Activity(
-        activity_id=stable_id("delivery_failed", delivery.delivery_id),
-        hub_id=delivery.hub_id,
-        integration_id=delivery.destination_id,
-        channel_id=delivery.activity.channel_id,
-        type=FAILED_EVENT,
-        conversation_id=delivery.conversation_id,
-        sender=SwitchboardSender,
-        timestamp=now_ms,
-        event=Event(name="delivery_failed", ref=delivery.activity.activity_id, data={
-            "deliveryId": delivery.delivery_id, "destinationId": delivery.destination_id,
-            "reason": reason, "attempts": attempts, "status": last_status}),
-    )
-
-
-SwitchboardSender = ActivitySender(id="switchboard", name="Switchboard")
-
-
-def _snake(name: str) -> str:
-    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
-
-
-@dataclasses.dataclass
-class DelivererStats:
-    """Counters since start, for logs, health and tests."""
-
-    delivered: int = 0
-    skipped: int = 0
-    dead_lettered: int = 0
-    retries: int = 0
-    commits: int = 0
-
-
-class _Slots:
-    """In-flight bounds: one global semaphore, one per destination (made on demand)."""
-
-    def __init__(self, total: int, per_destination: int) -> None:
-        self._total = asyncio.Semaphore(max(1, total))
-        self._per_destination = max(1, per_destination)
-        # destination → [semaphore, users]; dropped when unused so the dict stays small.
-        self._by_destination: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
-        self.in_flight = 0
-
-    @contextlib.asynccontextmanager
-    async def hold(self, destination_id: str) -> AsyncIterator[None]:
-        entry = self._by_destination.get(destination_id)
-        if entry is None:
-            entry = (asyncio.Semaphore(self._per_destination), [0])
-            self._by_destination[destination_id] = entry
-        sem, users = entry
-        users[0] += 1
-        try:
-            # Destination slot first: a lane queued behind its own slow destination must
-            # not sit on a global slot that another destination could use.
-            async with sem, self._total:
-                self.in_flight += 1
-                try:
-                    yield
-                finally:
-                    self.in_flight -= 1
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                del self._by_destination[destination_id]
+FETCH_TIMEOUT_MS = 5000
 
 
 class _Lane:
-    __slots__ = ("key", "queue", "task")
+    """An in-memory lane: records of one (destination, conversation) from `deliveries`.
 
-    def __init__(self, key: tuple[str, str]) -> None:
+    `spill` lanes belong to a parked lane: they only move their records to the parked
+    partition, in order, so they wait behind the parked head.
+    """
+
+    __slots__ = ("key", "queue", "spill", "task")
+
+    def __init__(self, key: LaneKey, spill: bool) -> None:
         self.key = key
         self.queue: deque[tuple[int, Delivery]] = deque()
+        self.spill = spill
         self.task: asyncio.Task[None] | None = None
 
 
 class _Partition:
-    """What we hold for one assigned partition; dropped wholesale on revoke."""
+    """What we hold for partition p of `deliveries` and `deliveries.parked`."""
 
-    __slots__ = ("lanes", "offsets", "paused", "tp")
+    __slots__ = ("catching_up", "drains", "lanes", "offsets", "parked", "parked_tp",
+                 "paused", "tp")
 
-    def __init__(self, tp: TopicPartition) -> None:
+    def __init__(self, tp: TopicPartition, parked_tp: TopicPartition) -> None:
         self.tp = tp
+        self.parked_tp = parked_tp
         self.offsets = PartitionOffsets()
-        self.lanes: dict[tuple[str, str], _Lane] = {}
+        self.lanes: dict[LaneKey, _Lane] = {}
+        self.parked = ParkedPartition()
+        self.drains: set[asyncio.Task[None]] = set()  # parked lanes being delivered
         self.paused = False
+        # Until the parked partition is folded up to this offset, new records of `tp`
+        # could belong to a parked lane we do not know yet: `tp` stays paused.
+        self.catching_up: int | None = None
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -260,45 +112,85 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._deliverer._on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self._deliverer._on_assigned(assigned)
+        await self._deliverer._on_assigned(assigned)
+
+
+class _ParkedFetcher:
+    """Reads a parked record's payload back by offset when its lane's head is due.
+
+    A consumer of its own (no group), so seeking never disturbs the group consumer. The
+    last batch read is kept: the records of a draining lane usually sit close together.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+        self._lock = asyncio.Lock()
+        self._cache: dict[TopicPartition, dict[int, bytes]] = {}
+
+    async def assign(self, tps: Iterable[TopicPartition]) -> None:
+        async with self._lock:
+            wanted = set(tps)
+            self._consumer.assign(list(wanted))
+            for tp in list(self._cache):
+                if tp not in wanted:
+                    del self._cache[tp]
+
+    async def get(self, tp: TopicPartition, offset: int) -> bytes | None:
+        """The value at `offset`, or None if it is gone (past retention)."""
+        async with self._lock:
+            cached = self._cache.get(tp, {})
+            if offset in cached:
+                return cached[offset]
+            if tp not in self._consumer.assignment():
+                self._consumer.assign([*self._consumer.assignment(), tp])
+            self._consumer.seek(tp, offset)
+            batch = await self._consumer.getmany(tp, timeout_ms=FETCH_TIMEOUT_MS,
+                                                 max_records=200)
+            records = batch.get(tp, [])
+            self._cache[tp] = {r.offset: r.value or b"" for r in records}
+            if not records:
+                raise TimeoutError(f"no parked record at {tp.partition}@{offset}")
+            return self._cache[tp].get(offset)
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
 
 
 class Deliverer:
     """The `switchboard-deliverer` consumer group: one instance per process.
 
     Needs the runtime's producer and registry view; `start()` starts the runtime if needed.
-    `http` is for tests and embedding; by default the deliverer owns its client.
+    `senders` add or replace a channel's sender (providers register theirs).
     """
 
     def __init__(
         self,
         runtime: Runtime,
         *,
-        http: httpx.AsyncClient | None = None,
         senders: Mapping[ChannelId, Sender] | None = None,
         policy: RetryPolicy | None = None,
     ) -> None:
         self.runtime = runtime
         s = runtime.settings
         self._settings = s
-        self.policy = policy or RetryPolicy(
-            max_attempts=s.delivery_max_attempts, base_s=s.retry_base_s, max_s=s.retry_max_s
-        )
+        self.policy = policy or RetryPolicy.parse(s.retry_schedule, s.retry_jitter)
         # Prefixed like the topics, so deployments sharing a cluster keep separate groups.
         self.group_id = s.topic_prefix + GROUP
         self._topic = s.topic(DELIVERIES)
-        self._dead_topic = s.topic(DEAD)
-        self._http = http
-        self._own_http = http is None
+        self._parked_topic = s.topic(PARKED)
         self._extra_senders = dict(senders or {})
-        self._senders: dict[ChannelId, Sender] = {}
-        self._slots = _Slots(s.max_in_flight, s.max_in_flight_per_destination)
-        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._http: HttpClient | None = None
+        self._partitions: dict[int, _Partition] = {}
         self._consumer: AIOKafkaConsumer | None = None
+        self._fetcher: _ParkedFetcher | None = None
         self._task: asyncio.Task[None] | None = None
-        self._sync_lock = asyncio.Lock()
-        self._synced_from = 0.0
-        self.stats = DelivererStats()
+        self._timer_task: asyncio.Task[None] | None = None
+        # (due ms, seq, partition, lane key): when a parked lane's head is due.
+        self._timers: list[tuple[int, int, int, LaneKey]] = []
+        self._timer_seq = 0
+        self._timer_wake = asyncio.Event()
+        self.attempter = Attempter(runtime, self.policy)
+        self.stats = self.attempter.stats
 
     # ---- lifecycle -----------------------------------------------------------
 
@@ -309,8 +201,8 @@ class Deliverer:
 
     @property
     def assignment(self) -> frozenset[TopicPartition]:
-        """The partitions this instance owns right now."""
-        return frozenset(self._partitions)
+        """The `deliveries` partitions this instance owns right now."""
+        return frozenset(p.tp for p in self._partitions.values())
 
     @property
     def paused(self) -> frozenset[TopicPartition]:
@@ -320,34 +212,42 @@ class Deliverer:
     @property
     def in_flight(self) -> int:
         """Sends happening right now."""
-        return self._slots.in_flight
+        return self.attempter.slots.in_flight
+
+    @property
+    def parked(self) -> int:
+        """Deliveries waiting on the parked topic in the partitions we own."""
+        return sum(p.parked.parked for p in self._partitions.values())
 
     async def start(self) -> None:
         if self._task is not None:
             return
         await self.runtime.start()
         s = self._settings
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(s.delivery_timeout_s),
-                follow_redirects=False,  # a redirect is a non-2xx like any other
-                limits=httpx.Limits(max_connections=s.max_in_flight,
-                                    max_keepalive_connections=min(s.max_in_flight, 64)),
-            )
+        self._http = HttpClient(timeout_s=s.delivery_timeout_s, limit=s.max_in_flight,
+                                allow_private=s.allow_private_destinations,
+                                user_agent=USER_AGENT)
+        await self._http.start()
         webhook = WebhookSender(self._http, self.runtime.sealer, key_grace_s=s.key_grace_s)
-        self._senders = {ChannelId.DIRECT: webhook, ChannelId.SYSTEM: webhook,
-                         **self._extra_senders}
+        self.attempter.senders = {ChannelId.DIRECT: webhook, ChannelId.SYSTEM: webhook,
+                                  **self._extra_senders}
+        fetch_consumer = make_consumer(s, group_id=None, fetch_max_wait_ms=50)
+        await fetch_consumer.start()
+        self._fetcher = _ParkedFetcher(fetch_consumer)
         self._consumer = await start_group_consumer(
-            self._settings, self._topic, GROUP, lambda _: _Listener(self)
+            s, [self._topic, self._parked_topic], GROUP, lambda _: _Listener(self),
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
         self._task = asyncio.create_task(self._run(), name="deliverer")
+        self._timer_task = asyncio.create_task(self._run_timers(), name="deliverer-timers")
 
     async def stop(self) -> None:
         """Stop consuming, abandon unfinished sends, commit what is final, leave the group."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        for task in (self._task, self._timer_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._timer_task = None
         parts = list(self._partitions.values())
         self._partitions.clear()
         await self._cancel_lanes(parts)
@@ -355,8 +255,11 @@ class Deliverer:
             await self._commit(parts)
             await self._consumer.stop()
             self._consumer = None
-        if self._own_http and self._http is not None:
-            await self._http.aclose()
+        if self._fetcher is not None:
+            await self._fetcher.stop()
+            self._fetcher = None
+        if self._http is not None:
+            await self._http.close()
             self._http = None
 
     # ---- consuming -------------------------------------------------------------
@@ -369,7 +272,13 @@ class Deliverer:
             try:
                 batch = await consumer.getmany(timeout_ms=100, max_records=1000)
                 for tp, records in batch.items():
-                    self._take(tp, records)
+                    part = self._partitions.get(tp.partition)
+                    if part is None:
+                        continue  # revoked since the fetch; its new owner redoes it
+                    if tp.topic == self._parked_topic:
+                        self._fold_parked(part, records)
+                    else:
+                        self._take(part, records)
                 if time.monotonic() >= next_commit:
                     await self._commit(list(self._partitions.values()))
                     next_commit = time.monotonic() + COMMIT_INTERVAL_S
@@ -383,10 +292,7 @@ class Deliverer:
                 log.exception("deliverer: unexpected error in the consume loop; continuing")
                 await asyncio.sleep(0.5)
 
-    def _take(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        part = self._partitions.get(tp)
-        if part is None:
-            return  # revoked since the fetch; the new owner reads it from the last commit
+    def _take(self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         for rec in records:
             try:
                 part.offsets.add(rec.offset)
@@ -397,22 +303,51 @@ class Deliverer:
             except msgspec.DecodeError:
                 # Nothing can ever deliver it; holding it would block the partition.
                 log.error("deliverer: skipping malformed record %s[%d]@%d",
-                          tp.topic, tp.partition, rec.offset)
+                          part.tp.topic, part.tp.partition, rec.offset)
                 part.offsets.done(rec.offset)
                 self.stats.skipped += 1
                 continue
             key = (delivery.destination_id, delivery.conversation_id)
             lane = part.lanes.get(key)
             if lane is None:
-                lane = part.lanes[key] = _Lane(key)
+                lane = part.lanes[key] = _Lane(key, spill=key in part.parked.lanes)
                 lane.task = asyncio.create_task(self._run_lane(part, lane))
             lane.queue.append((rec.offset, delivery))
         if not part.paused and part.offsets.pending > self._settings.max_pending_per_partition:
             self._pause(part, True)
 
+    def _fold_parked(self, part: _Partition,
+                     records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        touched: dict[LaneKey, ParkedLane] = {}
+        for rec in records:
+            try:
+                record = parked_decoder.decode(rec.value or b"")
+            except msgspec.DecodeError:
+                log.error("deliverer: skipping malformed parked record %d@%d",
+                          part.parked_tp.partition, rec.offset)
+                record = None
+            try:
+                lane = part.parked.apply(rec.offset, record)
+            except ValueError:
+                continue  # already folded
+            if lane is not None:
+                touched[lane.key] = lane
+                if isinstance(record, ParkedDelivery):
+                    self.attempter.note_parked(record)
+        for lane in touched.values():
+            if not lane.busy:
+                self._schedule(part, lane)
+            part.parked.drop_if_drained(lane)
+        if part.catching_up is not None and records and \
+                records[-1].offset + 1 >= part.catching_up:
+            part.catching_up = None
+            self._pause(part, False)
+
     def _pause(self, part: _Partition, paused: bool) -> None:
         consumer = self._consumer
-        if consumer is None or self._partitions.get(part.tp) is not part:
+        if consumer is None or self._partitions.get(part.tp.partition) is not part:
+            return
+        if not paused and part.catching_up is not None:
             return
         try:
             if paused:
@@ -428,13 +363,16 @@ class Deliverer:
         consumer = self._consumer
         if consumer is None:
             return
+        # What is committed must have its attempt records written too.
+        await self.attempter.flush_log()
         offsets: dict[TopicPartition, int] = {}
-        owners: list[tuple[_Partition, int]] = []
+        owners: list[tuple[PartitionOffsets, int]] = []
         for part in parts:
-            offset = part.offsets.committable()
-            if offset is not None:
-                offsets[part.tp] = offset
-                owners.append((part, offset))
+            for tp, tracker in ((part.tp, part.offsets), (part.parked_tp, part.parked.offsets)):
+                offset = tracker.committable()
+                if offset is not None:
+                    offsets[tp] = offset
+                    owners.append((tracker, offset))
         if not offsets:
             return
         try:
@@ -448,19 +386,43 @@ class Deliverer:
         except (KafkaError, TimeoutError) as exc:
             log.warning("deliverer: commit failed (%r); will retry", exc)
             return
-        for part, offset in owners:
-            part.offsets.mark_committed(offset)
+        for tracker, offset in owners:
+            tracker.mark_committed(offset)
         self.stats.commits += 1
 
     # ---- rebalancing -------------------------------------------------------------
 
-    def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+    async def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        consumer = self._consumer
+        new: list[_Partition] = []
         for tp in assigned:
-            if tp not in self._partitions:
-                self._partitions[tp] = _Partition(tp)
+            if tp.topic != self._topic or tp.partition in self._partitions:
+                continue
+            part = _Partition(tp, TopicPartition(self._parked_topic, tp.partition))
+            self._partitions[tp.partition] = part
+            new.append(part)
+        if self._fetcher is not None:
+            await self._fetcher.assign(p.parked_tp for p in self._partitions.values())
+        if not new or consumer is None:
+            return
+        # Hold new work of each partition until its parked lanes are known.
+        try:
+            ends = await consumer.end_offsets([p.parked_tp for p in new])
+            committed = {p.parked_tp: await consumer.committed(p.parked_tp) for p in new}
+        except KafkaError as exc:
+            log.warning("deliverer: cannot read parked offsets (%r); holding partitions", exc)
+            ends, committed = {p.parked_tp: 1 << 62 for p in new}, {}
+        for part in new:
+            end = int(ends.get(part.parked_tp, 0))
+            start = committed.get(part.parked_tp) or 0
+            if end > start:
+                part.catching_up = end
+                consumer.pause(part.tp)
+                part.paused = True
 
     async def _on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        parts = [p for p in (self._partitions.pop(tp, None) for tp in revoked) if p is not None]
+        parts = [p for p in (self._partitions.pop(tp.partition, None) for tp in revoked
+                             if tp.topic == self._topic) if p is not None]
         # Cancel first so nothing finishes after the commit (it would be redone anyway).
         await self._cancel_lanes(parts)
         await self._commit(parts)
@@ -468,19 +430,24 @@ class Deliverer:
     @staticmethod
     async def _cancel_lanes(parts: Iterable[_Partition]) -> None:
         tasks = [lane.task for part in parts for lane in part.lanes.values() if lane.task]
+        tasks += [task for part in parts for task in part.drains]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    # ---- delivering ----------------------------------------------------------------
+    # ---- in-memory lanes -----------------------------------------------------------
 
     async def _run_lane(self, part: _Partition, lane: _Lane) -> None:
         try:
             while lane.queue:
+                if lane.spill:
+                    await self._spill(part, lane)
+                    continue
                 offset, delivery = lane.queue[0]
+                source = DeliveryRef(partition=part.tp.partition, offset=offset)
                 try:
-                    await self._deliver(delivery)
+                    result = await self.attempter.deliver(delivery, source, attempts=0)
                 except Exception:
                     # A bug, not a delivery failure: keep the head (order, invariant 3),
                     # say so loudly, and try it again rather than wedge the partition.
@@ -488,132 +455,163 @@ class Deliverer:
                                   delivery.delivery_id)
                     await asyncio.sleep(1.0)
                     continue
+                if isinstance(result, Park | Hold):
+                    # Park the head, then let the rest of the lane follow it.
+                    parked = part.parked.lane(lane.key)
+                    await self._write_parked(part, parked, ParkedDelivery(
+                        delivery=delivery, attempts=result.attempts, due_at=result.due_at,
+                        source=source, first_failed_at=result.first_failed_at))
+                    lane.spill = True
                 lane.queue.popleft()
-                part.offsets.done(offset)
-                if part.paused and (part.offsets.pending
-                                    <= self._settings.max_pending_per_partition // 2):
-                    self._pause(part, False)
+                self._finish(part, offset)
         finally:
             if part.lanes.get(lane.key) is lane:
                 del part.lanes[lane.key]
 
-    async def _deliver(self, delivery: Delivery) -> None:
-        """Deliver one record until it is final: sent, dead-lettered or nothing to do."""
-        attempts = 0
-        while True:
-            destination = await self._destination(delivery.destination_id)
-            if destination is None:
-                await self._dead_letter(delivery, "destination_deleted", attempts, None)
-                return
-            sender = self._senders.get(destination.channel_id)
-            if sender is None:
-                await self._dead_letter(delivery, "unsupported_channel", attempts, None)
-                return
-            attempts += 1
-            attempt = await self._attempt(sender, delivery, destination)
-            if attempt.outcome is Outcome.DELIVERED:
-                if attempt.reason == SKIPPED:
-                    self.stats.skipped += 1
-                else:
-                    self.stats.delivered += 1
-                return
-            if attempt.outcome is Outcome.PERMANENT:
-                await self._dead_letter(delivery, attempt.reason or "permanent_failure",
-                                        attempts, attempt.status)
-                return
-            if not self.policy.should_retry(attempts, attempt.outcome):
-                await self._dead_letter(delivery, "retries_exhausted", attempts, attempt.status,
-                                        last_error=attempt.reason)
-                return
-            delay = self.policy.delay(attempts, attempt.retry_after)
-            log.info("delivery %s to %s: attempt %d failed (%s); retrying in %.2fs",
-                     delivery.delivery_id, delivery.destination_id, attempts, attempt.reason,
-                     delay)
-            self.stats.retries += 1
-            # Sleeping here holds only this lane: later records of this destination and
-            # conversation wait behind it (order), everything else proceeds.
-            await asyncio.sleep(delay)
+    async def _spill(self, part: _Partition, lane: _Lane) -> None:
+        """Move every queued record of a parked lane to the parked partition, in order."""
+        parked = part.parked.lane(lane.key)
+        batch = list(lane.queue)
+        futures = []
+        for offset, delivery in batch:
+            futures.append(await self._send_parked(part, parked, ParkedDelivery(
+                delivery=delivery, attempts=0, due_at=0,
+                source=DeliveryRef(partition=part.tp.partition, offset=offset))))
+            await self.attempter.log_status(delivery, "pending", error="parked_behind_lane",
+                                      source=DeliveryRef(partition=part.tp.partition,
+                                                         offset=offset))
+        await self._await_durable(futures)
+        for offset, _ in batch:
+            lane.queue.popleft()
+            self._finish(part, offset)
 
-    async def _attempt(self, sender: Sender, delivery: Delivery,
-                       destination: IntegrationRecord) -> Attempt:
-        async with self._slots.hold(destination.integration_id):
-            try:
-                # One deadline for the whole attempt, so a slow-drip endpoint cannot
-                # stretch it with per-read timeouts.
-                async with asyncio.timeout(self._settings.delivery_timeout_s):
-                    return await sender.send(delivery, destination)
-            except TimeoutError:
-                return Attempt(outcome=Outcome.RETRY, reason="timeout")
-            except Exception:
-                log.exception("delivery %s to %s: sender failed",
-                              delivery.delivery_id, destination.integration_id)
-                return Attempt(outcome=Outcome.RETRY, reason="internal_error")
+    def _finish(self, part: _Partition, offset: int) -> None:
+        part.offsets.done(offset)
+        if part.paused and part.catching_up is None and (
+                part.offsets.pending <= self._settings.max_pending_per_partition // 2):
+            self._pause(part, False)
 
-    async def _destination(self, destination_id: str) -> IntegrationRecord | None:
-        """The destination as the registry says now (so URL edits and key rotations apply).
+    # ---- parked lanes ---------------------------------------------------------------
 
-        On a miss, sync with the registry topic once before calling it deleted: the router
-        may have routed to an integration our view has not applied yet.
-        """
-        registry = self.runtime.registry
-        delay = 0.2
-        while True:
-            rec = registry.view.integrations.get(destination_id)
-            if rec is not None:
-                return rec
-            missed_at = time.monotonic()
-            try:
-                async with self._sync_lock:
-                    # A sync that started after our miss already answers for us.
-                    if self._synced_from < missed_at:
-                        started = time.monotonic()
-                        await registry.sync()
-                        self._synced_from = started
-            except Unavailable as exc:
-                log.warning("deliverer: registry unavailable (%s); retrying", exc.description)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            return registry.view.integrations.get(destination_id)
+    async def _send_parked(self, part: _Partition, lane: ParkedLane,
+                           record: ParkedDelivery | Resolved) -> asyncio.Future[object]:
+        if isinstance(record, ParkedDelivery):
+            lane.expected.add(record.delivery.delivery_id)
+        fut: asyncio.Future[object] = await self.runtime.producer.send(
+            self._parked_topic, parked_encoder.encode(record),
+            key=lane.key[0].encode(), partition=part.tp.partition)
+        return fut
 
-    async def _announce_failure(self, delivery: Delivery, reason: str, attempts: int,
-                                last_status: int | None) -> None:
-        """Tell System integrations (filter ``event:delivery_failed``) what was not delivered."""
-        event = failure_event(delivery, reason, attempts, last_status, int(time.time() * 1000))
+    async def _write_parked(self, part: _Partition, lane: ParkedLane,
+                            record: ParkedDelivery | Resolved) -> None:
+        """Write to the parked partition and return once it is durable (retrying)."""
+        await self._await_durable([await self._send_parked(part, lane, record)],
+                                  retry=(part, lane, record))
+
+    async def _await_durable(
+        self, futures: list[asyncio.Future[object]],
+        retry: tuple[_Partition, ParkedLane, ParkedDelivery | Resolved] | None = None,
+    ) -> None:
         delay = 0.2
         while True:
             try:
-                await self.runtime.publish(event)
+                async with asyncio.timeout(max(1.0, self._settings.produce_timeout_s * 2)):
+                    for fut in futures:
+                        await fut
                 return
-            except Unavailable:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    async def _dead_letter(self, delivery: Delivery, reason: str, attempts: int,
-                           last_status: int | None, *, last_error: str = "") -> None:
-        """Write to `deliveries.dead` (acks=all) and return only once it is durable."""
-        value = _json.encode(DeadLetter(
-            delivery=delivery, reason=reason, attempts=attempts, last_status=last_status,
-            dead_at=int(time.time() * 1000),
-        ))
-        key = delivery.destination_id.encode()
-        producer = self.runtime.producer
-        timeout = max(1.0, self._settings.produce_timeout_s * 2)
-        delay = 0.2
-        while True:
-            try:
-                async with asyncio.timeout(timeout):
-                    await producer.send_and_wait(self._dead_topic, value, key=key)
-                break
             except (KafkaError, TimeoutError) as exc:
-                # Not final until durable: keep the record (and its lane) until it is.
-                log.warning("delivery %s: dead-letter write failed (%r); retrying",
-                            delivery.delivery_id, exc)
+                # Not parked until durable: keep the records (and the lane) until they are.
+                log.warning("deliverer: parking write failed (%r); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        self.stats.dead_lettered += 1
-        if delivery.activity.type != FAILED_EVENT:  # never an event about an event
-            await self._announce_failure(delivery, reason, attempts, last_status)
-        log.warning("delivery %s to %s dead-lettered: %s after %d attempts (last: %s)",
-                    delivery.delivery_id, delivery.destination_id, reason, attempts,
-                    last_error or last_status)
+                if retry is None:
+                    raise
+                futures = [await self._send_parked(*retry)]
+
+    def _schedule(self, part: _Partition, lane: ParkedLane, due_at: int | None = None) -> None:
+        head = lane.head
+        if head is None:
+            return
+        due = head.due_at if due_at is None else due_at
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (due, self._timer_seq, part.tp.partition, lane.key))
+        if self._timers[0][1] == self._timer_seq:
+            self._timer_wake.set()
+
+    async def _run_timers(self) -> None:
+        while True:
+            now = _now_ms()
+            while self._timers and self._timers[0][0] <= now:
+                _due, _seq, p, key = heapq.heappop(self._timers)
+                part = self._partitions.get(p)
+                lane = part.parked.lanes.get(key) if part is not None else None
+                if part is None or lane is None or lane.busy:
+                    continue  # stale: revoked, drained or already running
+                head = lane.head
+                if head is None or head.due_at > now:
+                    continue  # a newer timer stands for it
+                lane.busy = True
+                task = asyncio.create_task(self._drain(part, lane))
+                part.drains.add(task)
+                task.add_done_callback(part.drains.discard)
+            self._timer_wake.clear()
+            wait = (self._timers[0][0] - now) / 1000 if self._timers else 3600.0
+            try:
+                async with asyncio.timeout(max(0.0, wait)):
+                    await self._timer_wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _drain(self, part: _Partition, lane: ParkedLane) -> None:
+        """Deliver a parked lane from its head while its records are due."""
+        assert self._fetcher is not None
+        try:
+            while self._partitions.get(part.tp.partition) is part:
+                head = lane.head
+                if head is None:
+                    break
+                if head.due_at > _now_ms():
+                    self._schedule(part, lane)
+                    break
+                value = await self._fetcher.get(part.parked_tp, head.offset)
+                try:
+                    record = parked_decoder.decode(value or b"")
+                except msgspec.DecodeError:
+                    record = None
+                if not isinstance(record, ParkedDelivery):
+                    log.error("deliverer: parked record %d@%d unreadable; dropped",
+                              part.parked_tp.partition, head.offset)
+                    part.parked.resolve(lane, head.delivery_id)
+                    continue
+                result = await self.attempter.deliver(
+                    record.delivery, record.source, attempts=head.attempts,
+                    first_failed_at=head.first_failed_at)
+                if isinstance(result, Final):
+                    await self._send_parked(part, lane, Resolved(
+                        delivery_id=head.delivery_id, destination_id=lane.key[0],
+                        conversation_id=lane.key[1]))
+                    part.parked.resolve(lane, head.delivery_id)
+                    continue
+                if isinstance(result, Hold):
+                    # Nothing was spent: wait in memory; the parked record stays as it is.
+                    self._schedule(part, lane, due_at=result.due_at)
+                    break
+                head.attempts, head.due_at = result.attempts, result.due_at
+                head.first_failed_at = result.first_failed_at
+                await self._write_parked(part, lane, msgspec.structs.replace(
+                    record, attempts=result.attempts, due_at=result.due_at,
+                    first_failed_at=result.first_failed_at))
+                self._schedule(part, lane)
+                break
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("deliverer: draining a parked lane failed; retrying in 1 s")
+            self._schedule(part, lane, due_at=_now_ms() + 1000)
+        finally:
+            lane.busy = False
+            part.parked.drop_if_drained(lane)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
