@@ -13,6 +13,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import TopicPartition
 from msgspec import Struct
 
+from switchboard.pacing import Pacer, WakingProducer
 from switchboard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ ATTEMPTS = "deliveries.attempts"
 # Redeliver / replay job progress, keyed by job id.
 JOBS = "jobs"
 STREAM_CURSORS = "stream-cursors"
+
+KAFKA_FETCH_MAX_WAIT_MS = 500
 
 COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
 
@@ -77,7 +80,11 @@ async def ensure_topics(settings: Settings) -> None:
 
 
 def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
-    """A producer with acks=all: acknowledged means durable (invariant 1)."""
+    """A producer with acks=all: acknowledged means durable (invariant 1).
+
+    It wakes this process's idle readers of the topics it writes (`switchboard.pacing`).
+    """
+
     kwargs: dict[str, object] = {
         "bootstrap_servers": settings.kafka_bootstrap_servers,
         "acks": "all",
@@ -88,7 +95,7 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
         "max_request_size": 2 * 1024 * 1024,
     }
     kwargs.update(overrides)
-    return AIOKafkaProducer(**kwargs)
+    return WakingProducer(**kwargs)
 
 
 def make_consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: object
@@ -104,7 +111,10 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
         "rebalance_timeout_ms": max(settings.session_timeout_ms, 10_000),
         "max_poll_interval_ms": 300_000,
         "max_partition_fetch_bytes": 1024 * 1024,
-        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        # Kafka answers a fetch as soon as data arrives: a long wait costs no latency
+        # there, only idle polling. Tansu always waits it out (see switchboard.pacing).
+        "fetch_max_wait_ms": (settings.fetch_max_wait_ms if settings.broker_kind == "tansu"
+                              else max(settings.fetch_max_wait_ms, KAFKA_FETCH_MAX_WAIT_MS)),
     }
     kwargs.update(overrides)
     return AIOKafkaConsumer(*topics, **kwargs)
@@ -172,6 +182,7 @@ class TableReader:
         self._tp = TopicPartition(topic, 0)
         self._apply = apply
         self._consumer: AIOKafkaConsumer | None = None
+        self._pacer: Pacer | None = None
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
         self._sync_lock = asyncio.Lock()
@@ -184,18 +195,21 @@ class TableReader:
         consumer.assign([self._tp])
         await consumer.seek_to_beginning(self._tp)
         self._consumer = consumer
+        self._pacer = Pacer(consumer, self._settings, [self._tp.topic])
         self._task = asyncio.create_task(self._run(), name=f"table:{self._tp.topic}")
         await self.sync(timeout=60)
         self.caught_up = True
 
     async def stop(self) -> None:
+        if self._pacer is not None:
+            self._pacer.close()
         await stop_consuming(self._task, self._consumer)
 
     async def _run(self) -> None:
-        assert self._consumer is not None
+        assert self._pacer is not None
         while True:
             try:
-                batch = await self._consumer.getmany(self._tp, timeout_ms=500)
+                batch = await self._pacer.getmany(self._tp, timeout_ms=500)
             except KafkaError as exc:  # broker blip: keep following
                 log.warning("table %s: %s", self._tp.topic, exc)
                 await asyncio.sleep(0.5)
@@ -214,6 +228,8 @@ class TableReader:
 
     async def wait_for(self, offset: int, timeout: float = 10.0) -> None:
         """Return once `offset` has been applied (TimeoutError otherwise)."""
+        if self.position <= offset and self._pacer is not None:
+            self._pacer.wake()
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: self.position > offset)
 

@@ -36,6 +36,7 @@ from switchboard.kafka import DELIVERIES, PARKED, make_consumer, start_group_con
 from switchboard.model import ChannelId, Delivery, DeliveryRef, delivery_decoder
 from switchboard.offsets import PartitionOffsets
 from switchboard.outbound import Attempt, Sender
+from switchboard.pacing import Pacer
 from switchboard.parking import (
     LaneKey,
     ParkedDelivery,
@@ -131,6 +132,8 @@ class _ParkedFetcher:
         async with self._lock:
             wanted = set(tps)
             self._consumer.assign(list(wanted))
+            # Paused except while reading: an idle fetcher must not poll (nor buffer).
+            self._consumer.pause(*wanted)
             for tp in list(self._cache):
                 if tp not in wanted:
                     del self._cache[tp]
@@ -144,8 +147,12 @@ class _ParkedFetcher:
             if tp not in self._consumer.assignment():
                 self._consumer.assign([*self._consumer.assignment(), tp])
             self._consumer.seek(tp, offset)
-            batch = await self._consumer.getmany(tp, timeout_ms=FETCH_TIMEOUT_MS,
-                                                 max_records=200)
+            self._consumer.resume(tp)
+            try:
+                batch = await self._consumer.getmany(tp, timeout_ms=FETCH_TIMEOUT_MS,
+                                                     max_records=200)
+            finally:
+                self._consumer.pause(tp)
             records = batch.get(tp, [])
             self._cache[tp] = {r.offset: r.value or b"" for r in records}
             if not records:
@@ -182,6 +189,7 @@ class Deliverer:
         self._http: HttpClient | None = None
         self._partitions: dict[int, _Partition] = {}
         self._consumer: AIOKafkaConsumer | None = None
+        self._pacer: Pacer | None = None
         self._fetcher: _ParkedFetcher | None = None
         self._task: asyncio.Task[None] | None = None
         self._timer_task: asyncio.Task[None] | None = None
@@ -238,6 +246,8 @@ class Deliverer:
             s, [self._topic, self._parked_topic], GROUP, lambda _: _Listener(self),
             partition_assignment_strategy=(RangePartitionAssignor,),
         )
+        self._pacer = Pacer(self._consumer, s, [self._topic, self._parked_topic],
+                            hold=self._held)
         self._task = asyncio.create_task(self._run(), name="deliverer")
         self._timer_task = asyncio.create_task(self._run_timers(), name="deliverer-timers")
 
@@ -248,6 +258,8 @@ class Deliverer:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         self._task = self._timer_task = None
+        if self._pacer is not None:
+            self._pacer.close()
         parts = list(self._partitions.values())
         self._partitions.clear()
         await self._cancel_lanes(parts)
@@ -265,12 +277,12 @@ class Deliverer:
     # ---- consuming -------------------------------------------------------------
 
     async def _run(self) -> None:
-        assert self._consumer is not None
-        consumer = self._consumer
+        assert self._pacer is not None
+        pacer = self._pacer
         next_commit = time.monotonic() + COMMIT_INTERVAL_S
         while True:
             try:
-                batch = await consumer.getmany(timeout_ms=100, max_records=1000)
+                batch = await pacer.getmany(timeout_ms=100, max_records=1000)
                 for tp, records in batch.items():
                     part = self._partitions.get(tp.partition)
                     if part is None:
@@ -342,6 +354,11 @@ class Deliverer:
                 records[-1].offset + 1 >= part.catching_up:
             part.catching_up = None
             self._pause(part, False)
+
+    def _held(self, tp: TopicPartition) -> bool:
+        """Whether we keep `tp` paused ourselves (backpressure, catching up)."""
+        part = self._partitions.get(tp.partition)
+        return part is not None and tp == part.tp and part.paused
 
     def _pause(self, part: _Partition, paused: bool) -> None:
         consumer = self._consumer

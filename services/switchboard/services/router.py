@@ -29,6 +29,7 @@ from switchboard.kafka import (
     stop_consuming,
 )
 from switchboard.model import Activity, Delivery, IntegrationType, Sender, activity_decoder
+from switchboard.pacing import Pacer
 from switchboard.routing import deliveries_for
 from switchboard.services.runtime import Runtime
 
@@ -73,6 +74,7 @@ class Router:
         self._seeded = asyncio.Event()
         self._seeded.set()
         self._consumer: AIOKafkaConsumer | None = None
+        self._pacer: Pacer | None = None
         self._task: asyncio.Task[None] | None = None
         self.running = False
 
@@ -82,12 +84,15 @@ class Router:
             self.runtime.settings, self._activities, GROUP, lambda c: _Forget(self, c),
             max_poll_records=500,
         )
+        self._pacer = Pacer(self._consumer, self.runtime.settings, [self._activities])
         self._task = asyncio.create_task(self._run(), name="router")
         self.running = True
 
     async def stop(self) -> None:
         self.running = False
         await stop_consuming(self._task, None)
+        if self._pacer is not None:
+            self._pacer.close()
         if self._consumer is not None:
             try:
                 async with asyncio.timeout(5):
@@ -97,11 +102,11 @@ class Router:
             await self._consumer.stop()
 
     async def _run(self) -> None:
-        assert self._consumer is not None
-        consumer = self._consumer
+        assert self._consumer is not None and self._pacer is not None
+        consumer, pacer = self._consumer, self._pacer
         while True:
             try:
-                batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                batch = await pacer.getmany(timeout_ms=500, max_records=500)
                 if not batch:
                     continue
                 await self._seeded.wait()

@@ -1,0 +1,137 @@
+"""Idle consumers that cost next to nothing, busy ones that wait for nothing (invariant 10).
+
+The embedded broker (Tansu) answers a fetch only when its wait runs out, so consumers use
+a short wait (`fetch_max_wait_ms`, 20 ms): right under load, but idle it means 50 fetches
+a second per consumer, for nothing. A `Pacer` pauses its consumer's partitions after a
+few empty polls and then looks only every `fetch_idle_poll_ms`, or at once when woken:
+a producer of this process that writes to a topic wakes every pacer reading it as soon
+as the write is durable, and a reader that is asked to catch up wakes itself. Apache
+Kafka answers a fetch as soon as data arrives, so there consumers simply wait long and
+are never paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.structs import TopicPartition
+
+from switchboard.settings import Settings
+
+__all__ = ["WAKEUPS", "Pacer", "WakingProducer"]
+
+# Empty polls in a row before a consumer counts as idle.
+IDLE_AFTER_POLLS = 10
+
+
+class _Wakeups:
+    """Process-wide: topic → the pacers reading it."""
+
+    def __init__(self) -> None:
+        self._by_topic: defaultdict[str, set[Pacer]] = defaultdict(set)
+
+    def add(self, topic: str, pacer: Pacer) -> None:
+        self._by_topic[topic].add(pacer)
+
+    def discard(self, topic: str, pacer: Pacer) -> None:
+        pacers = self._by_topic.get(topic)
+        if pacers is not None:
+            pacers.discard(pacer)
+            if not pacers:
+                del self._by_topic[topic]
+
+    def notify(self, topic: str) -> None:
+        for pacer in self._by_topic.get(topic, ()):
+            pacer.wake()
+
+
+WAKEUPS = _Wakeups()
+
+
+class WakingProducer(AIOKafkaProducer):  # type: ignore[misc]
+    """A producer that wakes this process's idle readers of a topic it wrote to."""
+
+    async def send(self, topic: str, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = await super().send(topic, *args, **kwargs)
+        fut.add_done_callback(functools.partial(_notify, topic))
+        return fut
+
+
+def _notify(topic: str, _done: asyncio.Future[Any]) -> None:
+    WAKEUPS.notify(topic)
+
+
+Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+
+
+class Pacer:
+    """Wraps one consumer's `getmany` (see the module docstring).
+
+    `hold(tp)` says whether the owner wants `tp` paused for reasons of its own
+    (backpressure): the pacer never resumes such a partition.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, settings: Settings, topics: Iterable[str],
+                 hold: Callable[[TopicPartition], bool] | None = None) -> None:
+        self._consumer = consumer
+        self._topics = list(topics)
+        self._hold = hold or (lambda tp: False)
+        self._enabled = settings.broker_kind == "tansu"
+        self._idle_poll_s = settings.fetch_idle_poll_ms / 1000
+        self._empty = 0
+        self._ours: set[TopicPartition] = set()
+        self._woken = asyncio.Event()
+        for topic in self._topics:
+            WAKEUPS.add(topic, self)
+
+    @property
+    def idle(self) -> bool:
+        return bool(self._ours)
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def close(self) -> None:
+        for topic in self._topics:
+            WAKEUPS.discard(topic, self)
+
+    async def getmany(self, *partitions: TopicPartition, timeout_ms: int,
+                      max_records: int | None = None) -> Batch:
+        """`consumer.getmany`, but paced: while idle, it first waits to be woken."""
+        if self._ours:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._idle_poll_s):
+                    await self._woken.wait()
+            self._resume()
+        self._woken.clear()
+        batch: Batch = await self._consumer.getmany(*partitions, timeout_ms=timeout_ms,
+                                                    max_records=max_records)
+        if any(batch.values()):
+            self._empty = 0
+        else:
+            self._empty += 1
+            if self._enabled and self._empty >= IDLE_AFTER_POLLS and not self._woken.is_set():
+                self._pause()
+        return batch
+
+    def _pause(self) -> None:
+        consumer = self._consumer
+        already = consumer.paused()
+        mine = [tp for tp in consumer.assignment() if tp not in already]
+        if mine:
+            consumer.pause(*mine)
+            self._ours.update(mine)
+
+    def _resume(self) -> None:
+        assigned = self._consumer.assignment()
+        again = [tp for tp in self._ours if tp in assigned and not self._hold(tp)]
+        self._ours.clear()
+        self._empty = 0
+        if again:
+            self._consumer.resume(*again)
