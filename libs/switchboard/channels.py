@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar
 import msgspec
 from msgspec import Meta, Struct, field
 
+from switchboard.destinations import validate_webhook_url
 from switchboard.errors import BadRequest
 from switchboard.model import ChannelId, IntegrationType, Message, Url
 
@@ -138,10 +139,14 @@ def _camel_keys(raw: dict[str, Any]) -> dict[str, Any]:
     return {(k[:1].lower() + k[1:]) if isinstance(k, str) else k: v for k, v in raw.items()}
 
 
-def parse_config(channel: ChannelId, raw: object) -> ChannelConfig:
+def parse_config(channel: ChannelId, raw: object, *,
+                 allow_private: bool = False) -> ChannelConfig:
     """Validate a request's ``configuration`` object for `channel`.
 
-    Raises BadRequest naming the offending field.
+    A ``webhookUrl`` also passes the SSRF policy (`validate_webhook_url`): with
+    `allow_private` off (the setting ``allow_private_destinations``), a literal private,
+    loopback or link-local address is refused here. Raises BadRequest naming the
+    offending field.
     """
     if not isinstance(raw, dict):
         raise BadRequest(
@@ -164,6 +169,9 @@ def parse_config(channel: ChannelId, raw: object) -> ChannelConfig:
                 f"unknown event filter {unknown[0]!r}; use one of {sorted(EVENT_FILTERS)}",
                 "configuration.events",
             )
+    if isinstance(cfg, DirectConfig | SystemConfig) and cfg.webhook_url is not None:
+        validate_webhook_url(cfg.webhook_url, allow_private=allow_private,
+                             field="configuration.webhookUrl")
     if isinstance(cfg, DirectConfig) and cfg.integration_type is IntegrationType.SYSTEM:
         raise BadRequest(
             "invalid_configuration",

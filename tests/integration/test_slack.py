@@ -165,7 +165,9 @@ async def test_customer_to_slack_thread_and_back(broker: Any, fake_slack: FakeSl
 
 async def test_rate_limits_failures_and_bad_codes(broker: Any, fake_slack: FakeSlack,
                                                   receiver: Receiver) -> None:
-    hub = await RunningHub(_settings(broker, fake_slack)).start()
+    # The schedule's longest wait (0.5 s) caps a Retry-After.
+    hub = await RunningHub(_settings(broker, fake_slack,
+                                     retry_schedule="0,0.05,0.1,0.5")).start()
     try:
         hub_id, auth = await hub.create_hub()
         # A bad OAuth code: Slack's error, and nothing stored.
@@ -226,7 +228,7 @@ async def test_rate_limits_failures_and_bad_codes(broker: Any, fake_slack: FakeS
         assert post.channel == "C0SUPPORT" and post.token == good.bot_token
         attempts = [p for p in fake_slack.posts if p.token == good.bot_token]
         assert [p.status for p in attempts] == [429, 200]
-        # Retry-After is honoured (capped by the test's retry_max_s of 0.5 s).
+        # Retry-After is honoured (capped by the schedule's longest wait, 0.5 s).
         assert time.monotonic() - started >= 0.4
 
         # channel_not_found fails for good: dead-lettered and announced to System.

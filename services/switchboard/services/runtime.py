@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 
-import httpx
 from aiokafka import AIOKafkaProducer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -17,6 +16,7 @@ from switchboard.errors import Unavailable
 from switchboard.kafka import ACTIVITIES, ensure_topics, make_producer, run_with_broker_retry
 from switchboard.keys import Sealer
 from switchboard.model import Activity, activity_encoder
+from switchboard.services.http_client import HttpClient
 from switchboard.settings import Settings
 from switchboard.store import RegistryStore
 
@@ -32,7 +32,7 @@ class Runtime:
         self._producer: AIOKafkaProducer | None = None
         self._registry: RegistryStore | None = None
         self._conversations: ConversationStore | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._http: HttpClient | None = None
         self._started = False
 
     @property
@@ -51,7 +51,7 @@ class Runtime:
         return self._conversations
 
     @property
-    def http(self) -> httpx.AsyncClient:
+    def http(self) -> HttpClient:
         """The client for provider APIs (Twilio, Graph, Slack), bounded by one timeout."""
         assert self._http is not None, "Runtime.start() first"
         return self._http
@@ -78,12 +78,17 @@ class Runtime:
         self._producer = make_producer(self.settings)
         self._registry = RegistryStore(self.settings, self._producer)
         self._conversations = ConversationStore(self.settings, self._producer)
-        self._http = httpx.AsyncClient(timeout=self.settings.provider_timeout_s,
-                                       follow_redirects=False)
         await run_with_broker_retry("topics", lambda: ensure_topics(self.settings))
         await run_with_broker_retry("producer", self.producer.start)
         await self.registry.start()
         await self.conversations.start()
+        # Provider base URLs (Twilio, Graph, Slack) are operator settings, not tenant
+        # input, so the SSRF policy for webhook destinations does not apply to them (the
+        # test fakes and any self-hosted stand-in live on private addresses). Started
+        # last, so a start that fails on the broker leaves no session open.
+        self._http = HttpClient(timeout_s=self.settings.provider_timeout_s,
+                                allow_private=True)
+        await self._http.start()
         self._started = True
 
     async def stop(self) -> None:
@@ -92,7 +97,7 @@ class Runtime:
         self._started = False
         try:
             # Each part stops on its own: one failing (broker gone) must not leak the rest.
-            for part in (self.conversations.stop, self.registry.stop, self.http.aclose):
+            for part in (self.conversations.stop, self.registry.stop, self.http.close):
                 try:
                     await part()
                 except Exception as exc:

@@ -18,8 +18,8 @@ import logging
 import time
 from collections import OrderedDict
 from typing import Any
+from urllib.parse import urlencode
 
-import httpx
 import msgspec
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -34,6 +34,7 @@ from switchboard.registry import IntegrationRecord
 from switchboard.retry import Outcome, parse_retry_after
 from switchboard.services.channels.base import ChannelPlugin
 from switchboard.services.http import read_body
+from switchboard.services.http_client import HttpError, HttpTimeout
 from switchboard.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -145,11 +146,14 @@ class MessengerPlugin(ChannelPlugin):
         if secret:
             query["appsecret_proof"] = fb.appsecret_proof(secret, token)
         try:
-            resp = await self.runtime.http.request(method, url, params=query, data=data)
-        except httpx.HTTPError as exc:
-            # The exception text may hold the URL and so the token: name the type only.
-            log.warning("messenger: Graph %s %s failed: %s", method, path,
-                        type(exc).__name__)
+            resp = await self.runtime.http.request(
+                method, url, params=query,
+                content=urlencode(data).encode() if data is not None else None,
+                headers={"content-type": "application/x-www-form-urlencoded"}
+                if data is not None else None)
+        except HttpError as exc:
+            # The reason is a short code, never the URL (which holds the token).
+            log.warning("messenger: Graph %s %s failed: %s", method, path, exc.reason)
             raise Unavailable("provider_unavailable",
                               "the Graph API could not be reached; retry") from None
         if resp.status_code >= 500 or resp.status_code == 429:
@@ -319,20 +323,15 @@ class MessengerSender:
             self._progress.popitem(last=False)
 
     async def _post(self, url: str, query: dict[str, str], body: dict[str, Any]) -> Attempt:
-        http = self._runtime.http
         try:
-            async with http.stream("POST", url, params=query, json=body) as resp:
-                status = resp.status_code
-                retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
-                content = b""
-                if status >= 300:
-                    async for chunk in resp.aiter_bytes():
-                        content += chunk
-                        if len(content) > _ERROR_BODY_MAX:
-                            break
-        except httpx.TimeoutException:
+            # Only an error's body is looked at, and only its first 64 KiB.
+            resp = await self._runtime.http.request("POST", url, params=query, json=body,
+                                                    read_cap=_ERROR_BODY_MAX)
+        except HttpTimeout:
             return Attempt(outcome=Outcome.RETRY, reason="timeout")
-        except httpx.HTTPError as exc:
-            # The URL carries the page token: name the exception type only.
-            return Attempt(outcome=Outcome.RETRY, reason=type(exc).__name__)
-        return fb.classify_send(status, content, retry_after)
+        except HttpError as exc:
+            # A short code, never the exception text: the URL carries the page token.
+            return Attempt(outcome=Outcome.RETRY, reason=exc.reason)
+        status = resp.status_code
+        retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
+        return fb.classify_send(status, resp.content if status >= 300 else b"", retry_after)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from urllib.parse import urlencode
 
-import httpx
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,6 +37,7 @@ from switchboard.registry import IntegrationRecord
 from switchboard.retry import Outcome, parse_retry_after
 from switchboard.services.channels.base import ChannelPlugin
 from switchboard.services.http import JSON, read_body
+from switchboard.services.http_client import HttpError, HttpTimeout
 from switchboard.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -113,12 +114,14 @@ class SlackPlugin(ChannelPlugin):
     async def _call(self, method: str, *, data: dict[str, str] | None = None,
                     token: str | None = None) -> tuple[int, bytes]:
         url = f"{self.runtime.settings.slack_api_url.rstrip('/')}/{method}"
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {"content-type": "application/x-www-form-urlencoded"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
         try:
-            resp = await self.runtime.http.post(url, data=data or {}, headers=headers)
-        except httpx.HTTPError as exc:
-            # The text may carry the URL; log the type only.
-            log.warning("slack: %s failed: %s", method, type(exc).__name__)
+            resp = await self.runtime.http.request("POST", url, headers=headers,
+                                                   content=urlencode(data or {}).encode())
+        except HttpError as exc:
+            log.warning("slack: %s failed: %s", method, exc.reason)
             raise Unavailable("slack_unavailable", f"Slack {method} is unreachable; retry later"
                               ) from None
         return resp.status_code, resp.content
@@ -262,16 +265,11 @@ class SlackSender:
         headers = {"Authorization": f"Bearer {token}",
                    "Content-Type": "application/json; charset=utf-8"}
         try:
-            resp = await self.runtime.http.post(url, content=_json.encode(payload),
-                                                headers=headers)
-        except httpx.TimeoutException:
+            resp = await self.runtime.http.request("POST", url, content=_json.encode(payload),
+                                                   headers=headers)
+        except HttpTimeout:
             return slack.PostResult(outcome=Outcome.RETRY, reason="timeout", status=0)
-        except httpx.HTTPError as exc:
-            return slack.PostResult(outcome=Outcome.RETRY, reason=_snake(type(exc).__name__),
-                                    status=0)
+        except HttpError as exc:
+            return slack.PostResult(outcome=Outcome.RETRY, reason=exc.reason, status=0)
         retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
         return slack.parse_post_response(resp.status_code, resp.content, retry_after)
-
-
-def _snake(name: str) -> str:
-    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")

@@ -14,7 +14,6 @@ import time
 from collections import OrderedDict
 from urllib.parse import urlencode
 
-import httpx
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,6 +27,7 @@ from switchboard.registry import IntegrationRecord
 from switchboard.retry import Outcome, parse_retry_after
 from switchboard.services.channels.base import ChannelPlugin
 from switchboard.services.http import read_body
+from switchboard.services.http_client import HttpAnswer, HttpError, HttpTimeout
 from switchboard.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -86,13 +86,13 @@ class TwilioPlugin(ChannelPlugin):
         await self._call("POST", url, (config.account_sid, token), data=[("SmsUrl", "")])
 
     async def _call(self, method: str, url: str, auth: tuple[str, str],
-                    data: list[tuple[str, str]] | None = None) -> httpx.Response:
+                    data: list[tuple[str, str]] | None = None) -> HttpAnswer:
         try:
             resp = await self.runtime.http.request(
                 method, url, auth=auth, content=_form(data) if data is not None else None,
                 headers={"content-type": FORM} if data is not None else None)
-        except httpx.HTTPError as exc:
-            log.warning("twilio provisioning: %s %s", method, type(exc).__name__)
+        except HttpError as exc:
+            log.warning("twilio provisioning: %s %s", method, exc.reason)
             raise Unavailable("provider_unavailable", "Twilio could not be reached; retry",
                               retry_after=5) from None
         if resp.is_success:
@@ -181,12 +181,12 @@ class TwilioSender:
     async def _post(self, url: str, auth: tuple[str, str],
                     form: list[tuple[str, str]]) -> Attempt:
         try:
-            resp = await self.runtime.http.post(url, auth=auth, content=_form(form),
-                                                headers={"content-type": FORM})
-        except httpx.TimeoutException:
+            resp = await self.runtime.http.request("POST", url, auth=auth, content=_form(form),
+                                                   headers={"content-type": FORM})
+        except HttpTimeout:
             return Attempt(outcome=Outcome.RETRY, reason="timeout")
-        except httpx.HTTPError as exc:
-            return Attempt(outcome=Outcome.RETRY, reason=type(exc).__name__)
+        except HttpError as exc:
+            return Attempt(outcome=Outcome.RETRY, reason=exc.reason)
         outcome = classify_provider_status(resp.status_code)
         if outcome is Outcome.DELIVERED:
             return Attempt(outcome=outcome, status=resp.status_code)
