@@ -23,6 +23,9 @@ EVENT_FILTERS = frozenset({
 Secret = Annotated[str, Meta(min_length=1, max_length=4096)]
 
 
+DeliveryRate = Annotated[float, Meta(gt=0, le=10_000)]
+
+
 class _Config(Struct, rename="camel", omit_defaults=True, forbid_unknown_fields=True):
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
 
@@ -34,12 +37,15 @@ class DirectConfig(_Config, tag="Direct", tag_field="channel"):
     start: list[Message] = field(default_factory=list)
     # Also sign deliveries `v1,<HMAC-SHA256>` with a `whsec_` secret (shown once).
     hmac_signing: bool = False
+    # The integration's own cap on webhook deliveries (None: only the hub's fair share).
+    max_deliveries_per_second: DeliveryRate | None = None
 
 
 class SystemConfig(_Config, tag="System", tag_field="channel"):
     webhook_url: Url
     events: Annotated[list[str], Meta(min_length=1, max_length=16)]
     hmac_signing: bool = False
+    max_deliveries_per_second: DeliveryRate | None = None
 
 
 class Capabilities(Struct, rename="camel"):

@@ -27,20 +27,26 @@ class RateLimiter:
         self._max_keys = max_keys
         self._buckets: OrderedDict[str, Bucket] = OrderedDict()
 
-    def take(self, key: str, now: float) -> float | None:
-        """Spend one token for `key`: None if allowed, else seconds until one is free."""
+    def take(self, key: str, now: float, rate: float | None = None) -> float | None:
+        """Spend one token for `key`: None if allowed, else seconds until one is free.
+
+        `rate` overrides the limiter's rate for this key (burst: one second of it, at
+        least 1), for limits that differ per key.
+        """
+        burst = self.burst if rate is None else max(1.0, rate)
+        rate = self.rate if rate is None else rate
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = Bucket(tokens=self.burst, updated=now)
+            bucket = Bucket(tokens=burst, updated=now)
             self._buckets[key] = bucket
             if len(self._buckets) > self._max_keys:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(key)
             elapsed = max(0.0, now - bucket.updated)
-            bucket.tokens = min(self.burst, bucket.tokens + elapsed * self.rate)
+            bucket.tokens = min(burst, bucket.tokens + elapsed * rate)
             bucket.updated = now
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             return None
-        return (1.0 - bucket.tokens) / self.rate
+        return (1.0 - bucket.tokens) / rate

@@ -288,3 +288,21 @@ async def test_a_name_resolving_to_loopback_is_refused_at_send(broker: Any, endp
                                          "status"}
         assert event.event.data["reason"] == "destination_forbidden"
         assert event.channel_id == "Direct"
+
+
+async def test_an_integration_caps_its_own_rate(broker: Any, endpoint: Endpoint) -> None:
+    t = _tag()
+    capped = f"/{t}/capped"
+    async with harness(broker, endpoint) as h:
+        dest = await h.integration("capped", path=capped)
+        dest = msgspec.structs.replace(
+            dest, version=dest.version + 1, configuration=msgspec.structs.replace(
+                dest.configuration, max_deliveries_per_second=5.0))
+        assert (await h.runtime.registry.put(dest)).accepted
+        await h.deliverer()
+        # Ten conversations, so nothing but the cap orders them in time.
+        await h.produce([h.delivery(dest, f"c{i}", f"m-{i}") for i in range(10)])
+        hits = await endpoint.wait_for(capped, 10)
+        starts = sorted(x.started for x in hits)
+        # A burst of 5 (one second's worth), then 5 a second: the last five take >= 0.8 s.
+        assert starts[-1] - starts[0] >= 0.8

@@ -35,6 +35,7 @@ from switchboard.model import (
 from switchboard.model import Sender as ActivitySender
 from switchboard.outbound import SKIPPED, Attempt, Sender
 from switchboard.parking import ParkedDelivery
+from switchboard.ratelimit import RateLimiter
 from switchboard.registry import IntegrationRecord
 from switchboard.retry import Circuit, Outcome, RetryPolicy
 from switchboard.services.runtime import Runtime
@@ -146,6 +147,7 @@ class Attempter:
         self.slots = Slots(s.max_in_flight, s.max_in_flight_per_hub,
                            s.max_in_flight_per_destination)
         self.circuits: dict[str, Circuit] = {}
+        self._rates = RateLimiter(1.0, 1, max_keys=100_000)
         self.stats = DelivererStats()
         self._attempts_topic = s.topic(ATTEMPTS)
         self._dead_topic = s.topic(DEAD)
@@ -169,21 +171,31 @@ class Attempter:
             if sender is None:
                 await self.dead_letter(delivery, source, "unsupported_channel", attempts)
                 return Final("failed")
-            circuit = self._circuit(destination.integration_id)
             if not destination.active:
                 self.stats.held += 1
                 return Hold(attempts, _now_ms() + HOLD_RECHECK_MS, first_failed_at)
+            rate = getattr(destination.configuration, "max_deliveries_per_second", None)
+            if rate is not None:
+                wait = self._rates.take(destination.integration_id, time.monotonic(), rate)
+                if wait is not None:
+                    # The destination's own cap: wait in the lane, holding no slot.
+                    await asyncio.sleep(wait)
+                    continue
+            circuit = self._circuit(destination.integration_id)
             if not circuit.admit(time.monotonic()):
                 self.stats.held += 1
                 wait_ms = int(circuit.wait(time.monotonic()) * 1000) + 1
                 return Hold(attempts, _now_ms() + wait_ms, _ms(circuit.failing_since))
+            probe = circuit.is_open  # admitted while open: this attempt is the probe
             attempts += 1
             started = time.monotonic()
             try:
                 attempt = await self._attempt(sender, delivery, destination,
                                               suspect=circuit.failures > 0)
-            finally:
-                circuit.abandon()  # no-op once `record` ran; frees a cancelled probe
+            except BaseException:
+                if probe:
+                    circuit.abandon()  # cancelled: let another delivery probe
+                raise
             latency_ms = int((time.monotonic() - started) * 1000)
             circuit.record(attempt.outcome is not Outcome.RETRY, time.monotonic(), time.time())
             if attempt.outcome is Outcome.DELIVERED:
