@@ -306,3 +306,36 @@ async def test_an_integration_caps_its_own_rate(broker: Any, endpoint: Endpoint)
         starts = sorted(x.started for x in hits)
         # A burst of 5 (one second's worth), then 5 a second: the last five take >= 0.8 s.
         assert starts[-1] - starts[0] >= 0.8
+
+
+@pytest.mark.kafka_only
+@pytest.mark.timeout(240)
+async def test_a_kafka_restart_mid_stream_loses_nothing(tmp_path: Path, endpoint: Endpoint
+                                                        ) -> None:
+    """Apache Kafka restarted while lanes are parked and deliveries are in flight."""
+    from switchboard.brokers.kafka import KafkaBroker
+
+    broker = KafkaBroker.start(tmp_path / "kafka")
+    t = _tag()
+    down = f"/{t}/down"
+    switch = Switch()
+    endpoint.behaviour[down] = switch
+    try:
+        async with harness(broker, endpoint, **PARKING) as h:
+            dest = await h.integration("down", path=down)
+            d = await h.deliverer()
+            before = [h.delivery(dest, c, f"{c}-{i}") for c in "ab" for i in range(3)]
+            await h.produce(before)
+            await until(lambda: d.parked, 20, expect=6)
+
+            await asyncio.to_thread(broker.restart)
+
+            after = [h.delivery(dest, c, f"{c}-{i}") for c in "ab" for i in range(3, 6)]
+            await h.produce(after)
+            switch.on = True
+            await until(lambda: sum(len(first_ok_texts(endpoint.at(down), c)) for c in "ab"),
+                        90, expect=12)
+            for c in "ab":
+                assert first_ok_texts(endpoint.at(down), c) == [f"{c}-{i}" for i in range(6)]
+    finally:
+        broker.stop()
