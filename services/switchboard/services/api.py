@@ -39,6 +39,7 @@ from switchboard.model import (
 from switchboard.ratelimit import RateLimiter
 from switchboard.registry import HubRecord, IntegrationRecord, KeySet, RegistryView
 from switchboard.services.channels.base import ChannelPlugin
+from switchboard.services.deliveries_api import DeliveriesApi
 from switchboard.services.http import JSON, limit, read_body
 from switchboard.services.runtime import Runtime
 
@@ -114,6 +115,13 @@ class Api:
         self.plugins = dict(plugins or {})
         s = runtime.settings
         self._limiter = RateLimiter(s.api_rate_per_s, s.api_burst)
+        self.deliveries = DeliveriesApi(runtime, self)
+
+    async def start(self) -> None:
+        await self.deliveries.start()
+
+    async def stop(self) -> None:
+        await self.deliveries.stop()
 
     def routes(self) -> list[Route]:
         return [
@@ -127,6 +135,7 @@ class Api:
                   methods=["PATCH"]),
             Route("/api/v1/integrations/{integrationId}", self.delete_integration,
                   methods=["DELETE"]),
+            *self.deliveries.routes(),
         ]
 
     # ---- auth ------------------------------------------------------------------
@@ -215,7 +224,8 @@ class Api:
     async def _create(self, request: Request, hub_id: str, view: RegistryView) -> Response:
         body: IntegrationCreate = await self._body(request, IntegrationCreate)
         channel = parse_channel(body.channel_id)
-        config = parse_config(channel, body.configuration)
+        config = parse_config(channel, body.configuration,
+                              allow_private=self.runtime.settings.allow_private_destinations)
         itype = integration_type_of(config)
         if body.integration_type_id is not None and parse_integration_type(
             body.integration_type_id
@@ -267,7 +277,9 @@ class Api:
             # Provider-authenticated channels keep their configuration (as in Hubster).
             if isinstance(rec.configuration, DirectConfig | SystemConfig) or rec.channel_id is \
                     ChannelId.WEBCHAT:
-                config = parse_config(rec.channel_id, body.configuration)
+                config = parse_config(
+                    rec.channel_id, body.configuration,
+                    allow_private=self.runtime.settings.allow_private_destinations)
                 if integration_type_of(config) is not rec.integration_type:
                     raise BadRequest("invalid_configuration",
                                      "integrationType cannot change; create a new integration",

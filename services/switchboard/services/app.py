@@ -39,7 +39,9 @@ def build_app(settings: Settings, services: Iterable[str] = SERVICES) -> Starlet
         from switchboard.services.api import Api
         from switchboard.services.docs import docs_routes
 
-        routes += Api(runtime, plugins).routes()
+        api = Api(runtime, plugins)
+        routes += api.routes()
+        workers.append(api)  # the delivery log and redelivery jobs
         routes += docs_routes()
     if "ingress" in names:
         from switchboard.services.ingress import Ingress

@@ -1,4 +1,4 @@
-"""`switchboard dev | serve | apply`: the command line."""
+"""`switchboard dev | serve | apply | deliveries …`: the command line."""
 
 from __future__ import annotations
 
@@ -93,6 +93,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
         overrides["admin_token"] = state["admin_token"]
     if not env.get("SWITCHBOARD_PUBLIC_URL"):
         overrides["public_url"] = f"http://{args.host}:{args.port}"
+    if not env.get("SWITCHBOARD_ALLOW_PRIVATE_DESTINATIONS"):
+        # Local development delivers to local receivers; `serve` keeps the SSRF guard on.
+        overrides["allow_private_destinations"] = True
     try:
         settings = Settings.from_env(**overrides)
     except ConfigError as exc:
@@ -279,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     schemas.add_argument("--dir", default="schemas")
     schemas.add_argument("--write", action="store_true")
     schemas.set_defaults(func=cmd_schemas)
+
+    from switchboard.services.deliveries_cli import add_parser as add_deliveries
+
+    add_deliveries(sub)
 
     args = parser.parse_args(argv)
     result: int = args.func(args)

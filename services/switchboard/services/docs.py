@@ -35,10 +35,12 @@ def _op(summary: str, body: str | None = None, ok: int = 200, security: bool = T
 def openapi_spec() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the public HTTP surface."""
     from switchboard.services.api import HubCreate, IntegrationCreate, IntegrationUpdate
+    from switchboard.services.deliveries_api import RedeliverRequest, ReplayRequest
 
     _, components = msgspec.json.schema_components(
         [HubCreate, IntegrationCreate, IntegrationUpdate, InboundActivity, Activity,
-         DirectEnvelope, SystemEnvelope, DirectConfig, SystemConfig],
+         DirectEnvelope, SystemEnvelope, DirectConfig, SystemConfig, RedeliverRequest,
+         ReplayRequest],
         ref_template="#/components/schemas/{name}",
     )
     components["Error"] = {
@@ -67,6 +69,36 @@ def openapi_spec() -> dict[str, Any]:
             "patch": _op("Update an integration", "IntegrationUpdate",
                          responses=(400, 401, 404, 409)),
             "delete": _op("Delete an integration", ok=204),
+        },
+        "/api/v1/integrations/{integrationId}/deliveries": {
+            "parameters": [iid] + [
+                {"name": n, "in": "query", "required": False, "schema": schema}
+                for n, schema in (
+                    ("status", {"enum": ["delivered", "pending", "failed"]}),
+                    ("since", {"type": "integer", "minimum": 0}),
+                    ("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+                    ("cursor", {"type": "string"}))],
+            "get": _op("An integration's deliveries, newest updated first: {items, nextCursor}"),
+        },
+        "/api/v1/deliveries/{deliveryId}": {
+            "parameters": [{"name": "deliveryId", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "get": _op("One delivery with its last 20 attempts"),
+        },
+        "/api/v1/integrations/{integrationId}/redeliver": {
+            "parameters": [iid],
+            "post": _op("Redeliver one delivery, or all of a status since a time: {jobId}",
+                        "RedeliverRequest", 202, responses=(400, 401, 404, 409, 429, 503)),
+        },
+        "/api/v1/integrations/{integrationId}/replay": {
+            "parameters": [iid],
+            "post": _op("Replay every delivery of a window (at most 30 days): {jobId}",
+                        "ReplayRequest", 202, responses=(400, 401, 404, 429, 503)),
+        },
+        "/api/v1/jobs/{jobId}": {
+            "parameters": [{"name": "jobId", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "get": _op("A redeliver or replay job: {jobId, state, done, total}"),
         },
         "/ingress/{integrationId}": {
             "parameters": [iid],

@@ -1,0 +1,197 @@
+"""`switchboard deliveries list | show | redeliver | replay`: the delivery log from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+_AGO = re.compile(r"^(\d+)([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(value: str, now_ms: int | None = None) -> int:
+    """ms since the epoch from ms digits, an ISO 8601 time (UTC unless it says otherwise)
+    or an age such as 90m, 6h, 2d."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    ago = _AGO.match(value)
+    if ago:
+        return now - int(ago.group(1)) * _UNIT_S[ago.group(2)] * 1000
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not ms, an ISO 8601 time or an age like 6h") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
+class _Failed(Exception):
+    pass
+
+
+def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
+    resp = client.request(method, path, **kwargs)
+    if resp.status_code >= 400:
+        try:
+            errors = resp.json().get("errors", [])
+            why = "; ".join(e.get("description", e.get("code", "")) for e in errors)
+        except ValueError:
+            why = resp.text
+        raise _Failed(f"{resp.status_code}: {why}")
+    return resp.json()
+
+
+def cmd_list(client: httpx.Client, args: argparse.Namespace) -> int:
+    params: dict[str, str | int] = {"limit": args.limit}
+    if args.status:
+        params["status"] = args.status
+    if args.since is not None:
+        params["since"] = args.since
+    if args.cursor:
+        params["cursor"] = args.cursor
+    page = _call(client, "GET", f"/api/v1/integrations/{args.integration}/deliveries",
+                 params=params)
+    rows = [["DELIVERY ID", "STATUS", "ATTEMPTS", "LAST", "UPDATED (UTC)", "ERROR"]]
+    for d in page["items"]:
+        rows.append([d["deliveryId"], d["status"], str(d["attempts"]),
+                     str(d["lastStatus"] or "-"), _when(d["updatedAt"]), d["lastError"] or ""])
+    print(_table(rows) if page["items"] else "no deliveries")
+    if page["nextCursor"]:
+        print(f"more: --cursor {page['nextCursor']}")
+    return 0
+
+
+def cmd_show(client: httpx.Client, args: argparse.Namespace) -> int:
+    d = _call(client, "GET", f"/api/v1/deliveries/{args.delivery}")
+    for label, key in (("delivery", "deliveryId"), ("activity", "activityId"),
+                       ("integration", "integrationId"), ("conversation", "conversationId"),
+                       ("status", "status"), ("attempts", "attemptCount"),
+                       ("last status", "lastStatus"), ("last error", "lastError")):
+        print(f"{label + ':':14}{d[key] if d[key] is not None else '-'}")
+    print(f"{'created:':14}{_when(d['createdAt'])}\n{'updated:':14}{_when(d['updatedAt'])}")
+    if d["nextAttemptAt"] is not None:
+        print(f"{'next attempt:':14}{_when(d['nextAttemptAt'])}")
+    rows = [["#", "AT (UTC)", "STATUS", "MS", "ERROR", "RESPONSE"]]
+    for a in d["attempts"]:
+        response = (a["response"] or "").replace("\n", " ")
+        rows.append([str(a["attempt"]), _when(a["at"]), str(a["status"] or "-"),
+                     str(a["latencyMs"] if a["latencyMs"] is not None else "-"),
+                     a["error"] or "", response[:60]])
+    print("\n" + _table(rows))
+    return 0
+
+
+def _follow(client: httpx.Client, job_id: str, wait: bool) -> int:
+    print(f"job {job_id}")
+    if not wait:
+        return 0
+    shown = None
+    while True:
+        job = _call(client, "GET", f"/api/v1/jobs/{job_id}")
+        line = f"{job['state']}: {job['done']}/{job['total']}" + (
+            f" ({job['skipped']} skipped)" if job.get("skipped") else "")
+        if line != shown:
+            print(line, flush=True)
+            shown = line
+        if job["state"] != "running":
+            if job.get("error"):
+                print(f"error: {job['error']}", file=sys.stderr)
+            return 0 if job["state"] == "done" else 1
+        time.sleep(0.5)
+
+
+def cmd_redeliver(client: httpx.Client, args: argparse.Namespace) -> int:
+    if args.delivery:
+        body: dict[str, Any] = {"deliveryId": args.delivery}
+    else:
+        body = {"status": "failed", "since": args.failed_since}
+    made = _call(client, "POST", f"/api/v1/integrations/{args.integration}/redeliver",
+                 json=body)
+    return _follow(client, made["jobId"], not args.no_wait)
+
+
+def cmd_replay(client: httpx.Client, args: argparse.Namespace) -> int:
+    body = {"since": args.since}
+    if args.until is not None:
+        body["until"] = args.until
+    made = _call(client, "POST", f"/api/v1/integrations/{args.integration}/replay", json=body)
+    return _follow(client, made["jobId"], not args.no_wait)
+
+
+def cmd_deliveries(args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get("SWITCHBOARD_TOKEN", "")
+    if not token:
+        print("pass --token or set SWITCHBOARD_TOKEN (a hub access token or the admin token)",
+              file=sys.stderr)
+        return 2
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        with httpx.Client(base_url=args.url, headers=headers, timeout=30) as client:
+            result: int = args.action(client, args)
+            return result
+    except _Failed as exc:
+        print(f"error {exc}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as exc:
+        print(f"cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+
+
+def add_parser(sub: Any) -> None:
+    """Add `deliveries` and its actions to the CLI's subcommands."""
+    top = sub.add_parser("deliveries", help="list, show, redeliver and replay deliveries")
+    actions = top.add_subparsers(dest="action_name", required=True)
+
+    def action(name: str, helptext: str, func: Any) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = actions.add_parser(name, help=helptext)
+        p.add_argument("--url", default="http://127.0.0.1:8080")
+        p.add_argument("--token", default="", help="default: $SWITCHBOARD_TOKEN")
+        p.set_defaults(func=cmd_deliveries, action=func)
+        return p
+
+    ls = action("list", "an integration's deliveries, newest first", cmd_list)
+    ls.add_argument("integration")
+    ls.add_argument("--status", choices=["delivered", "pending", "failed"])
+    ls.add_argument("--since", type=parse_time, help="updated since (ms, ISO 8601 or 6h)")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--cursor", help="the next page, as printed by the previous one")
+
+    show = action("show", "one delivery and its attempts", cmd_show)
+    show.add_argument("delivery")
+
+    re_ = action("redeliver", "send deliveries again (same webhook-id)", cmd_redeliver)
+    re_.add_argument("integration")
+    which = re_.add_mutually_exclusive_group(required=True)
+    which.add_argument("--delivery", help="one delivery id")
+    which.add_argument("--failed-since", type=parse_time,
+                       help="every delivery failed since then (ms, ISO 8601 or 6h)")
+    re_.add_argument("--no-wait", action="store_true", help="print the job id and return")
+
+    rp = action("replay", "send every delivery of a time window again", cmd_replay)
+    rp.add_argument("integration")
+    rp.add_argument("--since", type=parse_time, required=True)
+    rp.add_argument("--until", type=parse_time, help="default: now")
+    rp.add_argument("--no-wait", action="store_true", help="print the job id and return")
