@@ -111,6 +111,9 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
         "rebalance_timeout_ms": max(settings.session_timeout_ms, 10_000),
         "max_poll_interval_ms": 300_000,
         "max_partition_fetch_bytes": 1024 * 1024,
+        # How often aiokafka's fetch routine wakes with nothing to do (default 200 ms):
+        # new data, resumes and assignments wake it anyway; idle, it is pure overhead.
+        "consumer_timeout_ms": 1000,
         # Kafka answers a fetch as soon as data arrives: a long wait costs no latency
         # there, only idle polling. Tansu always waits it out (see switchboard.pacing).
         "fetch_max_wait_ms": (settings.fetch_max_wait_ms if settings.broker_kind == "tansu"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,8 +27,8 @@ from switchboard.settings import Settings
 
 __all__ = ["WAKEUPS", "Pacer", "WakingProducer"]
 
-# Empty polls in a row before a consumer counts as idle.
-IDLE_AFTER_POLLS = 10
+# Seconds without a record before a consumer counts as idle.
+IDLE_AFTER_S = 1.0
 
 
 class _Wakeups:
@@ -84,7 +85,8 @@ class Pacer:
         self._hold = hold or (lambda tp: False)
         self._enabled = settings.broker_kind == "tansu"
         self._idle_poll_s = settings.fetch_idle_poll_ms / 1000
-        self._empty = 0
+        self._look_ms = 3 * settings.fetch_max_wait_ms + 20
+        self._last_data = time.monotonic()
         self._ours: set[TopicPartition] = set()
         self._woken = asyncio.Event()
         for topic in self._topics:
@@ -109,15 +111,20 @@ class Pacer:
                 async with asyncio.timeout(self._idle_poll_s):
                     await self._woken.wait()
             self._resume()
+            if self._woken.is_set():
+                self._last_data = time.monotonic()  # woken: busy again, for a while
+            else:
+                # A slow poll: one short look (a fetch or two), then back to sleep.
+                timeout_ms = min(timeout_ms, self._look_ms)
         self._woken.clear()
         batch: Batch = await self._consumer.getmany(*partitions, timeout_ms=timeout_ms,
                                                     max_records=max_records)
+        now = time.monotonic()
         if any(batch.values()):
-            self._empty = 0
-        else:
-            self._empty += 1
-            if self._enabled and self._empty >= IDLE_AFTER_POLLS and not self._woken.is_set():
-                self._pause()
+            self._last_data = now
+        elif (self._enabled and now - self._last_data >= IDLE_AFTER_S
+              and not self._woken.is_set()):
+            self._pause()
         return batch
 
     def _pause(self) -> None:
@@ -132,6 +139,5 @@ class Pacer:
         assigned = self._consumer.assignment()
         again = [tp for tp in self._ours if tp in assigned and not self._hold(tp)]
         self._ours.clear()
-        self._empty = 0
         if again:
             self._consumer.resume(*again)

@@ -36,7 +36,7 @@ class Settings(Struct, frozen=True, kw_only=True):
     fetch_max_wait_ms: int = 20
     # Tansu only: an idle consumer (nothing read for 10 polls) pauses and looks again this
     # often, or at once when a producer of the same process writes to its topic.
-    fetch_idle_poll_ms: int = 1000
+    fetch_idle_poll_ms: int = 5000
     heartbeat_interval_ms: int = 1000
     delivery_timeout_s: float = 10.0
     # Waits before each attempt, each counted from the previous failure (the first is the

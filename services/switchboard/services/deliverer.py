@@ -89,8 +89,8 @@ class _Lane:
 class _Partition:
     """What we hold for partition p of `deliveries` and `deliveries.parked`."""
 
-    __slots__ = ("catching_up", "drains", "lanes", "offsets", "parked", "parked_tp",
-                 "paused", "tp")
+    __slots__ = ("catching_up", "drains", "lanes", "offsets", "parked", "parked_position",
+                 "parked_tp", "paused", "tp")
 
     def __init__(self, tp: TopicPartition, parked_tp: TopicPartition) -> None:
         self.tp = tp
@@ -103,6 +103,7 @@ class _Partition:
         # Until the parked partition is folded up to this offset, new records of `tp`
         # could belong to a parked lane we do not know yet: `tp` stays paused.
         self.catching_up: int | None = None
+        self.parked_position = 0  # next offset of the parked partition to fold
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -291,6 +292,8 @@ class Deliverer:
                         self._fold_parked(part, records)
                     else:
                         self._take(part, records)
+                for part in self._partitions.values():
+                    self._check_caught_up(part)
                 if time.monotonic() >= next_commit:
                     await self._commit(list(self._partitions.values()))
                     next_commit = time.monotonic() + COMMIT_INTERVAL_S
@@ -350,10 +353,21 @@ class Deliverer:
             if not lane.busy:
                 self._schedule(part, lane)
             part.parked.drop_if_drained(lane)
-        if part.catching_up is not None and records and \
-                records[-1].offset + 1 >= part.catching_up:
-            part.catching_up = None
-            self._pause(part, False)
+        if records:
+            part.parked_position = records[-1].offset + 1
+        self._check_caught_up(part)
+
+    def _check_caught_up(self, part: _Partition) -> None:
+        """Resume new work of a partition once its parked lanes are all known."""
+        if part.catching_up is None or self._consumer is None:
+            return
+        # Tansu lists a partition's end as its last batch's base offset + 1, so the high
+        # watermark of a fetch is the better word on where the end is.
+        highwater = self._consumer.highwater(part.parked_tp)
+        if highwater is None or part.parked_position < max(part.catching_up, highwater):
+            return
+        part.catching_up = None
+        self._pause(part, False)
 
     def _held(self, tp: TopicPartition) -> bool:
         """Whether we keep `tp` paused ourselves (backpressure, catching up)."""
@@ -432,6 +446,7 @@ class Deliverer:
         for part in new:
             end = int(ends.get(part.parked_tp, 0))
             start = committed.get(part.parked_tp) or 0
+            part.parked_position = start
             if end > start:
                 part.catching_up = end
                 consumer.pause(part.tp)

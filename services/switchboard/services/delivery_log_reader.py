@@ -18,6 +18,7 @@ from aiokafka.structs import TopicPartition
 from switchboard.delivery_log import DeliveryLog
 from switchboard.kafka import ATTEMPTS, make_consumer, run_with_broker_retry, stop_consuming
 from switchboard.model import attempt_decoder
+from switchboard.pacing import Pacer
 from switchboard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class DeliveryLogReader:
         self._topic = settings.topic(ATTEMPTS)
         self.log = delivery_log
         self._consumer: AIOKafkaConsumer | None = None
+        self._pacer: Pacer | None = None
         self._task: asyncio.Task[None] | None = None
         self._tps: list[TopicPartition] = []
         self._position: dict[TopicPartition, int] = {}  # next offset to apply
@@ -57,16 +59,19 @@ class DeliveryLogReader:
             await consumer.stop()
             raise
         self._consumer, self._tps = consumer, tps
+        self._pacer = Pacer(consumer, self._settings, [self._topic])
         self._position = {tp: int(starts[tp]) for tp in tps}
 
     async def stop(self) -> None:
+        if self._pacer is not None:
+            self._pacer.close()
         await stop_consuming(self._task, self._consumer)
 
     async def _run(self) -> None:
-        assert self._consumer is not None
+        assert self._pacer is not None
         while True:
             try:
-                batch = await self._consumer.getmany(timeout_ms=500)
+                batch = await self._pacer.getmany(timeout_ms=500)
             except KafkaError as exc:  # broker blip: keep following
                 log.warning("delivery log: %s", exc)
                 await asyncio.sleep(0.5)
@@ -86,7 +91,8 @@ class DeliveryLogReader:
 
     async def sync(self, timeout: float = 10.0) -> None:
         """Wait until every record written before this call has been applied."""
-        assert self._consumer is not None, "start() first"
+        assert self._consumer is not None and self._pacer is not None, "start() first"
+        self._pacer.wake()
         async with asyncio.timeout(timeout):
             listed = await self._consumer.end_offsets(self._tps)
             # The embedded Tansu lists a partition's end as its last batch's base offset + 1;
