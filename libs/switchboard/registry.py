@@ -39,6 +39,8 @@ class HubRecord(Struct, tag="hub", tag_field="kind", rename="camel"):
     name: str
     token_hash: str
     created_at: int
+    # Overrides SWITCHBOARD_RETRY_SCHEDULE for this hub's deliveries.
+    retry_schedule: str | None = None
 
 
 class IntegrationRecord(Struct, tag="integration", tag_field="kind", rename="camel"):

@@ -20,6 +20,8 @@ __all__ = ["DEFAULT_SCHEDULE", "Circuit", "Outcome", "RetryPolicy", "classify_st
 
 # At once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: about 27 hours in all.
 DEFAULT_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+MAX_TENANT_ATTEMPTS = 20
+MAX_TENANT_WAIT_S = 7 * 24 * 3600
 # Longer than any HTTP-date or sane number of seconds: not worth parsing.
 _MAX_RETRY_AFTER_CHARS = 64
 
@@ -77,6 +79,17 @@ class RetryPolicy(Struct, frozen=True, kw_only=True):
         except ValueError:
             raise ValueError(f"retry schedule {schedule!r}: comma-separated seconds") from None
         return cls(waits=waits, jitter=jitter)
+
+    @classmethod
+    def parse_tenant(cls, schedule: str, jitter: float = 0.2) -> RetryPolicy:
+        """A hub's own schedule: like `parse`, within bounds a tenant may choose
+        (at most 20 attempts, no wait over 7 days)."""
+        policy = cls.parse(schedule, jitter)
+        if len(policy.waits) > MAX_TENANT_ATTEMPTS:
+            raise ValueError(f"at most {MAX_TENANT_ATTEMPTS} attempts")
+        if policy.longest > MAX_TENANT_WAIT_S:
+            raise ValueError(f"no wait may exceed {MAX_TENANT_WAIT_S} seconds")
+        return policy
 
     @property
     def max_attempts(self) -> int:

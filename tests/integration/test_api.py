@@ -146,3 +146,27 @@ async def test_two_api_processes_race_for_one_name(broker: Any) -> None:
         assert sorted(names) == [f"race-{i}" for i in range(5)]
     finally:
         await c.stop()
+
+
+async def test_a_hub_sets_its_own_retry_schedule(hub: RunningHub) -> None:
+    c = hub.client
+    r = await c.post("/api/v1/hubs", json={"name": "sched", "retrySchedule": "0,60,3600"},
+                     headers=hub.admin)
+    assert r.status_code == 201 and r.json()["retrySchedule"] == "0,60,3600"
+    hub_id = r.json()["hubId"]
+    auth = {"Authorization": f"Bearer {r.json()['accessToken']}"}
+    other_id, other_auth = await hub.create_hub("other")
+    for bad in ("", "0,x", "0,-1", "0," + "1," * 25 + "1", "0,999999999"):
+        r = await c.patch(f"/api/v1/hubs/{hub_id}", json={"retrySchedule": bad}, headers=auth)
+        assert r.status_code == 400, bad
+        assert r.json()["errors"][0]["field"] == "retrySchedule"
+    r = await c.patch(f"/api/v1/hubs/{hub_id}", json={"retrySchedule": "0,1"}, headers=auth)
+    assert r.status_code == 200 and r.json()["retrySchedule"] == "0,1"
+    assert (await c.get(f"/api/v1/hubs/{hub_id}", headers=auth)).json()["retrySchedule"] == "0,1"
+    # Another hub's token cannot see or change it.
+    r = await c.patch(f"/api/v1/hubs/{hub_id}", json={"retrySchedule": "0"},
+                      headers=other_auth)
+    assert r.status_code == 404
+    r = await c.patch(f"/api/v1/hubs/{hub_id}", json={"retrySchedule": None}, headers=auth)
+    assert r.status_code == 200 and "retrySchedule" not in r.json()
+    assert other_id != hub_id

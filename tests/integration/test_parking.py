@@ -339,3 +339,20 @@ async def test_a_kafka_restart_mid_stream_loses_nothing(tmp_path: Path, endpoint
                 assert first_ok_texts(endpoint.at(down), c) == [f"{c}-{i}" for i in range(6)]
     finally:
         broker.stop()
+
+
+async def test_a_hub_schedule_overrides_the_deployment_one(broker: Any, endpoint: Endpoint
+                                                           ) -> None:
+    t = _tag()
+    fail = f"/{t}/fail"
+    endpoint.behaviour[fail] = lambda n, body: (503, {}, 0.0)
+    async with harness(broker, endpoint) as h:  # the deployment: four attempts
+        hub = (await h.runtime.registry.sync()).hubs[h.hub_id]
+        assert (await h.runtime.registry.put(
+            msgspec.structs.replace(hub, retry_schedule="0,0.01"))).accepted
+        dest = await h.integration("fail", path=fail)
+        await h.deliverer()
+        await h.produce([h.delivery(dest, "c", "twice")])
+        (dead,) = await h.dead_letters(1)
+        assert (dead.reason, dead.attempts) == ("retries_exhausted", 2)
+        assert len(endpoint.at(fail)) == 2

@@ -38,6 +38,7 @@ from switchboard.model import (
 )
 from switchboard.ratelimit import RateLimiter
 from switchboard.registry import HubRecord, IntegrationRecord, KeySet, RegistryView
+from switchboard.retry import RetryPolicy
 from switchboard.services.channels.base import ChannelPlugin
 from switchboard.services.deliveries_api import DeliveriesApi
 from switchboard.services.http import JSON, limit, read_body
@@ -50,6 +51,29 @@ API_BODY_LIMIT = 64 * 1024
 
 class HubCreate(Struct, rename="camel"):
     name: Name
+    retry_schedule: str | None = None
+
+
+class HubUpdate(Struct, rename="camel"):
+    # Absent: unchanged; null: back to the deployment's schedule.
+    retry_schedule: str | msgspec.UnsetType | None = msgspec.UNSET
+
+
+def _retry_schedule(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        RetryPolicy.parse_tenant(value)
+    except ValueError as exc:
+        raise BadRequest("invalid_retry_schedule", str(exc), "retrySchedule") from None
+    return value
+
+
+def _hub_json(hub: HubRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {"hubId": hub.hub_id, "name": hub.name}
+    if hub.retry_schedule is not None:
+        out["retrySchedule"] = hub.retry_schedule
+    return out
 
 
 class IntegrationCreate(Struct, rename="camel"):
@@ -128,6 +152,7 @@ class Api:
             Route("/api/v1/hubs", self.create_hub, methods=["POST"]),
             Route("/api/v1/hubs", self.list_hubs, methods=["GET"]),
             Route("/api/v1/hubs/{hubId}", self.get_hub, methods=["GET"]),
+            Route("/api/v1/hubs/{hubId}", self.update_hub, methods=["PATCH"]),
             Route("/api/v1/integrations/hubs/{id}", self.create_or_update, methods=["POST"]),
             Route("/api/v1/integrations/hubs/{hubId}", self.list_integrations, methods=["GET"]),
             Route("/api/v1/integrations/{integrationId}", self.get_integration, methods=["GET"]),
@@ -191,22 +216,33 @@ class Api:
         body: HubCreate = await self._body(request, HubCreate)
         token = keys.new_access_token()
         hub = HubRecord(hub_id=new_id(), name=body.name, token_hash=keys.hash_token(token),
-                        created_at=_now_ms())
+                        created_at=_now_ms(), retry_schedule=_retry_schedule(body.retry_schedule))
         await self.runtime.registry.put(hub)
-        return JSON({"hubId": hub.hub_id, "name": hub.name, "accessToken": token},
-                    status_code=201)
+        return JSON({**_hub_json(hub), "accessToken": token}, status_code=201)
 
     async def list_hubs(self, request: Request) -> Response:
         principal, view = await self._session(request)
         hubs = [h for h in view.hubs.values() if principal.may_see(h.hub_id)]
-        return JSON([{"hubId": h.hub_id, "name": h.name} for h in hubs])
+        return JSON([_hub_json(h) for h in hubs])
 
     async def get_hub(self, request: Request) -> Response:
         principal, view = await self._session(request)
         hub = view.hubs.get(request.path_params["hubId"])
         if hub is None or not principal.may_see(hub.hub_id):
             raise NotFound("hub_not_found", "no such hub")
-        return JSON({"hubId": hub.hub_id, "name": hub.name})
+        return JSON(_hub_json(hub))
+
+    async def update_hub(self, request: Request) -> Response:
+        principal, view = await self._session(request)
+        hub = view.hubs.get(request.path_params["hubId"])
+        if hub is None or not principal.may_see(hub.hub_id):
+            raise NotFound("hub_not_found", "no such hub")
+        body: HubUpdate = await self._body(request, HubUpdate)
+        if body.retry_schedule is not msgspec.UNSET:
+            hub = msgspec.structs.replace(hub,
+                                          retry_schedule=_retry_schedule(body.retry_schedule))
+            await self.runtime.registry.put(hub)
+        return JSON(_hub_json(hub))
 
     # ---- integrations ----------------------------------------------------------
 

@@ -148,6 +148,7 @@ class Attempter:
                            s.max_in_flight_per_destination)
         self.circuits: dict[str, Circuit] = {}
         self._rates = RateLimiter(1.0, 1, max_keys=100_000)
+        self._hub_policies: dict[str, RetryPolicy] = {}
         self.stats = DelivererStats()
         self._attempts_topic = s.topic(ATTEMPTS)
         self._dead_topic = s.topic(DEAD)
@@ -162,6 +163,7 @@ class Attempter:
         """Attempt `delivery` (after `attempts` earlier attempts) until it is final or has
         to wait longer than the in-memory stage allows."""
         inline_ms = self._settings.retry_inline_max_s * 1000
+        policy = self._policy(delivery.hub_id)
         while True:
             destination = await self._destination(delivery.destination_id)
             if destination is None:
@@ -211,12 +213,12 @@ class Attempter:
                 await self.dead_letter(delivery, source, attempt.reason or "permanent_failure",
                                        attempts, attempt.status, logged=True)
                 return Final("failed")
-            if not self.policy.should_retry(attempts, attempt.outcome):
+            if not policy.should_retry(attempts, attempt.outcome):
                 await self.log(delivery, source, "failed", attempts, attempt, latency_ms)
                 await self.dead_letter(delivery, source, "retries_exhausted", attempts,
                                        attempt.status, last_error=attempt.reason, logged=True)
                 return Final("failed")
-            delay_ms = int(self.policy.delay(attempts, attempt.retry_after) * 1000)
+            delay_ms = int(policy.delay(attempts, attempt.retry_after) * 1000)
             due = _now_ms() + delay_ms
             await self.log(delivery, source, "pending", attempts, attempt, latency_ms, next_at=due)
             self.stats.retries += 1
@@ -249,6 +251,23 @@ class Attempter:
                 log.exception("delivery %s to %s: sender failed",
                               delivery.delivery_id, destination.integration_id)
                 return Attempt(outcome=Outcome.RETRY, reason="internal_error")
+
+    def _policy(self, hub_id: str) -> RetryPolicy:
+        """The hub's own retry schedule if it has one, else the deployment's."""
+        hub = self.runtime.registry.view.hubs.get(hub_id)
+        text = hub.retry_schedule if hub is not None else None
+        if text is None:
+            return self.policy
+        policy = self._hub_policies.get(text)
+        if policy is None:
+            try:
+                policy = RetryPolicy.parse_tenant(text, self.policy.jitter)
+            except ValueError:  # checked by the API; a bad record must not stop delivery
+                policy = self.policy
+            if len(self._hub_policies) >= 1024:
+                self._hub_policies.clear()
+            self._hub_policies[text] = policy
+        return policy
 
     # ---- circuits ------------------------------------------------------------------
 
