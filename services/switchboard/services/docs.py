@@ -34,11 +34,11 @@ def _op(summary: str, body: str | None = None, ok: int = 200, security: bool = T
 
 def openapi_spec() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the public HTTP surface."""
-    from switchboard.services.api import HubCreate, IntegrationCreate, IntegrationUpdate
+    from switchboard.services.api import HubCreate, HubUpdate, IntegrationCreate, IntegrationUpdate
     from switchboard.services.deliveries_api import RedeliverRequest, ReplayRequest
 
     _, components = msgspec.json.schema_components(
-        [HubCreate, IntegrationCreate, IntegrationUpdate, InboundActivity, Activity,
+        [HubCreate, HubUpdate, IntegrationCreate, IntegrationUpdate, InboundActivity, Activity,
          DirectEnvelope, SystemEnvelope, DirectConfig, SystemConfig, RedeliverRequest,
          ReplayRequest],
         ref_template="#/components/schemas/{name}",
@@ -57,7 +57,10 @@ def openapi_spec() -> dict[str, Any]:
                         201, responses=(400, 401, 403)),
             "get": _op("List the hubs this token may see"),
         },
-        "/api/v1/hubs/{hubId}": {"get": _op("Get a hub")},
+        "/api/v1/hubs/{hubId}": {
+            "get": _op("Get a hub"),
+            "patch": _op("Set the hub's retry schedule (null: the deployment's)", "HubUpdate"),
+        },
         "/api/v1/integrations/hubs/{id}": {
             "post": _op("Create an integration in hub {id}, or update integration {id}",
                         "IntegrationCreate", 201, responses=(400, 401, 403, 404, 409, 413, 415)),
