@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from switchboard.brokers import free_port
-from switchboard.kafka import ACTIVITIES, ATTEMPTS, PARKED
+from switchboard.kafka import ACTIVITIES, ATTEMPTS, DELIVERIES, PARKED
 from switchboard.model import Activity, AttemptRecord, StatusId
 from switchboard.settings import env_names
 from tests.integration.test_deliverer import Endpoint, Harness, Hit, _tag, harness, until
@@ -356,3 +356,31 @@ async def test_a_hub_schedule_overrides_the_deployment_one(broker: Any, endpoint
         (dead,) = await h.dead_letters(1)
         assert (dead.reason, dead.attempts) == ("retries_exhausted", 2)
         assert len(endpoint.at(fail)) == 2
+
+
+async def test_one_slow_backlog_does_not_stop_its_partition(broker: Any, endpoint: Endpoint
+                                                            ) -> None:
+    """Past the memory bound, the backlog of the busiest destination moves to the parked
+    topic instead of pausing the partition for everyone on it."""
+    t = _tag()
+    slow, fast = f"/{t}/slow", f"/{t}/fast"
+    endpoint.behaviour[slow] = lambda n, body: (200, {}, 0.2)
+    async with harness(broker, endpoint, max_pending_per_partition=10) as h:
+        slow_dest = await h.integration("slow", path=slow)
+        fast_dest = await h.integration("fast", path=fast)
+        d = await h.deliverer()
+        tp = TopicPartition(h.settings.topic(DELIVERIES), 0)
+        backlog = [h.delivery(slow_dest, "s", f"s-{i}") for i in range(30)]
+        await h.produce(backlog, partition=0)
+        await until(lambda: d.stats.overflowed > 0, 10)
+        quick = [h.delivery(fast_dest, f"f{i}", f"f-{i}") for i in range(5)]
+        await h.produce(quick, partition=0)
+        fast_hits = await endpoint.wait_for(fast, 5)
+        slow_hits = endpoint.at(slow)
+        # The fast destination was served long before the slow backlog was through.
+        assert len(slow_hits) < 30
+        assert max(x.finished for x in fast_hits) < max(
+            x.finished for x in await endpoint.wait_for(slow, 30, timeout=30))
+        assert tp not in d.paused
+        assert first_ok_texts(endpoint.at(slow), "s") == [f"s-{i}" for i in range(30)]
+        await until(lambda: d.parked, 10, expect=0)

@@ -77,12 +77,13 @@ class _Lane:
     partition, in order, so they wait behind the parked head.
     """
 
-    __slots__ = ("key", "queue", "spill", "task")
+    __slots__ = ("key", "overflow", "queue", "spill", "task")
 
     def __init__(self, key: LaneKey, spill: bool) -> None:
         self.key = key
         self.queue: deque[tuple[int, Delivery]] = deque()
         self.spill = spill
+        self.overflow = False  # spill after the record in hand (backlog moved to Kafka)
         self.task: asyncio.Task[None] | None = None
 
 
@@ -328,7 +329,25 @@ class Deliverer:
                 lane = part.lanes[key] = _Lane(key, spill=key in part.parked.lanes)
                 lane.task = asyncio.create_task(self._run_lane(part, lane))
             lane.queue.append((rec.offset, delivery))
-        if not part.paused and part.offsets.pending > self._settings.max_pending_per_partition:
+        if part.offsets.pending > self._settings.max_pending_per_partition:
+            self._overflow(part)
+
+    def _overflow(self, part: _Partition) -> None:
+        """Too much of this partition is waiting in memory: move the backlog of the
+        destination with the most of it to the parked partition (due at once), so one
+        slow destination does not stop the partition for the others. Only if no backlog
+        can move is the partition paused."""
+        backlog: dict[str, list[_Lane]] = {}
+        for lane in part.lanes.values():
+            if not lane.spill and not lane.overflow and len(lane.queue) > 1:
+                backlog.setdefault(lane.key[0], []).append(lane)
+        if backlog:
+            lanes = max(backlog.values(), key=lambda ls: sum(len(x.queue) for x in ls))
+            for lane in lanes:
+                # After the record in hand, the rest of the lane follows it on Kafka.
+                lane.overflow = True
+            self.stats.overflowed += sum(len(x.queue) - 1 for x in lanes)
+        elif not part.paused:
             self._pause(part, True)
 
     def _fold_parked(self, part: _Partition,
@@ -493,6 +512,8 @@ class Deliverer:
                     await self._write_parked(part, parked, ParkedDelivery(
                         delivery=delivery, attempts=result.attempts, due_at=result.due_at,
                         source=source, first_failed_at=result.first_failed_at))
+                    lane.spill = True
+                elif lane.overflow:
                     lane.spill = True
                 lane.queue.popleft()
                 self._finish(part, offset)

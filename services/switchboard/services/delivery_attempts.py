@@ -89,6 +89,7 @@ class DelivererStats:
     held: int = 0
     commits: int = 0
     disabled: int = 0
+    overflowed: int = 0  # records moved to deliveries.parked because memory was full
 
 
 class Slots:
