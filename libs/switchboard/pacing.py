@@ -5,9 +5,11 @@ a short wait (`fetch_max_wait_ms`, 20 ms): right under load, but idle it means 5
 a second per consumer, for nothing. A `Pacer` pauses its consumer's partitions after a
 few empty polls and then looks only every `fetch_idle_poll_ms`, or at once when woken:
 a producer of this process that writes to a topic wakes every pacer reading it as soon
-as the write is durable, and a reader that is asked to catch up wakes itself. Apache
-Kafka answers a fetch as soon as data arrives, so there consumers simply wait long and
-are never paused.
+as the write is durable, and a reader that is asked to catch up wakes itself.
+
+On Apache Kafka consumers are never paused: there the processes of a deployment are
+separate, so a paused consumer would hear of new records only at its next look, and idle
+fetches cost the broker little.
 """
 
 from __future__ import annotations
