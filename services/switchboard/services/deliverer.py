@@ -20,10 +20,8 @@ delivered, parked (durably), or dead-lettered (invariant 3); see `switchboard.of
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping
 
 import msgspec
@@ -33,7 +31,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import TopicPartition
 
 from switchboard.kafka import DELIVERIES, PARKED, make_consumer, start_group_consumer
-from switchboard.model import ChannelId, Delivery, DeliveryRef, delivery_decoder
+from switchboard.model import ChannelId, DeliveryRef, delivery_decoder
 from switchboard.offsets import PartitionOffsets
 from switchboard.outbound import Attempt, Sender
 from switchboard.pacing import Pacer
@@ -41,21 +39,18 @@ from switchboard.parking import (
     LaneKey,
     ParkedDelivery,
     ParkedLane,
-    ParkedPartition,
-    Resolved,
     parked_decoder,
-    parked_encoder,
 )
 from switchboard.retry import RetryPolicy
 from switchboard.services.delivery_attempts import (
     FAILED_EVENT,
     Attempter,
-    Final,
     Hold,
     Park,
     failure_event,
 )
 from switchboard.services.http_client import HttpClient
+from switchboard.services.lanes import Lane, ParkedLanes, Partition
 from switchboard.services.runtime import Runtime
 from switchboard.services.webhook_sender import USER_AGENT, WebhookSender, envelope
 
@@ -67,44 +62,6 @@ log = logging.getLogger(__name__)
 GROUP = "switchboard-deliverer"
 COMMIT_INTERVAL_S = 0.2
 COMMIT_TIMEOUT_S = 10.0
-FETCH_TIMEOUT_MS = 5000
-
-
-class _Lane:
-    """An in-memory lane: records of one (destination, conversation) from `deliveries`.
-
-    `spill` lanes belong to a parked lane: they only move their records to the parked
-    partition, in order, so they wait behind the parked head.
-    """
-
-    __slots__ = ("key", "overflow", "queue", "spill", "task")
-
-    def __init__(self, key: LaneKey, spill: bool) -> None:
-        self.key = key
-        self.queue: deque[tuple[int, Delivery]] = deque()
-        self.spill = spill
-        self.overflow = False  # spill after the record in hand (backlog moved to Kafka)
-        self.task: asyncio.Task[None] | None = None
-
-
-class _Partition:
-    """What we hold for partition p of `deliveries` and `deliveries.parked`."""
-
-    __slots__ = ("catching_up", "drains", "lanes", "offsets", "parked", "parked_position",
-                 "parked_tp", "paused", "tp")
-
-    def __init__(self, tp: TopicPartition, parked_tp: TopicPartition) -> None:
-        self.tp = tp
-        self.parked_tp = parked_tp
-        self.offsets = PartitionOffsets()
-        self.lanes: dict[LaneKey, _Lane] = {}
-        self.parked = ParkedPartition()
-        self.drains: set[asyncio.Task[None]] = set()  # parked lanes being delivered
-        self.paused = False
-        # Until the parked partition is folded up to this offset, new records of `tp`
-        # could belong to a parked lane we do not know yet: `tp` stays paused.
-        self.catching_up: int | None = None
-        self.parked_position = 0  # next offset of the parked partition to fold
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -116,53 +73,6 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         await self._deliverer._on_assigned(assigned)
-
-
-class _ParkedFetcher:
-    """Reads a parked record's payload back by offset when its lane's head is due.
-
-    A consumer of its own (no group), so seeking never disturbs the group consumer. The
-    last batch read is kept: the records of a draining lane usually sit close together.
-    """
-
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
-        self._consumer = consumer
-        self._lock = asyncio.Lock()
-        self._cache: dict[TopicPartition, dict[int, bytes]] = {}
-
-    async def assign(self, tps: Iterable[TopicPartition]) -> None:
-        async with self._lock:
-            wanted = set(tps)
-            self._consumer.assign(list(wanted))
-            # Paused except while reading: an idle fetcher must not poll (nor buffer).
-            self._consumer.pause(*wanted)
-            for tp in list(self._cache):
-                if tp not in wanted:
-                    del self._cache[tp]
-
-    async def get(self, tp: TopicPartition, offset: int) -> bytes | None:
-        """The value at `offset`, or None if it is gone (past retention)."""
-        async with self._lock:
-            cached = self._cache.get(tp, {})
-            if offset in cached:
-                return cached[offset]
-            if tp not in self._consumer.assignment():
-                self._consumer.assign([*self._consumer.assignment(), tp])
-            self._consumer.seek(tp, offset)
-            self._consumer.resume(tp)
-            try:
-                batch = await self._consumer.getmany(tp, timeout_ms=FETCH_TIMEOUT_MS,
-                                                     max_records=200)
-            finally:
-                self._consumer.pause(tp)
-            records = batch.get(tp, [])
-            self._cache[tp] = {r.offset: r.value or b"" for r in records}
-            if not records:
-                raise TimeoutError(f"no parked record at {tp.partition}@{offset}")
-            return self._cache[tp].get(offset)
-
-    async def stop(self) -> None:
-        await self._consumer.stop()
 
 
 class Deliverer:
@@ -189,17 +99,13 @@ class Deliverer:
         self._parked_topic = s.topic(PARKED)
         self._extra_senders = dict(senders or {})
         self._http: HttpClient | None = None
-        self._partitions: dict[int, _Partition] = {}
+        self._partitions: dict[int, Partition] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._pacer: Pacer | None = None
-        self._fetcher: _ParkedFetcher | None = None
         self._task: asyncio.Task[None] | None = None
-        self._timer_task: asyncio.Task[None] | None = None
-        # (due ms, seq, partition, lane key): when a parked lane's head is due.
-        self._timers: list[tuple[int, int, int, LaneKey]] = []
-        self._timer_seq = 0
-        self._timer_wake = asyncio.Event()
         self.attempter = Attempter(runtime, self.policy)
+        self._parked = ParkedLanes(runtime, self.attempter, self._parked_topic,
+                                   self._partitions.get)
         self.stats = self.attempter.stats
 
     # ---- lifecycle -----------------------------------------------------------
@@ -243,7 +149,7 @@ class Deliverer:
                                   **self._extra_senders}
         fetch_consumer = make_consumer(s, group_id=None, fetch_max_wait_ms=50)
         await fetch_consumer.start()
-        self._fetcher = _ParkedFetcher(fetch_consumer)
+        await self._parked.start(fetch_consumer)
         self._consumer = await start_group_consumer(
             s, [self._topic, self._parked_topic], GROUP, lambda _: _Listener(self),
             partition_assignment_strategy=(RangePartitionAssignor,),
@@ -251,15 +157,13 @@ class Deliverer:
         self._pacer = Pacer(self._consumer, s, [self._topic, self._parked_topic],
                             hold=self._held)
         self._task = asyncio.create_task(self._run(), name="deliverer")
-        self._timer_task = asyncio.create_task(self._run_timers(), name="deliverer-timers")
 
     async def stop(self) -> None:
         """Stop consuming, abandon unfinished sends, commit what is final, leave the group."""
-        for task in (self._task, self._timer_task):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        self._task = self._timer_task = None
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
         if self._pacer is not None:
             self._pacer.close()
         parts = list(self._partitions.values())
@@ -269,9 +173,7 @@ class Deliverer:
             await self._commit(parts)
             await self._consumer.stop()
             self._consumer = None
-        if self._fetcher is not None:
-            await self._fetcher.stop()
-            self._fetcher = None
+        await self._parked.stop()
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -308,7 +210,7 @@ class Deliverer:
                 log.exception("deliverer: unexpected error in the consume loop; continuing")
                 await asyncio.sleep(0.5)
 
-    def _take(self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    def _take(self, part: Partition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         for rec in records:
             try:
                 part.offsets.add(rec.offset)
@@ -326,18 +228,18 @@ class Deliverer:
             key = (delivery.destination_id, delivery.conversation_id)
             lane = part.lanes.get(key)
             if lane is None:
-                lane = part.lanes[key] = _Lane(key, spill=key in part.parked.lanes)
+                lane = part.lanes[key] = Lane(key, spill=key in part.parked.lanes)
                 lane.task = asyncio.create_task(self._run_lane(part, lane))
             lane.queue.append((rec.offset, delivery))
         if part.offsets.pending > self._settings.max_pending_per_partition:
             self._overflow(part)
 
-    def _overflow(self, part: _Partition) -> None:
+    def _overflow(self, part: Partition) -> None:
         """Too much of this partition is waiting in memory: move the backlog of the
         destination with the most of it to the parked partition (due at once), so one
         slow destination does not stop the partition for the others. Only if no backlog
         can move is the partition paused."""
-        backlog: dict[str, list[_Lane]] = {}
+        backlog: dict[str, list[Lane]] = {}
         for lane in part.lanes.values():
             if not lane.spill and not lane.overflow and len(lane.queue) > 1:
                 backlog.setdefault(lane.key[0], []).append(lane)
@@ -350,7 +252,7 @@ class Deliverer:
         elif not part.paused:
             self._pause(part, True)
 
-    def _fold_parked(self, part: _Partition,
+    def _fold_parked(self, part: Partition,
                      records: list[ConsumerRecord[bytes, bytes]]) -> None:
         touched: dict[LaneKey, ParkedLane] = {}
         for rec in records:
@@ -370,13 +272,13 @@ class Deliverer:
                     self.attempter.note_parked(record)
         for lane in touched.values():
             if not lane.busy:
-                self._schedule(part, lane)
+                self._parked.schedule(part, lane)
             part.parked.drop_if_drained(lane)
         if records:
             part.parked_position = records[-1].offset + 1
         self._check_caught_up(part)
 
-    def _check_caught_up(self, part: _Partition) -> None:
+    def _check_caught_up(self, part: Partition) -> None:
         """Resume new work of a partition once its parked lanes are all known."""
         if part.catching_up is None or self._consumer is None:
             return
@@ -393,7 +295,7 @@ class Deliverer:
         part = self._partitions.get(tp.partition)
         return part is not None and tp == part.tp and part.paused
 
-    def _pause(self, part: _Partition, paused: bool) -> None:
+    def _pause(self, part: Partition, paused: bool) -> None:
         consumer = self._consumer
         if consumer is None or self._partitions.get(part.tp.partition) is not part:
             return
@@ -409,7 +311,7 @@ class Deliverer:
             return
         part.paused = paused
 
-    async def _commit(self, parts: Iterable[_Partition]) -> None:
+    async def _commit(self, parts: Iterable[Partition]) -> None:
         consumer = self._consumer
         if consumer is None:
             return
@@ -444,15 +346,15 @@ class Deliverer:
 
     async def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         consumer = self._consumer
-        new: list[_Partition] = []
+        new: list[Partition] = []
         for tp in assigned:
             if tp.topic != self._topic or tp.partition in self._partitions:
                 continue
-            part = _Partition(tp, TopicPartition(self._parked_topic, tp.partition))
+            part = Partition(tp, TopicPartition(self._parked_topic, tp.partition))
             self._partitions[tp.partition] = part
             new.append(part)
-        if self._fetcher is not None:
-            await self._fetcher.assign(p.parked_tp for p in self._partitions.values())
+        if self._parked.fetcher is not None:
+            await self._parked.fetcher.assign(p.parked_tp for p in self._partitions.values())
         if not new or consumer is None:
             return
         # Hold new work of each partition until its parked lanes are known.
@@ -479,7 +381,7 @@ class Deliverer:
         await self._commit(parts)
 
     @staticmethod
-    async def _cancel_lanes(parts: Iterable[_Partition]) -> None:
+    async def _cancel_lanes(parts: Iterable[Partition]) -> None:
         tasks = [lane.task for part in parts for lane in part.lanes.values() if lane.task]
         tasks += [task for part in parts for task in part.drains]
         for task in tasks:
@@ -489,7 +391,7 @@ class Deliverer:
 
     # ---- in-memory lanes -----------------------------------------------------------
 
-    async def _run_lane(self, part: _Partition, lane: _Lane) -> None:
+    async def _run_lane(self, part: Partition, lane: Lane) -> None:
         try:
             while lane.queue:
                 if lane.spill:
@@ -509,7 +411,7 @@ class Deliverer:
                 if isinstance(result, Park | Hold):
                     # Park the head, then let the rest of the lane follow it.
                     parked = part.parked.lane(lane.key)
-                    await self._write_parked(part, parked, ParkedDelivery(
+                    await self._parked.write(part, parked, ParkedDelivery(
                         delivery=delivery, attempts=result.attempts, due_at=result.due_at,
                         source=source, first_failed_at=result.first_failed_at))
                     lane.spill = True
@@ -521,150 +423,25 @@ class Deliverer:
             if part.lanes.get(lane.key) is lane:
                 del part.lanes[lane.key]
 
-    async def _spill(self, part: _Partition, lane: _Lane) -> None:
+    async def _spill(self, part: Partition, lane: Lane) -> None:
         """Move every queued record of a parked lane to the parked partition, in order."""
         parked = part.parked.lane(lane.key)
         batch = list(lane.queue)
         futures = []
         for offset, delivery in batch:
-            futures.append(await self._send_parked(part, parked, ParkedDelivery(
+            futures.append(await self._parked.send(part, parked, ParkedDelivery(
                 delivery=delivery, attempts=0, due_at=0,
                 source=DeliveryRef(partition=part.tp.partition, offset=offset))))
             await self.attempter.log_status(delivery, "pending", error="parked_behind_lane",
                                       source=DeliveryRef(partition=part.tp.partition,
                                                          offset=offset))
-        await self._await_durable(futures)
+        await self._parked.await_durable(futures)
         for offset, _ in batch:
             lane.queue.popleft()
             self._finish(part, offset)
 
-    def _finish(self, part: _Partition, offset: int) -> None:
+    def _finish(self, part: Partition, offset: int) -> None:
         part.offsets.done(offset)
         if part.paused and part.catching_up is None and (
                 part.offsets.pending <= self._settings.max_pending_per_partition // 2):
             self._pause(part, False)
-
-    # ---- parked lanes ---------------------------------------------------------------
-
-    async def _send_parked(self, part: _Partition, lane: ParkedLane,
-                           record: ParkedDelivery | Resolved) -> asyncio.Future[object]:
-        if isinstance(record, ParkedDelivery):
-            lane.expected.add(record.delivery.delivery_id)
-        fut: asyncio.Future[object] = await self.runtime.producer.send(
-            self._parked_topic, parked_encoder.encode(record),
-            key=lane.key[0].encode(), partition=part.tp.partition)
-        return fut
-
-    async def _write_parked(self, part: _Partition, lane: ParkedLane,
-                            record: ParkedDelivery | Resolved) -> None:
-        """Write to the parked partition and return once it is durable (retrying)."""
-        await self._await_durable([await self._send_parked(part, lane, record)],
-                                  retry=(part, lane, record))
-
-    async def _await_durable(
-        self, futures: list[asyncio.Future[object]],
-        retry: tuple[_Partition, ParkedLane, ParkedDelivery | Resolved] | None = None,
-    ) -> None:
-        delay = 0.2
-        while True:
-            try:
-                async with asyncio.timeout(max(1.0, self._settings.produce_timeout_s * 2)):
-                    for fut in futures:
-                        await fut
-                return
-            except (KafkaError, TimeoutError) as exc:
-                # Not parked until durable: keep the records (and the lane) until they are.
-                log.warning("deliverer: parking write failed (%r); retrying", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                if retry is None:
-                    raise
-                futures = [await self._send_parked(*retry)]
-
-    def _schedule(self, part: _Partition, lane: ParkedLane, due_at: int | None = None) -> None:
-        head = lane.head
-        if head is None:
-            return
-        due = head.due_at if due_at is None else due_at
-        self._timer_seq += 1
-        heapq.heappush(self._timers, (due, self._timer_seq, part.tp.partition, lane.key))
-        if self._timers[0][1] == self._timer_seq:
-            self._timer_wake.set()
-
-    async def _run_timers(self) -> None:
-        while True:
-            now = _now_ms()
-            while self._timers and self._timers[0][0] <= now:
-                _due, _seq, p, key = heapq.heappop(self._timers)
-                part = self._partitions.get(p)
-                lane = part.parked.lanes.get(key) if part is not None else None
-                if part is None or lane is None or lane.busy:
-                    continue  # stale: revoked, drained or already running
-                head = lane.head
-                if head is None or head.due_at > now:
-                    continue  # a newer timer stands for it
-                lane.busy = True
-                task = asyncio.create_task(self._drain(part, lane))
-                part.drains.add(task)
-                task.add_done_callback(part.drains.discard)
-            self._timer_wake.clear()
-            wait = (self._timers[0][0] - now) / 1000 if self._timers else 3600.0
-            try:
-                async with asyncio.timeout(max(0.0, wait)):
-                    await self._timer_wake.wait()
-            except TimeoutError:
-                pass
-
-    async def _drain(self, part: _Partition, lane: ParkedLane) -> None:
-        """Deliver a parked lane from its head while its records are due."""
-        assert self._fetcher is not None
-        try:
-            while self._partitions.get(part.tp.partition) is part:
-                head = lane.head
-                if head is None:
-                    break
-                if head.due_at > _now_ms():
-                    self._schedule(part, lane)
-                    break
-                value = await self._fetcher.get(part.parked_tp, head.offset)
-                try:
-                    record = parked_decoder.decode(value or b"")
-                except msgspec.DecodeError:
-                    record = None
-                if not isinstance(record, ParkedDelivery):
-                    log.error("deliverer: parked record %d@%d unreadable; dropped",
-                              part.parked_tp.partition, head.offset)
-                    part.parked.resolve(lane, head.delivery_id)
-                    continue
-                result = await self.attempter.deliver(
-                    record.delivery, record.source, attempts=head.attempts,
-                    first_failed_at=head.first_failed_at)
-                if isinstance(result, Final):
-                    await self._send_parked(part, lane, Resolved(
-                        delivery_id=head.delivery_id, destination_id=lane.key[0],
-                        conversation_id=lane.key[1]))
-                    part.parked.resolve(lane, head.delivery_id)
-                    continue
-                if isinstance(result, Hold):
-                    # Nothing was spent: wait in memory; the parked record stays as it is.
-                    self._schedule(part, lane, due_at=result.due_at)
-                    break
-                head.attempts, head.due_at = result.attempts, result.due_at
-                head.first_failed_at = result.first_failed_at
-                await self._write_parked(part, lane, msgspec.structs.replace(
-                    record, attempts=result.attempts, due_at=result.due_at,
-                    first_failed_at=result.first_failed_at))
-                self._schedule(part, lane)
-                break
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("deliverer: draining a parked lane failed; retrying in 1 s")
-            self._schedule(part, lane, due_at=_now_ms() + 1000)
-        finally:
-            lane.busy = False
-            part.parked.drop_if_drained(lane)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
