@@ -140,7 +140,8 @@ class Deliverer:
             return
         await self.runtime.start()
         s = self._settings
-        self._http = HttpClient(timeout_s=s.delivery_timeout_s, limit=s.max_in_flight,
+        # No client-side timeout: the attempter bounds every attempt as a whole.
+        self._http = HttpClient(timeout_s=None, limit=s.max_in_flight,
                                 allow_private=s.allow_private_destinations,
                                 user_agent=USER_AGENT)
         await self._http.start()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import socket
 from collections.abc import Mapping
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = ["DestinationForbidden", "HttpAnswer", "HttpClient", "HttpError", "Htt
            "InvalidUrl"]
 
 DEFAULT_READ_CAP = 1024 * 1024
+_BAD_URL_CHAR = re.compile(r"[\x00-\x20\x7f]")
 
 
 class HttpError(Exception):
@@ -75,8 +77,9 @@ class HttpAnswer:
 class HttpClient:
     """One per process; `start()` inside the event loop, `close()` at the end."""
 
-    def __init__(self, *, timeout_s: float, limit: int = 256, limit_per_host: int = 0,
+    def __init__(self, *, timeout_s: float | None, limit: int = 256, limit_per_host: int = 0,
                  allow_private: bool = True, user_agent: str = "Switchboard/0.1") -> None:
+        # None: the caller bounds each request itself (one timer per request, not two).
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._limit = limit
         self._limit_per_host = limit_per_host
@@ -104,8 +107,8 @@ class HttpClient:
             connector=connector, timeout=self._timeout, cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False, trust_env=False,
             # Without Accept-Encoding servers answer uncompressed (we never inflate).
-            skip_auto_headers=("Accept-Encoding", "User-Agent"),
-            headers={"user-agent": self._user_agent}, json_serialize=_json_dumps,
+            # No session-wide headers: merging them costs on every request.
+            skip_auto_headers=("Accept-Encoding", "User-Agent"), json_serialize=_json_dumps,
         )
 
     async def close(self) -> None:
@@ -130,12 +133,15 @@ class HttpClient:
             await self.start()
             session = self._session
             assert session is not None
-        if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        if _BAD_URL_CHAR.search(url):
             # A space or control character would otherwise reach the resolver as a name.
             raise InvalidUrl()
         body = content if json is None else orjson.dumps(json)
-        hdrs = CIMultiDict(headers or {})
+        hdrs: dict[str, str] | CIMultiDict[str] = {"user-agent": self._user_agent}
+        if headers:
+            hdrs.update(headers)
         if json is not None:
+            hdrs = CIMultiDict(hdrs)
             hdrs.setdefault("content-type", "application/json")
         if auth is not None:
             # Built here: aiohttp deprecates its `auth=` and BasicAuth (gone in 4.0).
@@ -151,15 +157,16 @@ class HttpClient:
                 method, url, data=body, headers=hdrs, params=params,
                 allow_redirects=False, **extra,
             ) as resp:
+                stream = resp.content
                 chunks: list[bytes] = []
                 size = 0
-                while size < read_cap:
-                    chunk = await resp.content.read(read_cap - size)
+                while size < read_cap and not stream.at_eof():
+                    chunk = await stream.read(read_cap - size)
                     if not chunk:
                         break
                     chunks.append(chunk)
                     size += len(chunk)
-                truncated = not resp.content.at_eof()
+                truncated = not stream.at_eof()
                 if truncated:
                     # Unread rest: closing beats draining a body of unknown size.
                     resp.close()
