@@ -5,15 +5,19 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope, Send
 
 from switchboard.services.channels import load_plugins
 from switchboard.services.http import EXCEPTION_HANDLERS
 from switchboard.services.runtime import Runtime, health_routes
 from switchboard.settings import Settings
+
+if TYPE_CHECKING:
+    from switchboard.services.ingress import FastPath
 
 log = logging.getLogger(__name__)
 SERVICES = ("api", "ingress", "router", "deliverer", "stream")
@@ -22,6 +26,22 @@ SERVICES = ("api", "ingress", "router", "deliverer", "stream")
 class Worker(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
+
+
+class HubApp(Starlette):
+    """The Starlette app, with the ingress's hottest request answered before routing."""
+
+    fast_path: FastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast_path
+        if fast is not None:
+            integration_id = fast.integration_id(scope)
+            if integration_id is not None:
+                scope["app"] = self
+                await fast.handle(scope, receive, send, integration_id)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def build_app(settings: Settings, services: Iterable[str] = SERVICES) -> Starlette:
@@ -43,10 +63,13 @@ def build_app(settings: Settings, services: Iterable[str] = SERVICES) -> Starlet
         routes += api.routes()
         workers.append(api)  # the delivery log and redelivery jobs
         routes += docs_routes()
+    fast_path = None
     if "ingress" in names:
         from switchboard.services.ingress import Ingress
 
-        routes += Ingress(runtime, plugins).routes()
+        ingress = Ingress(runtime, plugins)
+        routes += ingress.routes()
+        fast_path = ingress.fast_path()
         workers.extend(plugins.values())  # channel gateways (web chat) run with the ingress
     if "stream" in names:
         from switchboard.services.stream import StreamGateway
@@ -79,7 +102,8 @@ def build_app(settings: Settings, services: Iterable[str] = SERVICES) -> Starlet
             await runtime.stop()
 
     handlers: Any = EXCEPTION_HANDLERS
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    app = HubApp(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    app.fast_path = fast_path
     app.state.runtime = runtime
     app.state.workers = workers
     return app

@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -22,6 +23,9 @@ from switchboard.store import RegistryStore
 
 log = logging.getLogger(__name__)
 
+# Conversations whose `activities` partition is remembered (oldest forgotten first).
+PARTITION_CACHE_SIZE = 100_000
+
 
 class Runtime:
     """Started once per process; services borrow its producer and registry view."""
@@ -34,6 +38,9 @@ class Runtime:
         self._conversations: ConversationStore | None = None
         self._http: HttpClient | None = None
         self._started = False
+        self._activities = settings.topic(ACTIVITIES)
+        self._partitions: dict[bytes, int] = {}
+        self._partition_count = 0
 
     @property
     def producer(self) -> AIOKafkaProducer:
@@ -61,15 +68,28 @@ class Runtime:
 
         Acked means durable: callers answer their provider only after this returns.
         """
+        key = activity.conversation_id.encode()
         try:
             async with asyncio.timeout(self.settings.produce_timeout_s):
                 await self.producer.send_and_wait(
-                    self.settings.topic(ACTIVITIES),
-                    activity_encoder.encode(activity),
-                    key=activity.conversation_id.encode(),
-                )
+                    self._activities, activity_encoder.encode(activity), key=key,
+                    partition=await self._partition(key))
         except Exception as exc:  # KafkaError, TimeoutError: either way not durable
             raise Unavailable("broker_unavailable", "could not store the activity; retry") from exc
+
+    async def _partition(self, key: bytes) -> int:
+        """The `activities` partition of a conversation: Kafka's default partitioner
+        (murmur2, in pure Python in aiokafka), remembered per key."""
+        partition = self._partitions.get(key)
+        if partition is None:
+            if not self._partition_count:
+                parts = await self.producer.partitions_for(self._activities)
+                self._partition_count = len(parts)
+            partition = (murmur2(key) & 0x7FFFFFFF) % self._partition_count
+            if len(self._partitions) >= PARTITION_CACHE_SIZE:
+                self._partitions.pop(next(iter(self._partitions)))
+            self._partitions[key] = partition
+        return partition
 
     async def start(self) -> None:
         if self._started:
