@@ -65,11 +65,37 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def core_times(cpu: int | None) -> tuple[int, int, int]:
+    """(busy, steal, total) clock ticks of core `cpu` (all cores if None), from /proc/stat.
+
+    Steal is time the hypervisor gave this core's slot to another guest: on a shared VM it
+    is the noise no pinning removes.
+    """
+    name = "cpu" if cpu is None else f"cpu{cpu}"
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] == name:
+            user, nice, system, idle, iowait, irq, softirq, steal = map(int, fields[1:9])
+            busy = user + nice + system + irq + softirq
+            return busy, steal, busy + idle + iowait + steal
+    return 0, 0, 0
+
+
+def core_share(before: tuple[int, int, int], after: tuple[int, int, int]) -> dict[str, float]:
+    """Busy and stolen share (%) of a core between two `core_times` readings."""
+    total = after[2] - before[2]
+    if total <= 0:
+        return {"busy_percent": float("nan"), "steal_percent": float("nan")}
+    return {"busy_percent": 100 * (after[0] - before[0]) / total,
+            "steal_percent": 100 * (after[1] - before[1]) / total}
+
+
 class ServerProcess:
     """`_server.py` in a child process on a loopback port; output goes to a log file."""
 
     def __init__(self, app: str, *, env: dict[str, str] | None = None,
-                 services: Sequence[str] = ("api", "ingress")) -> None:
+                 services: Sequence[str] = ("api", "ingress"), cpu: int | None = None
+                 ) -> None:
         self.app = app
         self.services = list(services)
         self.port = free_port()
@@ -82,8 +108,8 @@ class ServerProcess:
         child_env.update(env or {})
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(HERE / "_server.py"), app, "--port", str(self.port),
-                 "--services", ",".join(services)],
+                pinned([sys.executable, str(HERE / "_server.py"), app, "--port",
+                        str(self.port), "--services", ",".join(services)], cpu),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=child_env)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -121,8 +147,8 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def echo_server() -> Iterator[ServerProcess]:
-    server = ServerProcess("echo")
+def echo_server(cpu: int | None = None) -> Iterator[ServerProcess]:
+    server = ServerProcess("echo", cpu=cpu)
     try:
         server.wait_ready()
         yield server
@@ -149,6 +175,29 @@ class Hub:
         return [s.proc.pid for s in self.servers]
 
 
+def hub_env(bootstrap: str, kind: str, extra_env: Sequence[str] = (),
+            partitions: int = 4) -> dict[str, str]:
+    """Settings for hub processes on a fresh topic prefix; `extra_env` (``NAME=value``) win."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SWITCHBOARD_BROKER_KIND": kind,
+        "SWITCHBOARD_TOPIC_PREFIX": f"bench{uuid.uuid4().hex[:8]}.",
+        "SWITCHBOARD_PARTITIONS": str(partitions),
+        "SWITCHBOARD_SECRET_KEY": generate_secret_key_b64(),
+        "SWITCHBOARD_ADMIN_TOKEN": "bench-admin-" + uuid.uuid4().hex,
+        # The per-integration ingress rate limit (default 200/s, burst 400) would answer
+        # 429 to a load test that uses one integration: lift it (override with --hub-env).
+        "SWITCHBOARD_INGRESS_RATE_PER_S": "1000000",
+        "SWITCHBOARD_INGRESS_BURST": "1000000",
+        # Likewise the API's per-token limit (50/s), for benchmarks that create many
+        # integrations, and the SSRF guard: every receiver here is on 127.0.0.1.
+        "SWITCHBOARD_API_RATE_PER_S": "1000000",
+        "SWITCHBOARD_API_BURST": "1000000",
+        "SWITCHBOARD_ALLOW_PRIVATE_DESTINATIONS": "true",
+        **dict(item.split("=", 1) for item in extra_env),
+    }
+
+
 @contextlib.contextmanager
 def broker_and_hub(kind: str, groups: Sequence[Sequence[str]], extra_env: Sequence[str] = ()
                    ) -> Iterator[Hub]:
@@ -159,20 +208,8 @@ def broker_and_hub(kind: str, groups: Sequence[Sequence[str]], extra_env: Sequen
     """
     data = Path(tempfile.mkdtemp(prefix="switchboard-bench-broker-"))
     broker = start_broker("kafka" if kind == "kafka" else "tansu", data)
-    prefix = f"bench{uuid.uuid4().hex[:8]}."
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-        "SWITCHBOARD_BROKER_KIND": broker.kind,
-        "SWITCHBOARD_TOPIC_PREFIX": prefix,
-        "SWITCHBOARD_PARTITIONS": "4",
-        "SWITCHBOARD_SECRET_KEY": generate_secret_key_b64(),
-        "SWITCHBOARD_ADMIN_TOKEN": "bench-admin-" + uuid.uuid4().hex,
-        # The per-integration ingress rate limit (default 200/s, burst 400) would answer
-        # 429 to a load test that uses one integration: lift it (override with --hub-env).
-        "SWITCHBOARD_INGRESS_RATE_PER_S": "1000000",
-        "SWITCHBOARD_INGRESS_BURST": "1000000",
-        **dict(item.split("=", 1) for item in extra_env),
-    }
+    env = hub_env(broker.bootstrap, broker.kind, extra_env)
+    prefix = env["SWITCHBOARD_TOPIC_PREFIX"]
     servers: list[ServerProcess] = []
     try:
         for group in groups:
@@ -341,3 +378,594 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
         "max_ms": max(ms) if ms else float("nan"),
         "mean_ms": statistics.fmean(ms) if ms else float("nan"),
     }
+
+
+# ------------------------------------------------------------------------ pinned processes
+# The delivery and wrk benchmarks pin the process under test to one core and everything
+# else (receiver, load generator, broker) to the other, so what is measured does not share
+# its core with what drives it.
+
+
+def pinned(cmd: list[str], cpu: int | None) -> list[str]:
+    """`cmd` run by ``taskset -c cpu`` (taskset execs it: the pid stays the command's)."""
+    if cpu is None or shutil.which("taskset") is None:
+        return cmd
+    return ["taskset", "-c", str(cpu), *cmd]
+
+
+def pin_pid(pid: int | None, cpu: int | None) -> None:
+    """Move every thread of a running process (e.g. the broker) to `cpu`."""
+    if pid is None or cpu is None or shutil.which("taskset") is None:
+        return
+    subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without any Switchboard setting, plus `env`."""
+    out = {k: v for k, v in os.environ.items()
+           if k != "KAFKA_BOOTSTRAP_SERVERS" and not k.startswith("SWITCHBOARD_")}
+    out.update(env or {})
+    return out
+
+
+def serve_cmd(service: str, port: int) -> list[str]:
+    """``switchboard serve SERVICE`` on 127.0.0.1:port (settings come from the env)."""
+    return [str(Path(sys.executable).with_name("switchboard")), "serve", service,
+            "--host", LOOPBACK, "--port", str(port)]
+
+
+class Child:
+    """A child process of a benchmark (pinned when `cpu` is given), output to a log file."""
+
+    def __init__(self, name: str, cmd: list[str], *, env: dict[str, str] | None = None,
+                 cpu: int | None = None, port: int | None = None) -> None:
+        self.name = name
+        self.port = port
+        fd, log = tempfile.mkstemp(prefix=f"switchboard-bench-{name}-", suffix=".log")
+        os.close(fd)
+        self.log_path = Path(log)
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(pinned(cmd, cpu), stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=subprocess.STDOUT,
+                                         env=child_env(env))
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n"
+                               f"{self.log_tail()}")
+
+    def wait_http(self, path: str = "/readyz", timeout: float = 60.0) -> None:
+        """Until GET `path` on our port answers 200."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://{LOOPBACK}:{self.port}{path}",
+                             timeout=2).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self, grace: float = 20.0) -> int:
+        """SIGTERM (SIGKILL after `grace`); the log is kept only if the process failed."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        if code in (0, -signal.SIGTERM):
+            self.log_path.unlink(missing_ok=True)
+        else:
+            print(f"{self.name} exited with {code}; log: {self.log_path}", file=sys.stderr)
+        return code
+
+
+@contextlib.contextmanager
+def dev_broker(kind: str, cpu: int | None = None) -> Iterator[Any]:
+    """A fresh development broker (Tansu or Kafka), its threads pinned to `cpu`."""
+    data = Path(tempfile.mkdtemp(prefix="switchboard-bench-broker-"))
+    broker = start_broker("kafka" if kind == "kafka" else "tansu", data)
+    try:
+        pin_pid(broker.process.pid if broker.process is not None else None, cpu)
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def broker_pid(broker: Any) -> int | None:
+    return broker.process.pid if getattr(broker, "process", None) is not None else None
+
+
+class Receiver(Child):
+    """`_receiver.py`: a lean webhook receiver that records every arrival (see there)."""
+
+    def __init__(self, cpu: int | None = None, hang_prefix: str = "/hang/",
+                 verify_every: int = 50) -> None:
+        port = free_port()
+        super().__init__("receiver", [sys.executable, str(HERE / "_receiver.py"),
+                                      "--port", str(port), "--hang-prefix", hang_prefix,
+                                      "--verify-every", str(verify_every)],
+                         cpu=cpu, port=port)
+        self.url = f"http://{LOOPBACK}:{port}"
+        self._client = httpx.Client(base_url=self.url, timeout=30)
+
+    def wait_ready(self, timeout: float = 30.0) -> Receiver:
+        self.wait_http("/_stats", timeout)
+        return self
+
+    def stats(self) -> dict[str, int]:
+        return self._client.get("/_stats").json()  # type: ignore[no-any-return]
+
+    def records(self) -> list[list[Any]]:
+        """``[arrival_ns, path, webhook_id, k, s, t]`` for every request so far."""
+        return orjson.loads(self._client.get("/_dump").content)["records"]  # type: ignore[no-any-return]
+
+    def reset(self) -> None:
+        self._client.post("/_reset")
+
+    def set_keys(self, keys: dict[str, list[str]]) -> None:
+        """Public keys per path: a sample of what arrives there has its signature checked."""
+        self._client.post("/_keys", content=orjson.dumps(keys))
+
+    def stop(self, grace: float = 5.0) -> int:
+        self._client.close()
+        return super().stop(grace)
+
+
+# ------------------------------------------------------------------------ destinations
+
+
+async def create_destinations(base_url: str, admin_token: str, urls: Sequence[str],
+                              hubs: int = 1, concurrency: int = 16) -> list[dict[str, Any]]:
+    """One Direct Agent integration per URL, spread round-robin over `hubs` new hubs.
+
+    Each: ``integrationId``, ``hubId``, ``hub`` (its index), ``url``, ``publicSigningKey``
+    (verifies what the hub sends it).
+    """
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+        admin = {"Authorization": f"Bearer {admin_token}"}
+        made = []
+        for h in range(hubs):
+            r = await client.post("/api/v1/hubs", json={"name": f"bench-{h}"}, headers=admin)
+            r.raise_for_status()
+            made.append(r.json())
+        out: list[dict[str, Any]] = [{} for _ in urls]
+        todo = iter(enumerate(urls))
+
+        async def worker() -> None:
+            for i, url in todo:
+                hub = made[i % hubs]
+                r = await client.post(
+                    f"/api/v1/integrations/hubs/{hub['hubId']}",
+                    headers={"Authorization": f"Bearer {hub['accessToken']}"},
+                    json={"channelId": "Direct", "name": f"dest-{i}",
+                          "configuration": {"integrationType": "Agent", "webhookUrl": url}})
+                if r.status_code != 201:
+                    raise RuntimeError(f"creating integration {i}: {r.status_code} {r.text}")
+                body = r.json()
+                out[i] = {"integrationId": body["integrationId"], "hubId": hub["hubId"],
+                          "hub": i % hubs, "url": url,
+                          "publicSigningKey": body["configuration"]["publicSigningKey"]}
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return out
+
+
+# ------------------------------------------------------------------------ deliveries
+
+
+def delivery_record(hub_id: str, destination_id: str, conversation: str, text: str,
+                    marks: dict[str, str], now_ms: int) -> tuple[bytes, bytes, bytes]:
+    """A `deliveries` record as the router writes it: (key, value, the body a webhook gets).
+
+    `marks` go into ``activity.metadata`` (the receiver reads ``k``, ``s``, ``t``).
+    """
+    import msgspec
+
+    from switchboard.ids import delivery_id, stable_id
+    from switchboard.model import Activity, Delivery, DirectEnvelope, TextMessage
+    from switchboard.model import Sender as ActivitySender
+
+    activity_id = stable_id("bench", uuid.uuid4().hex)
+    activity = Activity(
+        activity_id=activity_id, hub_id=hub_id, integration_id="bench-source",
+        channel_id="Direct", type="message:customer", conversation_id=conversation,
+        sender=ActivitySender(id="bench-user", name="Bench"), timestamp=now_ms,
+        message=TextMessage(text=text), metadata=marks)
+    delivery = Delivery(delivery_id=delivery_id(activity_id, destination_id), hub_id=hub_id,
+                        destination_id=destination_id, conversation_id=conversation,
+                        activity=activity, created_at=now_ms)
+    body = msgspec.json.encode(DirectEnvelope(hub_id=hub_id, integration_id=destination_id,
+                                              conversation_id=conversation,
+                                              activity=activity))
+    return destination_id.encode(), msgspec.json.encode(delivery), body
+
+
+def webhook_id(value: bytes) -> str:
+    return str(orjson.loads(value)["deliveryId"])
+
+
+async def produce(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]]) -> float:
+    """Write (key, value) records with acks=all, as fast as the broker takes them; seconds."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024)
+    await producer.start()
+    try:
+        start = time.perf_counter()
+        pending = []
+        for key, value in records:
+            pending.append(await producer.send(topic, value, key=key))
+            if len(pending) >= 2000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+        return time.perf_counter() - start
+    finally:
+        await producer.stop()
+
+
+# ------------------------------------------------------------------------ profiling
+
+
+class PySpy:
+    """``py-spy record`` on a running process: a flame graph (SVG) and a per-function table.
+
+    Two samplers run side by side, non-blocking (the target is never paused): one writes
+    the SVG, one the raw collapsed stacks that `top()` aggregates.
+    """
+
+    def __init__(self, pid: int, svg: Path, duration: float, rate: int = 100,
+                 cpu: int | None = None) -> None:
+        spy = str(Path(sys.executable).with_name("py-spy"))
+        self.svg = svg
+        self.raw = svg.with_suffix(".txt")
+        common = ["record", "--pid", str(pid), "--duration", str(max(1, round(duration))),
+                  "--rate", str(rate), "--nonblocking"]
+        self.procs = [
+            subprocess.Popen(pinned([spy, *common, "--format", "flamegraph", "-o", str(svg)],
+                                    cpu), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
+            subprocess.Popen(pinned([spy, *common, "--function", "--full-filenames",
+                                     "--format", "raw", "-o", str(self.raw)], cpu),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
+        ]
+
+    def wait(self, timeout: float = 60.0) -> None:
+        for proc in self.procs:
+            try:
+                _, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                continue
+            if proc.returncode:
+                print(f"py-spy failed ({proc.returncode}): {err.decode(errors='replace')}",
+                      file=sys.stderr)
+
+    def top(self, n: int = 25) -> dict[str, Any]:
+        return collapsed_top(self.raw, n)
+
+
+def _where(frame: str) -> tuple[str, str]:
+    """(package, short name) of a ``func (/full/path.py:line)`` frame."""
+    func, _, where = frame.rpartition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    if "site-packages/" in path:
+        rel = path.split("site-packages/", 1)[1]
+        package = rel.split("/", 1)[0].removesuffix(".py")
+    elif "/lib/python3" in path:
+        rel = path.split("/lib/python3", 1)[1].split("/", 2)[-1]
+        package = "stdlib " + rel.split("/", 1)[0].removesuffix(".py")
+    elif "/switchboard/" in path:
+        rel = "switchboard/" + path.rsplit("/switchboard/", 1)[1]
+        package = "switchboard " + Path(rel).stem
+    else:
+        rel = Path(path).name or path
+        package = rel
+    return package, f"{func} ({rel})"
+
+
+def collapsed_top(path: Path, n: int = 25) -> dict[str, Any]:
+    """Self and total share of the samples per function, and self share per package."""
+    import collections
+
+    self_count: collections.Counter[str] = collections.Counter()
+    total_count: collections.Counter[str] = collections.Counter()
+    by_package: collections.Counter[str] = collections.Counter()
+    samples = 0
+    if not path.exists():
+        return {"samples": 0, "self": [], "total": [], "packages": []}
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_where(f) for f in stack.split(";")]
+        samples += count
+        self_count[frames[-1][1]] += count
+        by_package[frames[-1][0]] += count
+        for name in {f[1] for f in frames}:
+            total_count[name] += count
+
+    def share(counter: collections.Counter[str]) -> list[tuple[str, float]]:
+        return [(k, 100 * v / samples) for k, v in counter.most_common(n)]
+
+    return {"samples": samples, "self": share(self_count), "total": share(total_count),
+            "packages": share(by_package)}
+
+
+def print_profile(top: dict[str, Any], n: int = 15) -> None:
+    print(f"profile: {top['samples']} samples (active only); % of samples")
+    print("  self %  function (top of the stack)")
+    for name, pct in top["self"][:n]:
+        print(f"  {pct:6.1f}  {name}")
+    print("  self %  by package (switchboard: by module)")
+    for name, pct in top["packages"][:n]:
+        print(f"  {pct:6.1f}  {name}")
+    print("  total %  function (anywhere on the stack)")
+    for name, pct in top["total"][:n]:
+        print(f"  {pct:6.1f}  {name}")
+
+
+# ------------------------------------------------------------------------ delivery benchmarks
+# Shared by deliverer_throughput.py, isolation.py and scale_out.py: a broker, a receiver
+# and N destination integrations; batches of `deliveries` records; watching the receiver.
+
+
+@dataclasses.dataclass
+class DeliverySetup:
+    broker: Any
+    env: dict[str, str]  # for every hub process (deliverers get extra settings on top)
+    receiver: Receiver
+    destinations: list[dict[str, Any]]
+    topic: str  # the prefixed `deliveries` topic
+
+    def fork(self) -> DeliverySetup:
+        """The same hubs and integrations on a fresh topic prefix: new topics and consumer
+        groups, nothing left over from earlier runs. The registry is copied record by record
+        (the sealed secrets stay valid: every process has the same secret key)."""
+        from switchboard.kafka import DELIVERIES
+
+        env = {**self.env, "SWITCHBOARD_TOPIC_PREFIX": f"bench{uuid.uuid4().hex[:8]}."}
+        run(copy_registry(self.env, env))
+        return dataclasses.replace(self, env=env,
+                                   topic=env["SWITCHBOARD_TOPIC_PREFIX"] + DELIVERIES)
+
+    def deliverer(self, name: str = "deliverer", cpu: int | None = None,
+                  extra_env: dict[str, str] | None = None) -> Child:
+        """``switchboard serve deliverer`` (pinned to `cpu`); not waited for."""
+        port = free_port()
+        return Child(name, serve_cmd("deliverer", port), env={**self.env, **(extra_env or {})},
+                     cpu=cpu, port=port)
+
+
+async def copy_registry(src_env: dict[str, str], dst_env: dict[str, str]) -> int:
+    """Create the topics of `dst_env`'s prefix and copy `src_env`'s registry into them."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.structs import TopicPartition
+
+    from switchboard.kafka import REGISTRY, ensure_topics
+    from switchboard.settings import Settings
+
+    dst = Settings.from_env(dst_env)
+    await ensure_topics(dst)
+    src = TopicPartition(src_env["SWITCHBOARD_TOPIC_PREFIX"] + REGISTRY, 0)
+    bootstrap = dst.kafka_bootstrap_servers
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    try:
+        consumer.assign([src])
+        await consumer.seek_to_beginning(src)
+        end = (await consumer.end_offsets([src]))[src]
+        futures = []
+        while await consumer.position(src) < end:
+            batch = await consumer.getmany(src, timeout_ms=500)
+            for rec in batch.get(src, []):
+                futures.append(await producer.send(dst.topic(REGISTRY), rec.value,
+                                                   key=rec.key))
+        await asyncio.gather(*futures)
+        return len(futures)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+@contextlib.contextmanager
+def delivery_setup(kind: str, urls: Sequence[str], *, hubs: int, aux_cpu: int | None,
+                   partitions: int, extra_env: Sequence[str] = (),
+                   receiver: Receiver | None = None) -> Iterator[DeliverySetup]:
+    """Broker and receiver on `aux_cpu`; a short-lived ``serve api`` process creates one
+    Direct Agent integration per URL (``{receiver}`` in a URL is the receiver's base URL)
+    over `hubs` hubs, and is stopped before anything is measured."""
+    with dev_broker(kind, aux_cpu) as broker:
+        env = hub_env(broker.bootstrap, broker.kind, extra_env, partitions)
+        recv = receiver or Receiver(cpu=aux_cpu)
+        try:
+            recv.wait_ready()
+            port = free_port()
+            api = Child("api", serve_cmd("api", port), env=env, port=port)
+            try:
+                api.wait_http(timeout=120 if kind == "kafka" else 60)
+                dests = run(create_destinations(
+                    f"http://{LOOPBACK}:{port}", env["SWITCHBOARD_ADMIN_TOKEN"],
+                    [u.format(receiver=recv.url) for u in urls], hubs))
+            finally:
+                api.stop()
+            from switchboard.kafka import DELIVERIES
+
+            yield DeliverySetup(broker, env, recv, dests,
+                                env["SWITCHBOARD_TOPIC_PREFIX"] + DELIVERIES)
+        finally:
+            recv.stop()
+
+
+@dataclasses.dataclass
+class Planned:
+    """One prepared delivery: destination index, lane key, sequence in its lane, id, record."""
+
+    dest: int
+    lane: str
+    seq: int
+    webhook_id: str
+    key: bytes
+    value: bytes
+    body: bytes
+
+
+class Planner:
+    """Makes `deliveries` records spread over destinations and conversations.
+
+    Record k of a batch goes to destination ``k % D`` (of the chosen ones), conversation
+    ``(k // D) % conversations``; each (destination, conversation) lane numbers its
+    records 0, 1, 2, … across batches, so the receiver can check the order.
+    """
+
+    def __init__(self, destinations: Sequence[dict[str, Any]], conversations: int,
+                 text_bytes: int = 120) -> None:
+        from switchboard.ids import stable_id
+
+        self.destinations = destinations
+        self.conversations = conversations
+        self.next_seq: dict[str, int] = {}
+        self.filler = "x" * max(0, text_bytes - 40)
+        self._conv = {(d, c): stable_id("bench-conversation", str(d), str(c))
+                      for d in range(len(destinations)) for c in range(conversations)}
+
+    def one(self, dest: int, conversation: int, due_us: int = 0) -> Planned:
+        lane = f"{dest}/{conversation}"
+        seq = self.next_seq.get(lane, 0)
+        self.next_seq[lane] = seq + 1
+        d = self.destinations[dest]
+        key, value, body = delivery_record(
+            d["hubId"], d["integrationId"], self._conv[dest, conversation],
+            f"bench {lane} #{seq} {self.filler}", {"k": lane, "s": str(seq), "t": str(due_us)},
+            int(time.time() * 1000))
+        return Planned(dest, lane, seq, webhook_id(value), key, value, body)
+
+    def batch(self, n: int, dests: Sequence[int] | None = None) -> list[Planned]:
+        chosen = list(range(len(self.destinations))) if dests is None else list(dests)
+        return [self.one(chosen[k % len(chosen)], (k // len(chosen)) % self.conversations)
+                for k in range(n)]
+
+
+@dataclasses.dataclass
+class Watch:
+    """What `watch_arrivals` saw: polls of (seconds, unique arrivals, CPU s per process)."""
+
+    samples: list[tuple[float, int, dict[str, float]]]
+    started: float
+    expected: int
+    warm: int
+    cores: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)
+    core: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return bool(self.samples) and self.samples[-1][1] >= self.expected
+
+    def window(self) -> dict[str, Any]:
+        """Rate and CPU per delivery from the first poll at ≥ `warm` arrivals to the end."""
+        if not self.samples:
+            return {}
+        first = next((s for s in self.samples if s[1] >= self.warm), self.samples[-1])
+        last = self.samples[-1]
+        n = last[1] - first[1]
+        seconds = last[0] - first[0]
+        arrivals = [s for s in self.samples if s[1] > 0]
+        out: dict[str, Any] = {
+            "measured": n, "seconds": seconds, "rate": n / seconds if seconds > 0 else 0.0,
+            "first_arrival_s": arrivals[0][0] if arrivals else float("nan"),
+            "total_s": last[0],
+        }
+        if len(self.cores) == len(self.samples):
+            i = self.samples.index(first)
+            out["core"] = core_share(self.cores[i], self.cores[-1])
+        for name in last[2]:
+            used = last[2][name] - first[2][name]
+            out[f"{name}_cpu_us_per_delivery"] = used / n * 1e6 if n else float("nan")
+            out[f"{name}_cpu_percent"] = 100 * used / seconds if seconds > 0 else float("nan")
+        return out
+
+
+def watch_arrivals(receiver: Receiver, pids: dict[str, int | None], expected: int, *,
+                   warm: int, timeout: float, poll_s: float = 0.02,
+                   alive: Child | None = None, on_warm: Any = None,
+                   first_timeout: float = 90.0, core: int | None = None) -> Watch:
+    """Poll the receiver until `expected` unique webhook-ids arrived (or `timeout`, or
+    nothing at all within `first_timeout`: a sender that never started)."""
+    started = time.perf_counter()
+    watch = Watch([], started, expected, warm, core=core)
+    warmed = False
+    while True:
+        unique = receiver.stats()["unique"]
+        now = time.perf_counter()
+        watch.samples.append((now - started, unique,
+                              {k: cpu_seconds(pid) for k, pid in pids.items()}))
+        watch.cores.append(core_times(core))
+        if not warmed and unique >= warm:
+            warmed = True
+            if on_warm is not None:
+                on_warm()
+        if unique >= expected or now - started > timeout:
+            return watch
+        if unique == 0 and now - started > first_timeout:
+            print(f"nothing arrived in {first_timeout:.0f} s", file=sys.stderr)
+            return watch
+        if alive is not None and alive.proc.poll() is not None and unique < expected:
+            # Give the last in-flight answers a moment, then stop waiting for a dead sender.
+            time.sleep(0.5)
+            if receiver.stats()["unique"] < expected:
+                alive.check_alive()
+        time.sleep(poll_s)
+
+
+def lane_order(records: Sequence[Sequence[Any]]) -> dict[str, int]:
+    """Per lane, in arrival order: first arrivals whose sequence number is lower than one
+    already seen (reordered), and repeated webhook-ids (duplicates)."""
+    seen: set[str] = set()
+    high: dict[str, int] = {}
+    reordered = duplicates = 0
+    for _, _, wid, lane, seq, _ in sorted(records, key=lambda r: r[0]):
+        if wid in seen:
+            duplicates += 1
+            continue
+        seen.add(wid)
+        if lane is None or seq is None:
+            continue
+        if seq < high.get(lane, -1):
+            reordered += 1
+        high[lane] = max(high.get(lane, -1), seq)
+    return {"reordered": reordered, "duplicates": duplicates}
+
+
+def arrival_rate(records: Sequence[Sequence[Any]], skip: int) -> float:
+    """Unique arrivals per second between the `skip`-th and the last (receiver clock)."""
+    times: list[int] = []
+    seen: set[str] = set()
+    for arrival, _, wid, *_ in sorted(records, key=lambda r: r[0]):
+        if wid not in seen:
+            seen.add(wid)
+            times.append(arrival)
+    if len(times) <= skip + 1:
+        return float("nan")
+    return (len(times) - 1 - skip) / ((times[-1] - times[skip]) / 1e9)
