@@ -34,6 +34,8 @@ from switchboard.routing import deliveries_for
 from switchboard.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+COMMIT_INTERVAL_S = 0.2
 GROUP = "switchboard-router"
 _encoder = msgspec.json.Encoder()
 SEEN_PER_PARTITION = 50_000
@@ -104,10 +106,13 @@ class Router:
     async def _run(self) -> None:
         assert self._consumer is not None and self._pacer is not None
         consumer, pacer = self._consumer, self._pacer
+        next_commit = 0.0
         while True:
             try:
                 batch = await pacer.getmany(timeout_ms=500, max_records=500)
                 if not batch:
+                    if self._final:
+                        await self._commit_final(consumer)
                     continue
                 await self._seeded.wait()
                 if self._table_stale:
@@ -132,7 +137,12 @@ class Router:
                     for activity_id in ids:
                         seen.add(activity_id)
                 self._final.update(offsets)
-                await self._commit_final(consumer)
+                # Not per batch: a commit is a broker round trip the next batch would wait
+                # for. What is final is committed within COMMIT_INTERVAL_S (and on stop and
+                # revoke), and a redo before that is recognised by the seen ids.
+                if time.monotonic() >= next_commit:
+                    await self._commit_final(consumer)
+                    next_commit = time.monotonic() + COMMIT_INTERVAL_S
             except asyncio.CancelledError:
                 raise
             except (KafkaError, TimeoutError) as exc:
