@@ -384,3 +384,27 @@ async def test_one_slow_backlog_does_not_stop_its_partition(broker: Any, endpoin
         assert tp not in d.paused
         assert first_ok_texts(endpoint.at(slow), "s") == [f"s-{i}" for i in range(30)]
         await until(lambda: d.parked, 10, expect=0)
+
+
+async def test_hanging_destinations_do_not_take_every_slot(broker: Any, endpoint: Endpoint
+                                                           ) -> None:
+    """Ten endpoints that never answer, three lanes each, and sixteen slots in all:
+    the healthy destination is served before a single hanging attempt has ended."""
+    t = _tag()
+    healthy = f"/{t}/healthy"
+    async with harness(broker, endpoint, max_in_flight=16, delivery_timeout_s=3.0) as h:
+        hanging = []
+        for i in range(10):
+            path = f"/{t}/hang{i}"
+            endpoint.behaviour[path] = lambda n, body: (200, {}, 4.0)
+            hanging.append(await h.integration(f"hang{i}", path=path))
+        ok_dest = await h.integration("healthy", path=healthy)
+        d = await h.deliverer()
+        # The hanging destinations' records come first on the partition.
+        await h.produce([h.delivery(x, f"c{j}", f"h-{j}") for x in hanging for j in range(3)]
+                        + [h.delivery(ok_dest, f"k{j}", f"ok-{j}") for j in range(6)],
+                        partition=0)
+        await endpoint.wait_for(healthy, 6)
+        # No hanging attempt has ended yet (each would have counted a retry or a timeout).
+        assert d.stats.retries == 0 and d.stats.dead_lettered == 0
+        assert d.in_flight <= 16

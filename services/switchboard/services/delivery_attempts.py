@@ -12,8 +12,8 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections import deque
-from collections.abc import Mapping
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 
 import msgspec
 from msgspec import Struct
@@ -47,6 +47,7 @@ DISABLED_EVENT = "event:integration_disabled"
 # A paused (or disabled) destination's deliveries are held; this often we look again.
 HOLD_RECHECK_MS = 2000
 RESPONSE_LOG_BYTES = 1024
+PROVEN_MAX = 100_000
 
 _json = msgspec.json.Encoder()
 SwitchboardSender = ActivitySender(id="switchboard", name="Switchboard")
@@ -95,41 +96,60 @@ class DelivererStats:
 class Slots:
     """In-flight bounds: global, per hub and per destination.
 
-    A destination that is failing gets one slot until it succeeds again, so endpoints
-    that hang cost one slot each, not `per_destination`, before their circuit opens.
+    A destination that is failing, or has not answered 2xx yet, gets one slot (a slow
+    start), so endpoints that hang cost one slot each, not `per_destination`, before
+    their circuit opens. And while others wait, no destination holds more than its fair
+    share of the total (divided among the destinations holding or waiting for slots), so
+    a crowd of slow destinations cannot take every slot from a healthy one.
     Counters with one FIFO of waiters: taking free slots costs no await and no
     allocation, which matters at thousands of deliveries a second.
     """
 
-    def __init__(self, total: int, per_hub: int, per_destination: int) -> None:
+    def __init__(self, total: int, per_hub: int, per_destination: int,
+                 suspect: Callable[[str], bool] = lambda destination_id: False) -> None:
+        self._suspect = suspect  # asked at every grant: a destination's state changes
         self._total = max(1, total)
         self._per_hub = max(1, per_hub)
         self._per_destination = max(1, per_destination)
         self._hubs: dict[str, int] = {}
-        self._destinations: dict[str, int] = {}
-        self._waiters: deque[tuple[asyncio.Future[None], str, str, int]] = deque()
+        self._held: dict[str, int] = {}  # destination → slots held
+        self._active: dict[str, int] = {}  # destination → slots held + waiters
+        self._waiters: deque[tuple[asyncio.Future[None], str, str]] = deque()
         self.in_flight = 0
 
-    def _free(self, hub_id: str, destination_id: str, limit: int) -> bool:
-        return (self.in_flight < self._total
-                and self._hubs.get(hub_id, 0) < self._per_hub
-                and self._destinations.get(destination_id, 0) < limit)
+    def _free(self, hub_id: str, destination_id: str) -> bool:
+        if self.in_flight >= self._total or self._hubs.get(hub_id, 0) >= self._per_hub:
+            return False
+        held = self._held.get(destination_id, 0)
+        if held and (held >= self._per_destination or self._suspect(destination_id)):
+            return False
+        if held and self._waiters:
+            return held < max(1, self._total // len(self._active))
+        return True
+
+    def _count(self, table: dict[str, int], key: str, delta: int) -> None:
+        left = table.get(key, 0) + delta
+        if left:
+            table[key] = left
+        else:
+            del table[key]
 
     def _take(self, hub_id: str, destination_id: str) -> None:
         self.in_flight += 1
-        self._hubs[hub_id] = self._hubs.get(hub_id, 0) + 1
-        self._destinations[destination_id] = self._destinations.get(destination_id, 0) + 1
+        self._count(self._hubs, hub_id, 1)
+        self._count(self._held, destination_id, 1)
+        self._count(self._active, destination_id, 1)
 
-    async def acquire(self, hub_id: str, destination_id: str, suspect: bool) -> None:
+    async def acquire(self, hub_id: str, destination_id: str) -> None:
         """Take a slot of each kind, waiting (first come, first served among those that
         fit) while any is full."""
-        limit = 1 if suspect else self._per_destination
-        if self._free(hub_id, destination_id, limit):
+        if self._free(hub_id, destination_id):
             self._take(hub_id, destination_id)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (fut, hub_id, destination_id, limit)
+        entry = (fut, hub_id, destination_id)
         self._waiters.append(entry)
+        self._count(self._active, destination_id, 1)
         try:
             await fut
         except BaseException:
@@ -137,16 +157,14 @@ class Slots:
                 self.release(hub_id, destination_id)  # granted as we were cancelled
             else:
                 self._waiters.remove(entry)
+                self._count(self._active, destination_id, -1)
             raise
 
     def release(self, hub_id: str, destination_id: str) -> None:
         self.in_flight -= 1
-        for table, key in ((self._hubs, hub_id), (self._destinations, destination_id)):
-            left = table[key] - 1
-            if left:
-                table[key] = left
-            else:
-                del table[key]
+        self._count(self._hubs, hub_id, -1)
+        self._count(self._held, destination_id, -1)
+        self._count(self._active, destination_id, -1)
         self._wake()
 
     def _wake(self) -> None:
@@ -155,11 +173,12 @@ class Slots:
         for entry in list(self._waiters):
             if self.in_flight >= self._total:
                 return
-            fut, hub_id, destination_id, limit = entry
+            fut, hub_id, destination_id = entry
             if fut.done():
+                continue  # cancelled: its own handler removes it
+            if self._free(hub_id, destination_id):
                 self._waiters.remove(entry)
-            elif self._free(hub_id, destination_id, limit):
-                self._waiters.remove(entry)
+                self._count(self._active, destination_id, -1)
                 self._take(hub_id, destination_id)
                 fut.set_result(None)
 
@@ -174,8 +193,11 @@ class Attempter:
         self.policy = policy
         self.senders: Mapping[ChannelId, Sender] = {}
         self.slots = Slots(s.max_in_flight, s.max_in_flight_per_hub,
-                           s.max_in_flight_per_destination)
+                           s.max_in_flight_per_destination, suspect=self._suspect)
         self.circuits: dict[str, Circuit] = {}
+        # Destinations that answered 2xx lately. Others get one slot (a slow start): an
+        # endpoint that hangs from the first request holds one slot, not eight.
+        self._proven: OrderedDict[str, None] = OrderedDict()
         self._rates = RateLimiter(1.0, 1, max_keys=100_000)
         self._hub_policies: dict[str, RetryPolicy] = {}
         self.stats = DelivererStats()
@@ -194,6 +216,7 @@ class Attempter:
         inline_ms = self._settings.retry_inline_max_s * 1000
         policy = self._policy(delivery.hub_id)
         while True:
+            _raise_if_cancelled()
             destination = await self._destination(delivery.destination_id)
             if destination is None:
                 await self.dead_letter(delivery, source, "destination_deleted", attempts)
@@ -221,14 +244,15 @@ class Attempter:
             attempts += 1
             started = time.monotonic()
             try:
-                attempt = await self._attempt(sender, delivery, destination,
-                                              suspect=circuit.failures > 0)
+                attempt = await self._attempt(sender, delivery, destination)
             except BaseException:
                 if probe:
                     circuit.abandon()  # cancelled: let another delivery probe
                 raise
             latency_ms = int((time.monotonic() - started) * 1000)
             circuit.record(attempt.outcome is not Outcome.RETRY, time.monotonic(), time.time())
+            if attempt.outcome is Outcome.RETRY:
+                self._proven.pop(destination.integration_id, None)
             if attempt.outcome is Outcome.DELIVERED:
                 await self.log(delivery, source, "delivered", attempts, attempt, latency_ms)
                 if attempt.reason == SKIPPED:
@@ -236,6 +260,7 @@ class Attempter:
                 else:
                     self.stats.delivered += 1
                 self._forget_circuit(destination.integration_id)
+                self._prove(destination.integration_id)
                 return Final("delivered")
             if attempt.outcome is Outcome.PERMANENT:
                 await self.log(delivery, source, "failed", attempts, attempt, latency_ms)
@@ -267,22 +292,24 @@ class Attempter:
             await asyncio.sleep(delay_ms / 1000)
 
     async def _attempt(self, sender: Sender, delivery: Delivery,
-                       destination: IntegrationRecord, *, suspect: bool) -> Attempt:
+                       destination: IntegrationRecord) -> Attempt:
         hub_id, destination_id = delivery.hub_id, destination.integration_id
-        await self.slots.acquire(hub_id, destination_id, suspect)
+        await self.slots.acquire(hub_id, destination_id)
         try:
             # One deadline for the whole attempt, so a slow-drip endpoint cannot
             # stretch it with per-read timeouts.
             async with asyncio.timeout(self._settings.delivery_timeout_s):
-                return await sender.send(delivery, destination)
+                attempt = await sender.send(delivery, destination)
         except TimeoutError:
-            return Attempt(outcome=Outcome.RETRY, reason="timeout")
+            attempt = Attempt(outcome=Outcome.RETRY, reason="timeout")
         except Exception:
             log.exception("delivery %s to %s: sender failed",
                           delivery.delivery_id, destination_id)
-            return Attempt(outcome=Outcome.RETRY, reason="internal_error")
+            attempt = Attempt(outcome=Outcome.RETRY, reason="internal_error")
         finally:
             self.slots.release(hub_id, destination_id)
+        _raise_if_cancelled()
+        return attempt
 
     def _policy(self, hub_id: str) -> RetryPolicy:
         """The hub's own retry schedule if it has one, else the deployment's."""
@@ -311,6 +338,21 @@ class Attempter:
                 threshold=s.circuit_failures, cooldown_s=s.circuit_cooldown_s,
                 max_cooldown_s=max(s.circuit_cooldown_s, self.policy.longest))
         return circuit
+
+    def _suspect(self, destination_id: str) -> bool:
+        """Failing, or not known to answer 2xx: one request at a time."""
+        circuit = self.circuits.get(destination_id)
+        return destination_id not in self._proven or (circuit is not None
+                                                      and circuit.failures > 0)
+
+    def _prove(self, destination_id: str) -> None:
+        proven = self._proven
+        if destination_id in proven:
+            proven.move_to_end(destination_id)
+            return
+        proven[destination_id] = None
+        if len(proven) > PROVEN_MAX:
+            proven.popitem(last=False)
 
     def _forget_circuit(self, destination_id: str) -> None:
         circuit = self.circuits.get(destination_id)
@@ -502,6 +544,17 @@ def failure_event(delivery: Delivery, reason: str, attempts: int, last_status: i
             "deliveryId": delivery.delivery_id, "destinationId": delivery.destination_id,
             "reason": reason, "attempts": attempts, "status": last_status}),
     )
+
+
+def _raise_if_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop (revoke, shutdown).
+
+    A timeout or a client library may turn a cancel into an ordinary failure; the lane
+    must still stop rather than go on retrying after its partition was taken away.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
 
 
 def _now_ms() -> int:
