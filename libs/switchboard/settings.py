@@ -56,7 +56,7 @@ class Settings(Struct, frozen=True, kw_only=True):
     # this on, `serve` leaves it off.
     allow_private_destinations: bool = False
     max_in_flight: int = 256
-    max_in_flight_per_destination: int = 8
+    max_in_flight_per_destination: int = 32
     max_in_flight_per_hub: int = 64
     # Deliveries the API's attempts view keeps (oldest forgotten first).
     delivery_log_max: int = 1_000_000
