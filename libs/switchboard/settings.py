@@ -66,6 +66,31 @@ class Settings(Struct, frozen=True, kw_only=True):
     ingress_burst: int = 400
     api_rate_per_s: float = 50.0
     api_burst: int = 100
+    # Websockets, every endpoint (uvicorn's own defaults: 16 MiB messages, compression on).
+    # A larger message closes the socket with 1009; compressed frames are refused unread.
+    ws_max_message_bytes: int = 64 * 1024
+    ws_per_message_deflate: bool = False
+    # Proxies trusted to name the client in X-Forwarded-For (per-address limits count it).
+    forwarded_allow_ips: str = "127.0.0.1"
+    # WebChat, per ingress process: sockets, new visitors (token buckets), history replays.
+    webchat_hello_timeout_s: float = 5.0
+    webchat_max_sockets_per_address: int = 16
+    webchat_max_sockets_per_integration: int = 2000
+    webchat_visitor_rate_per_address_per_s: float = 0.2
+    webchat_visitor_burst_per_address: int = 10
+    webchat_visitor_rate_per_integration_per_s: float = 5.0
+    webchat_visitor_burst_per_integration: int = 100
+    webchat_replay_concurrency: int = 8
+    webchat_replay_wait_s: float = 5.0
+    webchat_replay_timeout_s: float = 30.0
+    # Stream gateway, per process: sockets per hub, what a slow socket may queue, catch-ups.
+    stream_max_connections_per_hub: int = 64
+    stream_max_queued: int = 1000
+    stream_catchup_concurrency: int = 8
+    stream_catchup_wait_s: float = 5.0
+    stream_catchup_timeout_s: float = 60.0
+    # `?access_token=` on the stream (deprecated: use a header or the subprotocol).
+    stream_allow_query_token: bool = True
     # Providers (issue #4): API base URLs default to the real services.
     twilio_api_url: str = "https://api.twilio.com"
     meta_graph_url: str = "https://graph.facebook.com"
