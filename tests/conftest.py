@@ -69,15 +69,19 @@ def make_settings(broker: Any, **overrides: Any) -> Settings:
 class RunningHub:
     """A hub app served by uvicorn on 127.0.0.1, plus an HTTP client pointed at it."""
 
-    def __init__(self, settings: Settings, services: list[str] | None = None) -> None:
+    def __init__(self, settings: Settings, services: list[str] | None = None,
+                 log_level: str = "warning") -> None:
         from switchboard.services.app import SERVICES, build_app
+        from switchboard.services.serving import uvicorn_config
 
         self.settings = settings
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.app = build_app(settings, services or list(SERVICES))
-        self._server = uvicorn.Server(uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
+        # The production configuration (websocket bounds, log scrubbing), as `serve` runs it.
+        self._server = uvicorn.Server(uvicorn_config(
+            self.app, settings, host="127.0.0.1", port=self.port, log_level=log_level,
+            lifespan="on"))
         self._task: asyncio.Task[None] | None = None
         self.client = httpx.AsyncClient(base_url=self.base_url, timeout=30)
 

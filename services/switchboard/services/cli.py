@@ -16,6 +16,7 @@ from typing import Any
 
 import uvicorn
 
+from switchboard import logscrub
 from switchboard.brokers import start_broker
 from switchboard.errors import ConfigError
 from switchboard.settings import Settings
@@ -26,11 +27,13 @@ log = logging.getLogger("switchboard")
 def _serve(settings: Settings, services: list[str], host: str, port: int,
            on_ready: Any = None) -> None:
     from switchboard.services.app import build_app
+    from switchboard.services.serving import uvicorn_config
 
     # A factory, called by uvicorn inside its event loop, so everything the app builds
     # belongs to that loop.
-    config = uvicorn.Config(lambda: build_app(settings, services), factory=True, host=host,
-                            port=port, log_level="info", access_log=False, lifespan="on")
+    config = uvicorn_config(lambda: build_app(settings, services), settings, factory=True,
+                            host=host, port=port, log_level="info", access_log=False,
+                            lifespan="on")
     server = uvicorn.Server(config)
     if on_ready is not None:
         def wait_then_call() -> None:
@@ -237,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per delivery is noise
+    logscrub.install()  # no token or query string reaches a log line
     parser = argparse.ArgumentParser(prog="switchboard")
     sub = parser.add_subparsers(dest="command", required=True)
 
