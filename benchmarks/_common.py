@@ -761,16 +761,16 @@ async def copy_registry(src_env: dict[str, str], dst_env: dict[str, str]) -> int
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.structs import TopicPartition
 
+    from switchboard.broker_config import kafka_kwargs
     from switchboard.kafka import REGISTRY, ensure_topics
     from switchboard.settings import Settings
 
     dst = Settings.from_env(dst_env)
     await ensure_topics(dst)
     src = TopicPartition(src_env["SWITCHBOARD_TOPIC_PREFIX"] + REGISTRY, 0)
-    bootstrap = dst.kafka_bootstrap_servers
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    connect: dict[str, Any] = kafka_kwargs(dst)  # the hub's own TLS / SASL settings
+    consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **connect)
+    producer = AIOKafkaProducer(acks="all", linger_ms=5, **connect)
     await consumer.start()
     await producer.start()
     try:

@@ -9,10 +9,25 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+)
 from aiokafka.structs import TopicPartition
 from msgspec import Struct
 
+from switchboard.broker_config import (
+    Replication,
+    TopicState,
+    check_broker_access,
+    kafka_kwargs,
+    resolve_replication,
+    topic_problems,
+)
+from switchboard.errors import ConfigError
 from switchboard.pacing import Pacer, WakingProducer
 from switchboard.settings import Settings
 
@@ -57,24 +72,81 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+def make_admin(settings: Settings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**kafka_kwargs(settings))
+
+
 async def ensure_topics(settings: Settings) -> None:
-    """Create any missing topic; existing topics are left as they are."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    """Check the credentials, create any missing topic (with the deployment's replication
+    factor and `min.insync.replicas`), then check the topics that already existed.
+
+    Refused credentials, missing ACLs and (with `topic_check=refuse`) under-replicated or
+    uncompacted table topics raise ConfigError: the process must not start. On Tansu
+    (development only, one node, no topic configs) the checks are skipped.
+    """
+    await check_broker_access(settings)
+    admin = make_admin(settings)
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        missing = [s for s in topic_specs(settings) if s.name not in existing]
-        if not missing:
-            return
+        replication = await _ensure_topics(settings, admin)
+        log.info("topics: replication factor %d, min.insync.replicas %d",
+                 replication.factor, replication.min_insync)
+    except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError) as exc:
+        raise ConfigError(f"Kafka refused the hub's topic set-up ({exc.__class__.__name__}); "
+                          "see the README (Kafka security) for the ACLs each service "
+                          "needs") from None
+    finally:
+        await admin.close()
+
+
+async def _ensure_topics(settings: Settings, admin: AIOKafkaAdminClient) -> Replication:
+    tansu = settings.broker_kind == "tansu"
+    brokers = len((await admin.describe_cluster()).get("brokers", []))
+    replication = Replication(1, 1) if tansu else resolve_replication(settings, brokers)
+    specs = topic_specs(settings)
+    existing = set(await admin.list_topics())
+    missing = [s for s in specs if s.name not in existing]
+    if missing:
+        extra = {} if tansu else {"min.insync.replicas": str(replication.min_insync)}
         new = [
-            NewTopic(s.name, num_partitions=s.partitions, replication_factor=1,
-                     topic_configs=s.config)
+            NewTopic(s.name, num_partitions=s.partitions,
+                     replication_factor=replication.factor,
+                     topic_configs={**s.config, **extra})
             for s in missing
         ]
         with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
             await admin.create_topics(new)
-    finally:
-        await admin.close()
+    before = [s for s in specs if s.name in existing]
+    if tansu or not before:
+        return replication
+    problems = topic_problems({s.name: s.config for s in before},
+                              await describe_topics(admin, [s.name for s in before]),
+                              replication)
+    if problems:
+        text = ("existing topics are weaker than this deployment asks for: "
+                + "; ".join(problems))
+        if settings.topic_check == "refuse":
+            raise ConfigError(text + " (fix the topics, or set SWITCHBOARD_TOPIC_CHECK=warn "
+                              "to start anyway)")
+        log.warning("%s", text)
+    return replication
+
+
+async def describe_topics(admin: AIOKafkaAdminClient, names: list[str]) -> list[TopicState]:
+    """Replication factor (smallest over partitions) and effective configs of `names`."""
+    factors: dict[str, int] = {}
+    for topic in await admin.describe_topics(names):
+        replicas = [len(p["replicas"]) for p in topic["partitions"]]
+        factors[topic["topic"]] = min(replicas) if replicas else 0
+    configs: dict[str, dict[str, str]] = {name: {} for name in names}
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
+    for response in responses:
+        for _code, _msg, _type, name, entries in response.resources:
+            for entry in entries:
+                if entry[1] is not None:
+                    configs.setdefault(name, {})[entry[0]] = entry[1]
+    return [TopicState(name, factors.get(name, 0), configs.get(name, {})) for name in names]
 
 
 def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
@@ -84,7 +156,7 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     """
 
     kwargs: dict[str, object] = {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        **kafka_kwargs(settings),
         "acks": "all",
         "enable_idempotence": settings.idempotent_producer,
         "linger_ms": 2,
@@ -100,7 +172,7 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
                   ) -> AIOKafkaConsumer:
     """A consumer that never auto-commits: stages commit only offsets whose outcome is final."""
     kwargs: dict[str, object] = {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        **kafka_kwargs(settings),
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",

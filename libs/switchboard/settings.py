@@ -24,6 +24,8 @@ class Settings(Struct, frozen=True, kw_only=True):
     topic_prefix: str = ""
     partitions: int = 8
     secret_key: str = ""
+    # Comma-separated: the first seals, every one opens (key rotation); wins over secret_key.
+    secret_keys: str = ""
     admin_token: str = ""
     public_url: str = "http://127.0.0.1:8080"
     max_body_bytes: int = 256 * 1024
@@ -64,6 +66,12 @@ class Settings(Struct, frozen=True, kw_only=True):
     stream_max_connections_per_integration: int = 8
     ingress_rate_per_s: float = 200.0
     ingress_burst: int = 400
+    # Ingress requests that fail authentication, per client address (not per integration).
+    ingress_unverified_rate_per_s: float = 20.0
+    ingress_unverified_burst: int = 100
+    # A WebChat visitor's session token stops working this long after it was issued
+    # (every visit issues a fresh one).
+    webchat_session_ttl_s: int = 30 * 24 * 3600
     api_rate_per_s: float = 50.0
     api_burst: int = 100
     # Websockets, every endpoint (uvicorn's own defaults: 16 MiB messages, compression on).
@@ -102,6 +110,26 @@ class Settings(Struct, frozen=True, kw_only=True):
     slack_client_id: str = ""
     slack_client_secret: str = ""
     provider_timeout_s: float = 10.0
+    # Kafka security (switchboard.broker_config): PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_ssl_ca_file: str = ""  # empty: the system's trust store
+    kafka_ssl_cert_file: str = ""  # client certificate (mutual TLS), with its key
+    kafka_ssl_key_file: str = ""
+    kafka_ssl_key_password: str = ""
+    kafka_ssl_check_hostname: bool = True
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"  # or SCRAM-SHA-256, PLAIN
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    # Topics the hub creates: "auto" = 3 / 2 on three or more brokers, 1 / 1 on one.
+    topic_replication_factor: str = "auto"
+    topic_min_insync_replicas: str = "auto"
+    # Existing topics below that (or table topics not compacted): refuse to start, or warn.
+    topic_check: str = "refuse"
+
+    @property
+    def sealing_keys(self) -> str:
+        """SWITCHBOARD_SECRET_KEYS if set, else SWITCHBOARD_SECRET_KEY."""
+        return self.secret_keys or self.secret_key
 
     @property
     def idempotent_producer(self) -> bool:
