@@ -16,7 +16,14 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import TopicPartition
 
 from switchboard.brokers.kafka import KafkaBroker
-from switchboard.kafka import REGISTRY
+from switchboard.kafka import (
+    CONVERSATIONS,
+    JOBS,
+    REGISTRY,
+    STREAM_CURSORS,
+    describe_topics,
+    topic_specs,
+)
 from tests.conftest import RunningHub, make_settings
 from tests.support import Receiver, message, sign_with_cryptography
 
@@ -84,8 +91,24 @@ async def test_registry_rebuilds_from_a_compacted_topic(broker: KafkaBroker) -> 
     admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
     await admin.start()
     try:
+        # What the hub itself created: the tables the README calls compacted are, the
+        # logs are not, and each carries the deployment's min.insync.replicas.
+        states = {t.name: t for t in await describe_topics(
+            admin, [s.name for s in topic_specs(settings)])}
+        tables = {settings.topic(t) for t in (REGISTRY, CONVERSATIONS, STREAM_CURSORS, JOBS)}
+        assert {n for n, t in states.items() if t.configs["cleanup.policy"] == "compact"
+                } == tables
+        assert {t.configs["cleanup.policy"] for n, t in states.items() if n not in tables
+                } == {"delete"}
+        assert {(t.replication_factor, t.configs["min.insync.replicas"])
+                for t in states.values()} == {(1, "1")}  # auto on a single broker
+        # Only the cleaner's timing is changed here. AlterConfigs replaces a topic's whole
+        # set of overrides, so the hub's own cleanup.policy is carried over as it was
+        # created: had the hub not made the topic compacted, nothing would be compacted.
+        hubs_own = {k: v for k, v in states[topic].configs.items()
+                    if k in ("cleanup.policy", "min.insync.replicas")}
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, {
-            "cleanup.policy": "compact", "segment.ms": "100", "min.compaction.lag.ms": "0",
+            **hubs_own, "segment.ms": "100", "min.compaction.lag.ms": "0",
             "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "100"})])
     finally:
         await admin.close()
