@@ -30,6 +30,7 @@ from switchboard.broker_config import (
 from switchboard.errors import ConfigError
 from switchboard.pacing import Pacer, WakingProducer
 from switchboard.settings import Settings
+from switchboard.supervision import supervised
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +270,7 @@ class TableReader:
         await consumer.seek_to_beginning(self._tp)
         self._consumer = consumer
         self._pacer = Pacer(consumer, self._settings, [self._tp.topic])
-        self._task = asyncio.create_task(self._run(), name=f"table:{self._tp.topic}")
+        self._task = supervised(self._run(), name=f"table:{self._tp.topic}")
         await self.sync(timeout=60)
         self.caught_up = True
 

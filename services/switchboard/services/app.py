@@ -11,9 +11,11 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
+from switchboard import supervision
 from switchboard.services.channels import load_plugins
+from switchboard.services.health import health_routes
 from switchboard.services.http import EXCEPTION_HANDLERS
-from switchboard.services.runtime import Runtime, health_routes
+from switchboard.services.runtime import Runtime
 from switchboard.settings import Settings
 
 if TYPE_CHECKING:
@@ -51,7 +53,10 @@ def build_app(settings: Settings, services: Iterable[str] = SERVICES) -> Starlet
     if unknown:
         raise ValueError(f"unknown services: {sorted(unknown)}")
     runtime = Runtime(settings)
-    routes: list[BaseRoute] = list(health_routes(runtime))
+    # The loops the services start (consume loops, table readers) are watched by the
+    # liveness probe: see switchboard.supervision.
+    supervisor = supervision.Supervisor()
+    routes: list[BaseRoute] = list(health_routes(runtime, supervisor))
     workers: list[Worker] = []
     plugins = load_plugins(runtime)
     # Imported per service so a process loads only what it runs.
@@ -89,21 +94,26 @@ def build_app(settings: Settings, services: Iterable[str] = SERVICES) -> Starlet
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await runtime.start()
-        started: list[Worker] = []
+        watching = supervision.current.set(supervisor)
         try:
-            for w in workers:
-                await w.start()
-                started.append(w)
-            yield
+            await runtime.start()
+            started: list[Worker] = []
+            try:
+                for w in workers:
+                    await w.start()
+                    started.append(w)
+                yield
+            finally:
+                for w in reversed(started):
+                    await w.stop()
+                await runtime.stop()
         finally:
-            for w in reversed(started):
-                await w.stop()
-            await runtime.stop()
+            supervision.current.reset(watching)
 
     handlers: Any = EXCEPTION_HANDLERS
     app = HubApp(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.fast_path = fast_path
     app.state.runtime = runtime
+    app.state.supervisor = supervisor
     app.state.workers = workers
     return app

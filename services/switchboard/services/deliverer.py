@@ -53,6 +53,7 @@ from switchboard.services.http_client import HttpClient
 from switchboard.services.lanes import Lane, ParkedLanes, Partition
 from switchboard.services.runtime import Runtime
 from switchboard.services.webhook_sender import USER_AGENT, WebhookSender, envelope
+from switchboard.supervision import supervised
 
 __all__ = ["FAILED_EVENT", "GROUP", "Attempt", "Deliverer", "Sender", "WebhookSender",
            "envelope", "failure_event"]
@@ -157,7 +158,7 @@ class Deliverer:
         )
         self._pacer = Pacer(self._consumer, s, [self._topic, self._parked_topic],
                             hold=self._held)
-        self._task = asyncio.create_task(self._run(), name="deliverer")
+        self._task = supervised(self._run(), name="deliverer")
 
     async def stop(self) -> None:
         """Stop consuming, abandon unfinished sends, commit what is final, leave the group."""

@@ -20,6 +20,7 @@ from switchboard.kafka import ATTEMPTS, make_consumer, run_with_broker_retry, st
 from switchboard.model import attempt_decoder
 from switchboard.pacing import Pacer
 from switchboard.settings import Settings
+from switchboard.supervision import supervised
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class DeliveryLogReader:
         """Assign every partition from the beginning. Does not wait for the catch-up: a big
         topic must not hold the API's start; queries wait in `sync()` instead."""
         await run_with_broker_retry("delivery log", self._connect)
-        self._task = asyncio.create_task(self._run(), name="delivery-log")
+        self._task = supervised(self._run(), name="delivery-log")
 
     async def _connect(self) -> None:
         # A consumer without subscriptions knows no topic's partitions; a producer asks.

@@ -33,6 +33,7 @@ from switchboard.parking import (
 )
 from switchboard.services.delivery_attempts import Attempter, Final, Hold
 from switchboard.services.runtime import Runtime
+from switchboard.supervision import supervised
 
 __all__ = ["Lane", "ParkedFetcher", "ParkedLanes", "Partition"]
 
@@ -144,7 +145,7 @@ class ParkedLanes:
 
     async def start(self, fetch_consumer: AIOKafkaConsumer) -> None:
         self.fetcher = ParkedFetcher(fetch_consumer)
-        self._task = asyncio.create_task(self._run_timers(), name="deliverer-timers")
+        self._task = supervised(self._run_timers(), name="deliverer-timers")
 
     async def stop(self) -> None:
         if self._task is not None:
