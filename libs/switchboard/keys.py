@@ -17,9 +17,14 @@ import binascii
 import dataclasses
 import hashlib
 import hmac
+import re
 import secrets
+from collections.abc import Sequence
 
+import nacl.bindings
+import nacl.encoding
 import nacl.exceptions
+import nacl.hash
 import nacl.secret
 import nacl.signing
 import nacl.utils
@@ -29,17 +34,23 @@ from switchboard.errors import BadRequest, ConfigError, SwitchboardError
 __all__ = [
     "HMAC_SECRET_PREFIX",
     "PUBLIC_KEY_PREFIX",
+    "PURPOSE_SECRETS",
+    "PURPOSE_SESSIONS",
     "SEALED_PREFIX",
+    "SEALED_V2_PREFIX",
     "SECRET_KEY_PREFIX",
     "TOKEN_PREFIX",
     "Sealer",
     "SigningKeyPair",
     "UnsealError",
     "b64decode_strict",
+    "derive_key",
     "generate_hmac_secret",
     "generate_secret_key_b64",
     "generate_signing_keypair",
     "hash_token",
+    "key_id",
+    "looks_like_access_token",
     "new_access_token",
     "parse_hmac_secret",
     "parse_public_key",
@@ -52,7 +63,8 @@ PUBLIC_KEY_PREFIX = "whpk_"
 # Prefixes, not secrets (bandit's S105 only sees the names).
 SECRET_KEY_PREFIX = "whsk_"  # noqa: S105
 HMAC_SECRET_PREFIX = "whsec_"  # noqa: S105
-SEALED_PREFIX = "sealed:v1:"
+SEALED_PREFIX = "sealed:v1:"  # legacy: still opened, never written
+SEALED_V2_PREFIX = "sealed:v2:"
 TOKEN_PREFIX = "sbat_"  # noqa: S105
 
 _ED25519_PUBLIC_BYTES = 32
@@ -180,7 +192,8 @@ def parse_hmac_secret(text: str, *, field: str | None = None) -> bytes:
 
 
 class UnsealError(SwitchboardError):
-    """A sealed token could not be opened: tampered, truncated, or sealed under another key.
+    """A sealed token could not be opened: tampered, truncated, moved to another record, or
+    sealed under a key this deployment no longer holds.
 
     Status 500: a secret we stored ourselves failing to open is our fault, not the caller's.
     """
@@ -188,57 +201,172 @@ class UnsealError(SwitchboardError):
     status = 500
 
 
+# What a derived key is for: one master key, unrelated keys per purpose.
+PURPOSE_SECRETS = "secrets"
+PURPOSE_SESSIONS = "sessions"
+_KEY_BYTES = nacl.secret.SecretBox.KEY_SIZE
+_AEAD_NONCE = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+_AEAD_TAG = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES
+_KEY_ID_BYTES = 6
+
+
+def _blake2b(data: bytes, key: bytes, person: bytes, size: int) -> bytes:
+    out: bytes = nacl.hash.blake2b(data, digest_size=size, key=key, person=person,
+                                  encoder=nacl.encoding.RawEncoder)
+    return out
+
+
+def derive_key(master: bytes, purpose: str) -> bytes:
+    """A 32-byte key for one `purpose`, derived from a master key (keyed BLAKE2b)."""
+    return _blake2b(b"switchboard/derive/" + purpose.encode(), master, b"sb-derive", _KEY_BYTES)
+
+
+def key_id(master: bytes) -> str:
+    """A short public name of a master key (keyed hash: tells nothing about the key)."""
+    return _blake2b(b"switchboard/key-id", master, b"sb-key-id", _KEY_ID_BYTES).hex()
+
+
+def _parse_master(text: str, position: int) -> bytes:
+    what = "SWITCHBOARD_SECRET_KEYS" if position else "SWITCHBOARD_SECRET_KEY(S)"
+    try:
+        key = b64decode_strict(text.strip())
+    except (ValueError, binascii.Error, AttributeError):
+        raise ConfigError(
+            f"{what}: key {position + 1} must be standard base64 of 32 random bytes "
+            "(generate one with generate_secret_key_b64())"
+        ) from None
+    if len(key) != _KEY_BYTES:
+        raise ConfigError(f"{what}: key {position + 1} must decode to {_KEY_BYTES} bytes, "
+                          f"got {len(key)}")
+    return key
+
+
 class Sealer:
-    """Seals secrets at rest (XSalsa20-Poly1305 via pynacl SecretBox) under one 32-byte key."""
+    """Seals values at rest under the deployment's master keys, for one purpose.
 
-    __slots__ = ("_box",)
+    ``sealed:v2:<key id>:<base64(nonce || ciphertext)>``: XChaCha20-Poly1305 under a key
+    derived from the first master key for this sealer's purpose, with the value's
+    *context* (which record and field it belongs to) as associated data, so a sealed value
+    copied into another record or field does not open. Later master keys only open (key
+    rotation: seal with the new key first, keep the old one until `switchboard reseal`
+    has run). Legacy ``sealed:v1:`` values (SecretBox under the raw master key, no
+    context) still open, so a registry written before v2 keeps working; `reseal` rewrites
+    them as v2.
+    """
 
-    def __init__(self, key: bytes) -> None:
-        if not isinstance(key, bytes) or len(key) != nacl.secret.SecretBox.KEY_SIZE:
-            raise ConfigError(f"sealing key must be exactly {nacl.secret.SecretBox.KEY_SIZE} bytes")
-        self._box = nacl.secret.SecretBox(key)
+    __slots__ = ("_by_id", "_current", "_legacy", "_masters", "purpose")
+
+    def __init__(self, keys: bytes | Sequence[bytes], *, purpose: str = PURPOSE_SECRETS) -> None:
+        masters = [keys] if isinstance(keys, bytes) else list(keys)
+        if not masters:
+            raise ConfigError("at least one sealing key is needed")
+        for k in masters:
+            if not isinstance(k, bytes) or len(k) != _KEY_BYTES:
+                raise ConfigError(f"sealing key must be exactly {_KEY_BYTES} bytes")
+        self._masters = tuple(masters)
+        self.purpose = purpose
+        self._by_id = {key_id(k): derive_key(k, purpose) for k in reversed(masters)}
+        self._current = key_id(masters[0])
+        self._legacy = tuple(nacl.secret.SecretBox(k) for k in masters)
 
     @classmethod
-    def from_b64(cls, text: str) -> Sealer:
-        """Build from standard base64 of exactly 32 bytes (SWITCHBOARD_SECRET_KEY)."""
-        try:
-            key = b64decode_strict(text.strip())
-        except (ValueError, binascii.Error, AttributeError):
-            raise ConfigError(
-                "SWITCHBOARD_SECRET_KEY must be standard base64 of 32 random bytes "
-                "(generate one with generate_secret_key_b64())"
-            ) from None
-        if len(key) != nacl.secret.SecretBox.KEY_SIZE:
-            raise ConfigError(
-                f"SWITCHBOARD_SECRET_KEY must decode to {nacl.secret.SecretBox.KEY_SIZE} bytes, "
-                f"got {len(key)}"
-            )
-        return cls(key)
+    def from_b64(cls, text: str, *, purpose: str = PURPOSE_SECRETS) -> Sealer:
+        """Build from ``SWITCHBOARD_SECRET_KEYS``/``_KEY``: comma-separated standard base64
+        of 32 bytes each, the first one sealing, all of them opening."""
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError("SWITCHBOARD_SECRET_KEY (or SWITCHBOARD_SECRET_KEYS) is required: "
+                              "base64 of 32 random bytes")
+        parts = [p for p in text.split(",") if p.strip()]
+        return cls([_parse_master(p, i) for i, p in enumerate(parts)], purpose=purpose)
+
+    def for_purpose(self, purpose: str) -> Sealer:
+        """A sealer over the same master keys whose derived keys serve `purpose` instead."""
+        return Sealer(self._masters, purpose=purpose)
 
     def __repr__(self) -> str:
-        return "Sealer(<key hidden>)"
+        return f"Sealer(<{len(self._masters)} key(s) hidden>, purpose={self.purpose!r})"
 
-    def seal(self, plaintext: bytes) -> str:
-        """Encrypt and authenticate; returns ``sealed:v1:<base64(nonce || ciphertext)>``."""
-        # A random 24-byte nonce per message is safe for XSalsa20 (no realistic collision).
-        return SEALED_PREFIX + _b64encode(bytes(self._box.encrypt(plaintext)))
+    @property
+    def key_id(self) -> str:
+        """The id of the key new values are sealed under."""
+        return self._current
 
-    def open(self, token: str) -> bytes:
-        """Decrypt a token from `seal`; UnsealError if malformed, tampered or wrong key."""
-        if not isinstance(token, str) or not token.startswith(SEALED_PREFIX):
-            raise UnsealError("unseal_failed", f"sealed value must start with {SEALED_PREFIX!r}")
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(key_id(k) for k in self._masters)
+
+    @staticmethod
+    def _aad(kid: str, context: str) -> bytes:
+        return f"{SEALED_V2_PREFIX}{kid}:".encode() + context.encode("utf-8", "surrogatepass")
+
+    def seal(self, plaintext: bytes, context: str) -> str:
+        """Encrypt and authenticate `plaintext`, bound to `context` (e.g. the record and field
+        it is stored in): returns ``sealed:v2:<key id>:<base64>``."""
+        nonce = nacl.utils.random(_AEAD_NONCE)
+        kid = self._current
+        ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+            plaintext, self._aad(kid, context), nonce, self._by_id[kid])
+        return f"{SEALED_V2_PREFIX}{kid}:{_b64encode(nonce + ct)}"
+
+    def is_current(self, token: str) -> bool:
+        """Sealed as v2 under the current key (nothing for `reseal` to do)."""
+        return isinstance(token, str) and token.startswith(f"{SEALED_V2_PREFIX}{self._current}:")
+
+    def open(self, token: str, context: str) -> bytes:
+        """Decrypt a token from `seal` with the same `context`; UnsealError if malformed,
+        tampered with, sealed for another context or purpose, or under an unknown key."""
+        if not isinstance(token, str):
+            raise UnsealError("unseal_failed", "sealed value must be a string")
+        if token.startswith(SEALED_V2_PREFIX):
+            kid, sep, body = token[len(SEALED_V2_PREFIX):].partition(":")
+            key = self._by_id.get(kid) if sep else None
+            if key is None:
+                raise UnsealError("unseal_failed",
+                                  "sealed value names a key this deployment does not hold")
+            raw = self._decode(body, _AEAD_NONCE + _AEAD_TAG)
+            try:
+                out: bytes = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+                    raw[_AEAD_NONCE:], self._aad(kid, context), raw[:_AEAD_NONCE], key)
+            except nacl.exceptions.CryptoError:
+                raise UnsealError("unseal_failed", "sealed value was tampered with or belongs "
+                                  "to another record") from None
+            return out
+        if token.startswith(SEALED_PREFIX):
+            return self._open_legacy(token)
+        raise UnsealError("unseal_failed", f"sealed value must start with {SEALED_V2_PREFIX!r}")
+
+    def reseal(self, token: str, context: str) -> str:
+        """`token` sealed under the current key and bound to `context` (itself if it is)."""
+        if self.is_current(token):
+            self.open(token, context)  # still proves it belongs here
+            return token
+        return self.seal(self.open(token, context), context)
+
+    @staticmethod
+    def _decode(body: str, minimum: int) -> bytes:
         try:
-            raw = b64decode_strict(token[len(SEALED_PREFIX) :])
+            raw = b64decode_strict(body)
         except (ValueError, binascii.Error):
             raise UnsealError("unseal_failed", "sealed value is not valid base64") from None
-        if len(raw) < self._box.NONCE_SIZE + self._box.MACBYTES:
+        if len(raw) < minimum:
             raise UnsealError("unseal_failed", "sealed value is truncated")
-        try:
-            return self._box.decrypt(raw)
-        except nacl.exceptions.CryptoError:
-            raise UnsealError(
-                "unseal_failed", "sealed value was tampered with or sealed under another key"
-            ) from None
+        return raw
+
+    def _open_legacy(self, token: str) -> bytes:
+        raw = self._decode(token[len(SEALED_PREFIX):],
+                           nacl.secret.SecretBox.NONCE_SIZE + nacl.secret.SecretBox.MACBYTES)
+        for box in self._legacy:
+            try:
+                out: bytes = box.decrypt(raw)
+            except nacl.exceptions.CryptoError:
+                continue
+            return out
+        raise UnsealError(
+            "unseal_failed", "sealed value was tampered with or sealed under another key")
+
+    def seal_legacy(self, plaintext: bytes) -> str:
+        """A ``sealed:v1:`` value as releases before v2 wrote it (for migration tests)."""
+        return SEALED_PREFIX + _b64encode(bytes(self._legacy[0].encrypt(plaintext)))
 
 
 def generate_secret_key_b64() -> str:
@@ -252,6 +380,14 @@ def generate_secret_key_b64() -> str:
 def new_access_token() -> str:
     """A fresh API access token: ``sbat_`` + 32 random bytes, URL-safe base64, unpadded."""
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+_ACCESS_TOKEN_SHAPE = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{43}")
+
+
+def looks_like_access_token(token: str) -> bool:
+    """Has the shape `new_access_token` gives (a cheap filter before any look-up)."""
+    return _ACCESS_TOKEN_SHAPE.fullmatch(token) is not None
 
 
 def hash_token(token: str) -> str:

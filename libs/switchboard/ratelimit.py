@@ -27,6 +27,14 @@ class RateLimiter:
         self._max_keys = max_keys
         self._buckets: OrderedDict[str, Bucket] = OrderedDict()
 
+    def peek(self, key: str, now: float) -> float | None:
+        """Like `take` without spending: None if `key` has a token, else the wait."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return None
+        tokens = min(self.burst, bucket.tokens + max(0.0, now - bucket.updated) * self.rate)
+        return None if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def take(self, key: str, now: float, rate: float | None = None) -> float | None:
         """Spend one token for `key`: None if allowed, else seconds until one is free.
 

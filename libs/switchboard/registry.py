@@ -41,6 +41,10 @@ class HubRecord(Struct, tag="hub", tag_field="kind", rename="camel"):
     created_at: int
     # Overrides SWITCHBOARD_RETRY_SCHEDULE for this hub's deliveries.
     retry_schedule: str | None = None
+    # Each write is the next version (0 for hubs written before versions existed).
+    version: int = 0
+    # When the access token was last replaced (None: the one issued at creation).
+    token_rotated_at: int | None = None
 
 
 class IntegrationRecord(Struct, tag="integration", tag_field="kind", rename="camel"):
@@ -68,8 +72,10 @@ class IntegrationRecord(Struct, tag="integration", tag_field="kind", rename="cam
         return None
 
     def valid_keys(self, now_ms: int, grace_ms: int) -> list[KeySet]:
-        """Key sets that still sign and verify: the current one and those within grace."""
-        return [k for k in self.keys if k.retired_at is None or now_ms < k.retired_at + grace_ms]
+        """Key sets that still sign and verify: the current one and the newest one within
+        grace (records from before rotation kept two at most may hold more)."""
+        valid = [k for k in self.keys if k.retired_at is None or now_ms < k.retired_at + grace_ms]
+        return valid[:2]
 
 
 RegistryRecord = HubRecord | IntegrationRecord
@@ -107,6 +113,7 @@ class RegistryView:
         self._by_hub: dict[str, dict[str, IntegrationRecord]] = {}
         self._names: dict[tuple[str, str], str] = {}
         self._deleted: set[str] = set()
+        self._deleted_hubs: set[str] = set()
         self._by_external: dict[tuple[ChannelId, str], str] = {}
         self._outcomes: OrderedDict[int, Outcome] = OrderedDict()
         self.applied_offset = -1
@@ -134,7 +141,11 @@ class RegistryView:
             # A record we cannot read must not stop the fold (it may be from a newer version).
             return Outcome(False, "malformed")
         if isinstance(record, HubRecord):
+            if record.hub_id in self._deleted_hubs:
+                return Outcome(False, "deleted")
             old = self.hubs.get(record.hub_id)
+            if old is not None and record.version != old.version + 1:
+                return Outcome(False, "version_conflict")
             if old is not None:
                 self._hub_by_token.pop(old.token_hash, None)
             self.hubs[record.hub_id] = record
@@ -176,6 +187,7 @@ class RegistryView:
                 self._unindex(rec)
                 self._by_hub.get(rec.hub_id, {}).pop(ident, None)
         elif kind == "hub":
+            self._deleted_hubs.add(ident)
             hub = self.hubs.pop(ident, None)
             if hub is not None:
                 self._hub_by_token.pop(hub.token_hash, None)

@@ -5,7 +5,9 @@
 - System integrations get every activity that matches one of their `events` filters;
 - `echo` returns an integration's own activities to it; otherwise a source never
   receives its own activity;
-- paused integrations get nothing.
+- paused integrations get nothing;
+- an activity naming a conversation of another hub (or, from a customer, another
+  customer's) goes nowhere (`conversation_allowed`).
 """
 
 from __future__ import annotations
@@ -66,6 +68,21 @@ def destinations(
             out.append(rec)
     out.sort(key=lambda r: r.integration_id)
     return out
+
+
+def conversation_allowed(activity: Activity, conversation: ConversationRecord | None) -> bool:
+    """Whether `activity` may take part in `conversation` (None: a new one).
+
+    Conversations are scoped to their hub: an activity naming another hub's conversation
+    is never routed (it would otherwise reach that hub's customer, or write into its
+    conversation). A customer speaks only in its own conversations.
+    """
+    if conversation is None:
+        return True
+    if conversation.hub_id != activity.hub_id:
+        return False
+    return not (activity.type == "message:customer"
+                and conversation.customer_integration_id != activity.integration_id)
 
 
 def deliveries_for(

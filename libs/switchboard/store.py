@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import msgspec
@@ -20,6 +21,8 @@ from switchboard.registry import (
     record_encoder,
 )
 from switchboard.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class RegistryStore:
@@ -57,7 +60,10 @@ class RegistryStore:
                 md = await self._producer.send_and_wait(self._topic, value, key=key)
             await self._reader.wait_for(md.offset, timeout=timeout)
         except Exception as exc:
-            raise Unavailable("broker_unavailable", f"registry write failed: {exc!r}") from exc
+            # The cause (with broker addresses) is for the operator's log, not the caller.
+            log.warning("registry write failed: %r", exc)
+            raise Unavailable("broker_unavailable", "the registry is unavailable; retry") \
+                from exc
         outcome = self.view.outcome(md.offset)
         assert outcome is not None
         return outcome
@@ -69,13 +75,17 @@ class RegistryStore:
         version again for an update) so compaction cannot keep a rejected write as the
         last word for its key.
         """
+        current: RegistryRecord | None
         if isinstance(record, IntegrationRecord):
             key = integration_key(record.integration_id)
         else:
             key = hub_key(record.hub_id)
         outcome = await self._produce(key, record_encoder.encode(record))
-        if not outcome.accepted and isinstance(record, IntegrationRecord):
-            current = self.view.integrations.get(record.integration_id)
+        if not outcome.accepted:
+            if isinstance(record, IntegrationRecord):
+                current = self.view.integrations.get(record.integration_id)
+            else:
+                current = self.view.hubs.get(record.hub_id)
             if current is None:
                 await self._produce(key, None)
             else:
@@ -88,12 +98,18 @@ class RegistryStore:
     async def delete_integration(self, integration_id: str) -> None:
         await self._produce(integration_key(integration_id), None)
 
+    async def delete_hub(self, hub_id: str) -> None:
+        """Tombstone a hub (its integrations first: see `RegistryView`)."""
+        await self._produce(hub_key(hub_id), None)
+
     async def sync(self) -> RegistryView:
         """The view, after applying everything written before this call (linearizable read)."""
         try:
             await self._reader.sync(timeout=self._settings.produce_timeout_s)
         except Exception as exc:
-            raise Unavailable("broker_unavailable", f"registry read failed: {exc!r}") from exc
+            log.warning("registry read failed: %r", exc)
+            raise Unavailable("broker_unavailable", "the registry is unavailable; retry") \
+                from exc
         return self.view
 
     async def lookup_integration(self, integration_id: str) -> IntegrationRecord | None:

@@ -33,7 +33,7 @@ from switchboard.brokers import free_port
 from switchboard.channels import DirectConfig, SystemConfig, TwilioSmsConfig
 from switchboard.ids import delivery_id as make_delivery_id
 from switchboard.kafka import DEAD, DELIVERIES
-from switchboard.keys import generate_signing_keypair
+from switchboard.keys import SigningKeyPair, generate_signing_keypair
 from switchboard.model import (
     Activity,
     ChannelId,
@@ -45,6 +45,7 @@ from switchboard.model import (
 )
 from switchboard.model import Sender as Who
 from switchboard.registry import HubRecord, IntegrationRecord, KeySet
+from switchboard.sealing import new_keyset, seal_config
 from switchboard.services.deliverer import GROUP, Deliverer
 from switchboard.services.runtime import Runtime
 from tests.conftest import make_settings
@@ -192,7 +193,8 @@ class Harness:
         ks = KeySet(
             created_at=self.now_ms - 10_000_000,
             outbound_public=pair.public,
-            outbound_secret_sealed=self.runtime.sealer.seal(pair.secret.encode()),
+            # Plain until `integration` seals it, bound to the integration's id.
+            outbound_secret_sealed=pair.secret,
             inbound_public=generate_signing_keypair().public,
             retired_at=None if retired_ago_ms is None else self.now_ms - retired_ago_ms,
         )
@@ -210,7 +212,7 @@ class Harness:
                 IntegrationType.SYSTEM
         elif channel is ChannelId.TWILIO_SMS:
             config, itype = TwilioSmsConfig(
-                account_sid="AC1", auth_token=self.runtime.sealer.seal(b"token"),
+                account_sid="AC1", auth_token="token",
                 number_sid="PN1"), IntegrationType.CUSTOMER
         else:
             config = DirectConfig(integration_type=IntegrationType.AGENT, webhook_url=url)
@@ -218,10 +220,15 @@ class Harness:
             ks, public = self.keyset()
             keys = [ks]
             self.publics[name] = [public]
+        iid = f"{name}-{uuid.uuid4().hex[:8]}"
+        sealer = self.runtime.sealer
+        keys = [msgspec.structs.replace(new_keyset(
+            sealer, iid, SigningKeyPair(k.outbound_public, k.outbound_secret_sealed),
+            k.inbound_public, None, k.created_at), retired_at=k.retired_at) for k in keys]
         rec = IntegrationRecord(
-            integration_id=f"{name}-{uuid.uuid4().hex[:8]}", hub_id=self.hub_id,
+            integration_id=iid, hub_id=self.hub_id,
             channel_id=channel, integration_type=itype, name=name,
-            status_id=StatusId.ACTIVE, configuration=config, version=1,
+            status_id=StatusId.ACTIVE, configuration=seal_config(sealer, iid, config), version=1,
             created_at=self.now_ms, updated_at=self.now_ms, keys=keys)
         outcome = await self.runtime.registry.put(rec)
         assert outcome.accepted, outcome

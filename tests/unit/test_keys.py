@@ -12,14 +12,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from switchboard.errors import BadRequest, ConfigError, SwitchboardError
 from switchboard.keys import (
+    PURPOSE_SESSIONS,
     Sealer,
     SigningKeyPair,
     UnsealError,
     b64decode_strict,
+    derive_key,
     generate_hmac_secret,
     generate_secret_key_b64,
     generate_signing_keypair,
     hash_token,
+    key_id,
     new_access_token,
     parse_hmac_secret,
     parse_public_key,
@@ -194,40 +197,100 @@ def test_hmac_secret_rejected(text: str) -> None:
 # ---------------------------------------------------------------------------- sealing
 
 
+CTX = "integration:i-1:auth_token"
+
+
 def test_seal_round_trip() -> None:
     sealer = Sealer.from_b64(generate_secret_key_b64())
     for plaintext in [b"", b"x", b"whsk_secret", bytes(range(256)) * 40]:
-        token = sealer.seal(plaintext)
-        assert token.startswith("sealed:v1:")
+        token = sealer.seal(plaintext, CTX)
+        assert token.startswith(f"sealed:v2:{sealer.key_id}:")
         assert "whsk_" not in token
-        assert sealer.open(token) == plaintext
+        assert sealer.open(token, CTX) == plaintext
 
 
 def test_seal_uses_a_fresh_nonce_each_time() -> None:
     sealer = Sealer(bytes(32))
-    tokens = {sealer.seal(b"same") for _ in range(50)}
+    tokens = {sealer.seal(b"same", CTX) for _ in range(50)}
     assert len(tokens) == 50
 
 
 def test_sealer_from_b64_and_from_bytes_agree() -> None:
     key_b64 = generate_secret_key_b64()
     assert len(base64.b64decode(key_b64)) == 32
-    token = Sealer.from_b64(key_b64).seal(b"hello")
-    assert Sealer(base64.b64decode(key_b64)).open(token) == b"hello"
+    token = Sealer.from_b64(key_b64).seal(b"hello", CTX)
+    assert Sealer(base64.b64decode(key_b64)).open(token, CTX) == b"hello"
     # Surrounding whitespace (a trailing newline in an env file) is tolerated.
-    assert Sealer.from_b64(f"  {key_b64}\n").open(token) == b"hello"
+    assert Sealer.from_b64(f"  {key_b64}\n").open(token, CTX) == b"hello"
+
+
+def _body(token: str) -> tuple[str, bytes]:
+    head, _, body = token.rpartition(":")
+    return head + ":", base64.b64decode(body)
 
 
 def test_open_detects_tampering_anywhere() -> None:
     sealer = Sealer(bytes(range(32)))
-    token = sealer.seal(b"provider token")
-    raw = base64.b64decode(token[len("sealed:v1:") :])
+    token = sealer.seal(b"provider token", CTX)
+    head, raw = _body(token)
     # Flip one bit in every byte position: nonce, MAC and ciphertext are all covered.
     for i in range(len(raw)):
         tampered = bytearray(raw)
         tampered[i] ^= 0x01
         with pytest.raises(UnsealError):
-            sealer.open("sealed:v1:" + b64(bytes(tampered)))
+            sealer.open(head + b64(bytes(tampered)), CTX)
+
+
+def test_a_sealed_value_is_bound_to_its_record_and_field() -> None:
+    sealer = Sealer(bytes(range(32)))
+    token = sealer.seal(b"twilio auth token", "integration:A:auth_token")
+    for elsewhere in ("integration:B:auth_token", "integration:A:shared_key_secret", ""):
+        with pytest.raises(UnsealError):
+            sealer.open(token, elsewhere)
+
+
+def test_purposes_have_unrelated_keys() -> None:
+    secrets_ = Sealer(bytes(range(32)))
+    sessions = secrets_.for_purpose(PURPOSE_SESSIONS)
+    token = secrets_.seal(b"x", CTX)
+    with pytest.raises(UnsealError):
+        sessions.open(token, CTX)
+    assert sessions.open(sessions.seal(b"y", CTX), CTX) == b"y"
+    assert derive_key(bytes(32), "a") != derive_key(bytes(32), "b") != bytes(32)
+
+
+def test_old_keys_open_and_the_first_key_seals() -> None:
+    old_b64, new_b64 = generate_secret_key_b64(), generate_secret_key_b64()
+    old = Sealer.from_b64(old_b64)
+    token = old.seal(b"sealed long ago", CTX)
+    both = Sealer.from_b64(f"{new_b64}, {old_b64}")
+    assert both.key_ids == (Sealer.from_b64(new_b64).key_id, old.key_id)
+    assert both.open(token, CTX) == b"sealed long ago"
+    assert not both.is_current(token)
+    fresh = both.reseal(token, CTX)
+    assert both.is_current(fresh) and fresh.startswith(f"sealed:v2:{both.key_id}:")
+    assert Sealer.from_b64(new_b64).open(fresh, CTX) == b"sealed long ago"
+    assert both.reseal(fresh, CTX) == fresh
+    # Once the old key is dropped, what it alone sealed no longer opens.
+    with pytest.raises(UnsealError) as info:
+        Sealer.from_b64(new_b64).open(token, CTX)
+    assert "does not hold" in info.value.description
+
+
+def test_legacy_v1_values_still_open_and_reseal_to_v2() -> None:
+    sealer = Sealer(bytes(range(32)))
+    legacy = sealer.seal_legacy(b"from before v2")
+    assert legacy.startswith("sealed:v1:")
+    assert sealer.open(legacy, "any context") == b"from before v2"
+    assert sealer.open(sealer.reseal(legacy, CTX), CTX) == b"from before v2"
+    rotated = Sealer([bytes(32), bytes(range(32))])
+    assert rotated.open(legacy, CTX) == b"from before v2"
+
+
+def test_key_ids_do_not_reveal_keys() -> None:
+    key = bytes(range(32))
+    kid = key_id(key)
+    assert len(kid) == 12 and kid not in key.hex() and kid != key_id(bytes(32))
 
 
 @pytest.mark.parametrize(
@@ -235,7 +298,9 @@ def test_open_detects_tampering_anywhere() -> None:
     [
         "",
         "sealed:v1:",
+        "sealed:v2:",
         "sealed:v2:" + b64(bytes(60)),
+        "sealed:v2:000000000000:" + b64(bytes(60)),
         "sealed:v1:" + b64(bytes(39)),
         "sealed:v1:" + b64(bytes(40)),
         "sealed:v1:not base64!",
@@ -245,28 +310,36 @@ def test_open_detects_tampering_anywhere() -> None:
 )
 def test_open_rejects_malformed(token: str) -> None:
     with pytest.raises(UnsealError) as info:
-        Sealer(bytes(32)).open(token)
+        Sealer(bytes(32)).open(token, CTX)
     assert info.value.code == "unseal_failed"
 
 
+def test_open_rejects_a_truncated_v2_body() -> None:
+    sealer = Sealer(bytes(32))
+    head, raw = _body(sealer.seal(b"", CTX))
+    with pytest.raises(UnsealError):
+        sealer.open(head + b64(raw[:39]), CTX)
+
+
 def test_open_with_wrong_key_fails() -> None:
-    token = Sealer.from_b64(generate_secret_key_b64()).seal(b"secret")
+    token = Sealer.from_b64(generate_secret_key_b64()).seal(b"secret", CTX)
     with pytest.raises(UnsealError) as info:
-        Sealer.from_b64(generate_secret_key_b64()).open(token)
+        Sealer.from_b64(generate_secret_key_b64()).open(token, CTX)
     assert isinstance(info.value, SwitchboardError)
     assert info.value.status == 500
 
 
 def test_open_rejects_truncation() -> None:
     sealer = Sealer(bytes(32))
-    token = sealer.seal(b"a longer secret value")
+    token = sealer.seal(b"a longer secret value", CTX)
     with pytest.raises(UnsealError):
-        sealer.open(token[:-8])
+        sealer.open(token[:-8], CTX)
 
 
 @pytest.mark.parametrize(
     "text",
-    ["", "short", b64(bytes(31)), b64(bytes(33)), b64(bytes(64)), "%" * 44, "é" * 44],
+    ["", "short", b64(bytes(31)), b64(bytes(33)), b64(bytes(64)), "%" * 44, "é" * 44,
+     f"{b64(bytes(32))},short"],
 )
 def test_sealer_from_b64_rejects_bad_config(text: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -278,6 +351,8 @@ def test_sealer_from_b64_rejects_bad_config(text: str) -> None:
 def test_sealer_rejects_bad_raw_key_and_hides_key_in_repr() -> None:
     with pytest.raises(ConfigError):
         Sealer(bytes(16))
+    with pytest.raises(ConfigError):
+        Sealer([])
     key = bytes(range(32))
     assert b64(key) not in repr(Sealer(key)) and key.hex() not in repr(Sealer(key))
 

@@ -29,3 +29,13 @@ def test_keys_are_isolated_and_memory_bounded() -> None:
 def test_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
         RateLimiter(rate=0, burst=1)
+
+
+def test_peek_tells_without_spending() -> None:
+    rl = RateLimiter(rate=10, burst=2)
+    assert rl.peek("a", 0.0) is None  # unknown: a full bucket
+    assert rl.take("a", 0.0) is None and rl.peek("a", 0.0) is None
+    assert rl.take("a", 0.0) is None
+    assert rl.peek("a", 0.0) == pytest.approx(0.1)
+    assert rl.peek("a", 0.0) == pytest.approx(0.1)  # peeking spends nothing
+    assert rl.peek("a", 0.1) is None

@@ -10,7 +10,7 @@ import pytest
 from switchboard.channels import WebChatConfig, parse_config
 from switchboard.errors import BadRequest
 from switchboard.ids import customer_conversation_id
-from switchboard.keys import Sealer, generate_secret_key_b64
+from switchboard.keys import PURPOSE_SECRETS, PURPOSE_SESSIONS, Sealer, generate_secret_key_b64
 from switchboard.model import (
     Activity,
     CardMessage,
@@ -27,7 +27,7 @@ IID = "3f0c8d1e-0000-4000-8000-000000000001"
 
 @pytest.fixture(scope="module")
 def sealer() -> Sealer:
-    return Sealer.from_b64(generate_secret_key_b64())
+    return Sealer.from_b64(generate_secret_key_b64(), purpose=PURPOSE_SESSIONS)
 
 
 # ---- origins --------------------------------------------------------------------------
@@ -107,35 +107,54 @@ def test_config_rejects_what_can_never_match(entry: str) -> None:
 # ---- sessions ---------------------------------------------------------------------------
 
 
+DAY_MS = 24 * 3600 * 1000
+
+
+def _open(sealer: Sealer, token: str, iid: str = IID, now_ms: int = 1234) -> wc.Session | None:
+    return wc.open_session(sealer, token, iid, now_ms=now_ms, max_age_ms=30 * DAY_MS)
+
+
 def test_session_round_trip(sealer: Sealer) -> None:
     vid = wc.new_visitor_id()
     token = wc.issue_session(sealer, IID, vid, 1234)
-    assert token.startswith("sealed:v1:") and vid not in token  # opaque to the browser
-    assert wc.open_session(sealer, token, IID) == wc.Session(IID, vid, 1234)
+    assert token.startswith("sealed:v2:") and vid not in token  # opaque to the browser
+    assert _open(sealer, token) == wc.Session(IID, vid, 1234)
     assert wc.issue_session(sealer, IID, vid, 1234) != token  # fresh nonce each time
     assert wc.new_visitor_id() != vid
 
 
+def test_sessions_expire(sealer: Sealer) -> None:
+    token = wc.issue_session(sealer, IID, "wv_someone", 0)
+    assert _open(sealer, token, now_ms=30 * DAY_MS) is not None
+    assert _open(sealer, token, now_ms=30 * DAY_MS + 1) is None
+    # Issued in the future (beyond clock skew): not ours to trust.
+    assert _open(sealer, wc.issue_session(sealer, IID, "wv_x", 10 * 60_000), now_ms=0) is None
+
+
 def test_any_change_to_a_token_is_refused(sealer: Sealer) -> None:
     token = wc.issue_session(sealer, IID, "wv_someone", 1)
-    body = len("sealed:v1:")
+    body = token.rindex(":") + 1
     for i in range(body, len(token) - 2):  # the last chars may be base64 padding
         c = token[i]
         flipped = token[:i] + ("A" if c != "A" else "B") + token[i + 1:]
-        assert wc.open_session(sealer, flipped, IID) is None, i
-    assert wc.open_session(sealer, token[:-8], IID) is None
-    assert wc.open_session(sealer, token + "AAAA", IID) is None
+        assert _open(sealer, flipped) is None, i
+    assert _open(sealer, token[:-8]) is None
+    assert _open(sealer, token + "AAAA") is None
 
 
 def test_foreign_tokens_are_refused(sealer: Sealer) -> None:
     token = wc.issue_session(sealer, IID, "wv_someone", 1)
-    assert wc.open_session(sealer, token, "another-integration") is None
+    assert _open(sealer, token, "another-integration") is None
     other = Sealer.from_b64(generate_secret_key_b64())
-    assert wc.open_session(other, token, IID) is None
-    # A sealed provider secret is not a session, even for the right deployment.
-    assert wc.open_session(sealer, sealer.seal(b'{"i":"x","u":"y","t":1}'), IID) is None
-    assert wc.open_session(sealer, "x" * 5000, IID) is None
-    assert wc.open_session(sealer, "", IID) is None
+    assert _open(other, token) is None
+    # A sealed provider secret is not a session, even for the right deployment: another
+    # purpose's key, and (for legacy v1 values, one key for all) the session prefix.
+    secrets_sealer = sealer.for_purpose(PURPOSE_SECRETS)
+    forged = b'{"i":"x","u":"y","t":1}'
+    assert _open(sealer, secrets_sealer.seal(forged, f"webchat-session:{IID}")) is None
+    assert _open(sealer, sealer.seal_legacy(forged)) is None
+    assert _open(sealer, "x" * 5000) is None
+    assert _open(sealer, "") is None
 
 
 # ---- client frames --------------------------------------------------------------------

@@ -34,8 +34,9 @@ def _op(summary: str, body: str | None = None, ok: int = 200, security: bool = T
 
 def openapi_spec() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the public HTTP surface."""
-    from switchboard.services.api import HubCreate, HubUpdate, IntegrationCreate, IntegrationUpdate
+    from switchboard.services.api import IntegrationCreate, IntegrationUpdate
     from switchboard.services.deliveries_api import RedeliverRequest, ReplayRequest
+    from switchboard.services.hubs_api import HubCreate, HubUpdate
 
     _, components = msgspec.json.schema_components(
         [HubCreate, HubUpdate, IntegrationCreate, IntegrationUpdate, InboundActivity, Activity,
@@ -58,8 +59,16 @@ def openapi_spec() -> dict[str, Any]:
             "get": _op("List the hubs this token may see"),
         },
         "/api/v1/hubs/{hubId}": {
-            "get": _op("Get a hub"),
-            "patch": _op("Set the hub's retry schedule (null: the deployment's)", "HubUpdate"),
+            "get": _op("Get a hub (when its token was issued and rotated, never the token)"),
+            "patch": _op("Set the hub's retry schedule (null: the deployment's)", "HubUpdate",
+                         responses=(400, 401, 404, 409)),
+            "delete": _op("Delete a hub and all its integrations (admin token)", ok=204,
+                          responses=(401, 403, 404, 503)),
+        },
+        "/api/v1/hubs/{hubId}/rotateToken": {
+            "post": _op("Replace the hub's access token (admin or the hub's token); the new "
+                        "one is returned once, the old one stops working",
+                        responses=(401, 404, 409, 503)),
         },
         "/api/v1/integrations/hubs/{id}": {
             "post": _op("Create an integration in hub {id}, or update integration {id}",

@@ -7,8 +7,9 @@ with acks=all; if the broker cannot take it in time the caller gets 503 + Retry-
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,10 +17,17 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from switchboard import inbound
-from switchboard.errors import NotFound, SwitchboardError
+from switchboard.errors import (
+    Conflict,
+    NotFound,
+    SwitchboardError,
+    TooManyRequests,
+    Unauthorized,
+)
 from switchboard.model import ChannelId
 from switchboard.ratelimit import RateLimiter
-from switchboard.services.channels.base import ChannelPlugin
+from switchboard.registry import IntegrationRecord
+from switchboard.services.channels.base import ChannelPlugin, authenticated
 from switchboard.services.http import JSON, error_response, limit, read_body
 from switchboard.services.runtime import Runtime
 
@@ -34,8 +42,12 @@ class Ingress:
         self.runtime = runtime
         self.plugins = plugins
         s = runtime.settings
-        # Per integration: one noisy or hostile sender cannot starve the others.
+        # Per integration, authenticated requests only: one noisy sender cannot starve the
+        # others, and nobody can spend an integration's budget without its secret.
         self._limiter = RateLimiter(s.ingress_rate_per_s, s.ingress_burst)
+        # Per client address, requests that fail authentication.
+        self._unverified = RateLimiter(s.ingress_unverified_rate_per_s,
+                                       s.ingress_unverified_burst)
 
     def routes(self) -> list[BaseRoute]:
         # Provider app-level routes (/ingress/slack, /ingress/meta) first: they would
@@ -56,19 +68,55 @@ class Ingress:
         return FastPath(self, literal)
 
     async def handle(self, request: Request, integration_id: str) -> Response:
+        """Authenticate, then rate-limit, then accept.
+
+        Before the request is authenticated (its signature checked against the
+        integration's own secret) every refusal is the same 401: an unknown, paused or
+        System/WebChat integration, the wrong channel's format, a bad header or signature
+        all look alike, and each is charged to the client address's bucket, not to the
+        integration's. Only an authenticated request spends the integration's budget (429)
+        or learns that the integration is paused (409).
+        """
         settings = self.runtime.settings
         inbound.check_content_length(request.headers.get("content-length"),
                                      settings.max_body_bytes)
-        rec = inbound.check_active(
-            await self.runtime.registry.lookup_integration(integration_id), integration_id
-        )
-        limit(self._limiter, rec.integration_id, "integration")
-        if rec.channel_id is not ChannelId.DIRECT:
+        client = request.client.host if request.client else ""
+        now = time.monotonic()
+        wait = self._unverified.peek(client, now)
+        if wait is not None:
+            raise TooManyRequests("rate_limited", "too many unauthenticated requests from "
+                                  "this address; slow down", retry_after=max(1, math.ceil(wait)))
+        rec = await self.runtime.registry.lookup_integration(integration_id)
+        request.state.authenticated = False
+        request.state.on_authenticated = self._on_authenticated(request)
+        try:
+            if rec is None:
+                raise NotFound("integration_not_found", "no such integration")
+            if rec.channel_id is ChannelId.DIRECT:
+                return await self._direct(request, rec)
             plugin = self.plugins.get(rec.channel_id)
             if plugin is None:
                 raise NotFound("not_ingestible",
                                f"{rec.channel_id.value} integrations do not accept webhooks")
             return await plugin.inbound(request, rec)
+        except SwitchboardError as exc:
+            if request.state.authenticated:
+                raise
+            self._unverified.take(client, time.monotonic())
+            log.debug("ingress: %s refused before authentication: %s", integration_id,
+                      exc.code)
+            raise Unauthorized("unauthenticated", UNAUTHENTICATED) from None
+
+    def _on_authenticated(self, request: Request) -> Callable[[IntegrationRecord], None]:
+        def hook(rec: IntegrationRecord) -> None:
+            request.state.authenticated = True
+            if not rec.active:
+                raise Conflict("integration_paused", "the integration is paused")
+            limit(self._limiter, rec.integration_id, "integration")
+        return hook
+
+    async def _direct(self, request: Request, rec: IntegrationRecord) -> Response:
+        settings = self.runtime.settings
         inbound.check_json_content_type(request.headers.get("content-type"))
         body = await read_body(request, settings.max_body_bytes)
         now = time.time()
@@ -80,9 +128,14 @@ class Ingress:
             grace_s=settings.key_grace_s,
             tolerance_s=settings.timestamp_tolerance_s,
         )
+        authenticated(request, rec)
         activity = inbound.normalize_direct(rec, verified.id, body, int(now * 1000))
         await self.runtime.publish(activity)
         return JSON({"activityId": activity.activity_id}, status_code=202)
+
+
+UNAUTHENTICATED = ("no active integration here accepts this request: the integration is "
+                   "unknown, paused or of another channel, or the request is not signed by it")
 
 
 class FastPath:

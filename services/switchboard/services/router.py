@@ -30,8 +30,9 @@ from switchboard.kafka import (
 )
 from switchboard.model import Activity, Delivery, IntegrationType, Sender, activity_decoder
 from switchboard.pacing import Pacer
-from switchboard.routing import deliveries_for
+from switchboard.routing import conversation_allowed, deliveries_for
 from switchboard.services.runtime import Runtime
+from switchboard.supervision import supervised
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class Router:
             max_poll_records=500,
         )
         self._pacer = Pacer(self._consumer, self.runtime.settings, [self._activities])
-        self._task = asyncio.create_task(self._run(), name="router")
+        self._task = supervised(self._run(), name="router")
         self.running = True
 
     async def stop(self) -> None:
@@ -198,6 +199,10 @@ class Router:
         now_ms = int(time.time() * 1000)
         futures: list[asyncio.Future[object]] = []
         conversation = self.runtime.conversations.get(activity.conversation_id)
+        if not conversation_allowed(activity, conversation):
+            log.warning("router: activity %s of integration %s names a conversation that is "
+                        "not its own; dropped", activity.activity_id, activity.integration_id)
+            return []
         if conversation is None and activity.type == "message:customer":
             conversation = await self._open_conversation(activity, now_ms)
             futures.extend(await self._start_messages(activity, now_ms))

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from switchboard.conversation_store import ConversationStore
 from switchboard.errors import Unavailable
 from switchboard.kafka import ACTIVITIES, ensure_topics, make_producer, run_with_broker_retry
-from switchboard.keys import Sealer
+from switchboard.keys import PURPOSE_SESSIONS, Sealer
 from switchboard.model import Activity, activity_encoder
 from switchboard.services.http_client import HttpClient
 from switchboard.settings import Settings
@@ -32,7 +32,9 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.sealer = Sealer.from_b64(settings.secret_key)
+        # Secrets at rest; visitor session tokens under a key derived for that purpose.
+        self.sealer = Sealer.from_b64(settings.sealing_keys)
+        self.session_sealer = self.sealer.for_purpose(PURPOSE_SESSIONS)
         self._producer: AIOKafkaProducer | None = None
         self._registry: RegistryStore | None = None
         self._conversations: ConversationStore | None = None

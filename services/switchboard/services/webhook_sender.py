@@ -13,6 +13,7 @@ from switchboard.model import ChannelId, Delivery, DirectEnvelope, SystemEnvelop
 from switchboard.outbound import SKIPPED, Attempt
 from switchboard.registry import IntegrationRecord
 from switchboard.retry import Outcome, classify_status, parse_retry_after
+from switchboard.sealing import open_hmac_secret, open_outbound_secret
 from switchboard.services.http_client import HttpClient, HttpError
 from switchboard.webhooks import Signer
 
@@ -92,9 +93,9 @@ class WebhookSender:
         cache_key = tuple((k.outbound_secret_sealed, k.hmac_secret_sealed) for k in keys)
         signer = self._signers.get(cache_key)
         if signer is None:
-            secrets = [self._sealer.open(k.outbound_secret_sealed).decode() for k in keys]
-            hmacs = [self._sealer.open(k.hmac_secret_sealed).decode() for k in keys
-                     if k.hmac_secret_sealed]
+            iid = destination.integration_id
+            secrets = [open_outbound_secret(self._sealer, iid, k) for k in keys]
+            hmacs = [h for k in keys if (h := open_hmac_secret(self._sealer, iid, k))]
             signer = Signer(ed25519=secrets, hmac=hmacs)
             if len(self._signers) >= SIGNER_CACHE_SIZE:
                 self._signers.pop(next(iter(self._signers)))

@@ -16,11 +16,23 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from switchboard.channels import ChannelConfig
-from switchboard.errors import NotFound
+from switchboard.errors import BadRequest, NotFound
 from switchboard.model import ChannelId
 from switchboard.outbound import Sender
 from switchboard.registry import IntegrationRecord
 from switchboard.services.runtime import Runtime
+
+
+def authenticated(request: Request, rec: IntegrationRecord) -> None:
+    """Say that `request` is proven to come from `rec`'s provider (signature checked).
+
+    Call it in `ChannelPlugin.inbound` right after verification, before anything is
+    written: the ingress then charges the integration's rate limit (429) and refuses a
+    paused integration (409). Until then every refusal looks the same to the caller.
+    """
+    hook = getattr(request.state, "on_authenticated", None)
+    if hook is not None:
+        hook(rec)
 
 
 class ChannelPlugin:
@@ -49,6 +61,18 @@ class ChannelPlugin:
         """Complete a new integration's configuration with the provider (BadRequest if the
         provider refuses the credentials); runs before anything is stored."""
         return config
+
+    # Configuration fields (Python names) an update may replace: provider credentials.
+    rotatable: ClassVar[tuple[str, ...]] = ()
+
+    async def rotate_credentials(self, rec: IntegrationRecord, given: dict[str, str]
+                                 ) -> dict[str, str]:
+        """Check new plaintext credentials (`given`, a subset of `rotatable`) with the
+        provider before they replace the stored ones; returns what to store (BadRequest if
+        the provider refuses them or they belong to another account, page or workspace)."""
+        raise BadRequest("not_rotatable",
+                         f"{self.channel.value} credentials cannot be replaced",
+                         "configuration")
 
     async def deprovision(self, rec: IntegrationRecord) -> None:
         """Undo the provider-side wiring of a deleted integration (best effort: the API

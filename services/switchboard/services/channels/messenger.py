@@ -32,6 +32,7 @@ from switchboard.outbound import SKIPPED, Attempt
 from switchboard.providers import messenger as fb
 from switchboard.registry import IntegrationRecord
 from switchboard.retry import Outcome, parse_retry_after
+from switchboard.sealing import open_config_secret
 from switchboard.services.channels.base import ChannelPlugin
 from switchboard.services.http import read_body
 from switchboard.services.http_client import HttpError, HttpTimeout
@@ -54,25 +55,27 @@ class _Secrets:
         self._runtime = runtime
         self._plain: OrderedDict[str, str] = OrderedDict()
 
-    def open(self, sealed: str) -> str:
+    def open(self, rec: IntegrationRecord, field: str) -> str:
+        sealed = getattr(rec.configuration, field)
         plain = self._plain.get(sealed)
         if plain is None:
-            plain = self._runtime.sealer.open(sealed).decode()
+            plain = open_config_secret(self._runtime.sealer, rec, field) or ""
             self._plain[sealed] = plain
             if len(self._plain) > _SECRET_CACHE:
                 self._plain.popitem(last=False)
         return plain
 
-    def app_secret(self, cfg: MessengerConfig) -> str:
+    def app_secret(self, rec: IntegrationRecord) -> str:
         """The secret this integration's webhooks are signed with ("" if none is known)."""
-        if cfg.app_secret:
-            return self.open(cfg.app_secret)
+        cfg = rec.configuration
+        if isinstance(cfg, MessengerConfig) and cfg.app_secret:
+            return self.open(rec, "app_secret")
         return self._runtime.settings.meta_app_secret
 
-    def app_secret_or_none(self, cfg: MessengerConfig) -> str | None:
+    def app_secret_or_none(self, rec: IntegrationRecord) -> str | None:
         """`app_secret`, or None (logged by type only) if the sealed one cannot be opened."""
         try:
-            return self.app_secret(cfg)
+            return self.app_secret(rec)
         except Exception as exc:
             log.error("messenger: an integration's appSecret cannot be unsealed (%s)",
                       type(exc).__name__)
@@ -126,15 +129,31 @@ class MessengerPlugin(ChannelPlugin):
                  integration_id, page_id, app_id)
         return msgspec.structs.replace(config, page_id=page_id, app_id=app_id)
 
+    rotatable = ("page_access_token", "app_secret")
+
+    async def rotate_credentials(self, rec: IntegrationRecord, given: dict[str, str]
+                                 ) -> dict[str, str]:
+        """The new token (and app secret, through its appsecret_proof) must speak for the
+        integration's own Page."""
+        config = rec.configuration
+        assert isinstance(config, MessengerConfig)
+        token = given.get("page_access_token") or self._secrets.open(rec, "page_access_token")
+        secret = given.get("app_secret") or self._secrets.app_secret(rec)
+        page = await self._graph("GET", "me", token, secret, params={"fields": "id"})
+        if str(page.get("id") or "") != config.page_id:
+            raise BadRequest("graph_error", "the token does not belong to this integration's "
+                             "Page", "configuration.pageAccessToken")
+        return given
+
     async def deprovision(self, rec: IntegrationRecord) -> None:
         """Unsubscribe the app from the Page of a deleted integration."""
         config = rec.configuration
         assert isinstance(config, MessengerConfig)
         if not config.page_id:
             return
-        token = self.runtime.sealer.open(config.page_access_token).decode()
-        secret = (self.runtime.sealer.open(config.app_secret).decode() if config.app_secret
-                  else self.runtime.settings.meta_app_secret)
+        token = open_config_secret(self.runtime.sealer, rec, "page_access_token") or ""
+        secret = (open_config_secret(self.runtime.sealer, rec, "app_secret")
+                  or self.runtime.settings.meta_app_secret)
         await self._graph("DELETE", f"{config.page_id}/subscribed_apps", token, secret)
 
     async def _graph(self, method: str, path: str, token: str, secret: str, *,
@@ -211,7 +230,7 @@ class MessengerPlugin(ChannelPlugin):
             assert isinstance(cfg, MessengerConfig)
             # The body was signed by one app; an event counts only for a Page whose own
             # secret is that one (another tenant's secret must not speak for this Page).
-            own = self._secrets.app_secret_or_none(cfg)
+            own = self._secrets.app_secret_or_none(rec)
             if own is None or not hmac.compare_digest(own.encode(), signer.encode()):
                 skipped.append(fb.Skipped(ev.page_id, "signed_by_another_app"))
                 continue
@@ -252,7 +271,7 @@ class MessengerPlugin(ChannelPlugin):
             rec = view.by_external_id(self.channel, page)
             if rec is not None and isinstance(rec.configuration, MessengerConfig) \
                     and rec.configuration.app_secret:
-                own = self._secrets.app_secret_or_none(rec.configuration)
+                own = self._secrets.app_secret_or_none(rec)
                 if own:
                     out[own] = None
         return list(out)
@@ -289,8 +308,8 @@ class MessengerSender:
         if conv is None or conv.customer_integration_id != destination.integration_id:
             return Attempt(outcome=Outcome.PERMANENT, reason="unknown_conversation")
         try:
-            token = self._secrets.open(cfg.page_access_token)
-            secret = self._secrets.app_secret(cfg)
+            token = self._secrets.open(destination, "page_access_token")
+            secret = self._secrets.app_secret(destination)
         except Exception as exc:  # the type only: nothing about the secret
             log.error("delivery %s: page token of %s unusable (%s)", delivery.delivery_id,
                       destination.integration_id, type(exc).__name__)

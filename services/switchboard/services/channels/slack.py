@@ -35,6 +35,7 @@ from switchboard.outbound import Attempt
 from switchboard.providers import slack
 from switchboard.registry import IntegrationRecord
 from switchboard.retry import Outcome, parse_retry_after
+from switchboard.sealing import open_config_secret
 from switchboard.services.channels.base import ChannelPlugin
 from switchboard.services.http import JSON, read_body
 from switchboard.services.http_client import HttpError, HttpTimeout
@@ -110,6 +111,21 @@ class SlackPlugin(ChannelPlugin):
             default_public_channel=(config.default_public_channel or slack.DEFAULT_CHANNEL)
             .lstrip("#"),
         )
+
+    rotatable = ("bot_access_token", "app_access_token")
+
+    async def rotate_credentials(self, rec: IntegrationRecord, given: dict[str, str]
+                                 ) -> dict[str, str]:
+        """A new bot token must belong to the integration's own workspace (auth.test)."""
+        config = rec.configuration
+        assert isinstance(config, SlackConfig)
+        if "bot_access_token" in given:
+            who = slack.parse_auth_test(*await self._call(
+                "auth.test", token=given["bot_access_token"]))
+            if who.team_id != config.team_id:
+                raise BadRequest("slack_team_mismatch", "the token belongs to another "
+                                 "workspace", "configuration.botAccessToken")
+        return given
 
     async def _call(self, method: str, *, data: dict[str, str] | None = None,
                     token: str | None = None) -> tuple[int, bytes]:
@@ -207,7 +223,8 @@ class SlackSender:
         if not cfg.bot_access_token:
             return Attempt(outcome=Outcome.PERMANENT, reason="slack_no_bot_token")
         try:
-            token = self.runtime.sealer.open(cfg.bot_access_token).decode()
+            token = open_config_secret(self.runtime.sealer, destination,
+                                       "bot_access_token") or ""
         except (SwitchboardError, ValueError) as exc:
             log.error("delivery %s: bot token of %s unusable (%s)", delivery.delivery_id,
                       destination.integration_id, type(exc).__name__)

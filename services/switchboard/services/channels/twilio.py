@@ -25,7 +25,8 @@ from switchboard.outbound import SKIPPED, Attempt, classify_provider_status
 from switchboard.providers import twilio
 from switchboard.registry import IntegrationRecord
 from switchboard.retry import Outcome, parse_retry_after
-from switchboard.services.channels.base import ChannelPlugin
+from switchboard.sealing import open_config_secret
+from switchboard.services.channels.base import ChannelPlugin, authenticated
 from switchboard.services.http import read_body
 from switchboard.services.http_client import HttpAnswer, HttpError, HttpTimeout
 from switchboard.services.runtime import Runtime
@@ -76,13 +77,31 @@ class TwilioPlugin(ChannelPlugin):
         return msgspec.structs.replace(config, phone_number=phone_number,
                                        capabilities=capabilities)
 
+    rotatable = ("auth_token", "shared_key_secret")
+
+    async def rotate_credentials(self, rec: IntegrationRecord, given: dict[str, str]
+                                 ) -> dict[str, str]:
+        """A new auth token must read the integration's own number (a rotated token of the
+        same account); a SharedKey secret cannot be checked with Twilio's API."""
+        config = rec.configuration
+        assert isinstance(config, TwilioSmsConfig)
+        if "auth_token" in given:
+            url = twilio.number_url(self.runtime.settings.twilio_api_url, config.account_sid,
+                                    config.number_sid)
+            resp = await self._call("GET", url, (config.account_sid, given["auth_token"]))
+            phone_number, _ = twilio.parse_number(resp.content)
+            if phone_number != config.phone_number:
+                raise BadRequest("provider_error", "the token reads another number",
+                                 "configuration.authToken")
+        return given
+
     async def deprovision(self, rec: IntegrationRecord) -> None:
         """Clear the number's SmsUrl so Twilio stops posting to a deleted integration."""
         config = rec.configuration
         assert isinstance(config, TwilioSmsConfig)
         url = twilio.number_url(self.runtime.settings.twilio_api_url, config.account_sid,
                                 config.number_sid)
-        token = self.runtime.sealer.open(config.auth_token).decode()
+        token = open_config_secret(self.runtime.sealer, rec, "auth_token") or ""
         await self._call("POST", url, (config.account_sid, token), data=[("SmsUrl", "")])
 
     async def _call(self, method: str, url: str, auth: tuple[str, str],
@@ -122,11 +141,11 @@ class TwilioPlugin(ChannelPlugin):
         sealer = self.runtime.sealer
         twilio.verify_signature(
             request.headers, url, params,
-            auth_token=sealer.open(cfg.auth_token).decode(),
-            shared_key=(sealer.open(cfg.shared_key_secret).decode()
-                        if cfg.shared_key_secret else None),
+            auth_token=open_config_secret(sealer, rec, "auth_token") or "",
+            shared_key=open_config_secret(sealer, rec, "shared_key_secret"),
         )
         twilio.check_account(params, cfg.account_sid)
+        authenticated(request, rec)
         activities = twilio.normalize(
             params, hub_id=rec.hub_id, integration_id=rec.integration_id,
             query=twilio.parse_form(query.encode("latin-1")), now_ms=int(time.time() * 1000))
@@ -168,7 +187,8 @@ class TwilioSender:
         if not requests:
             return Attempt(outcome=Outcome.PERMANENT, reason="empty_message")
         url = twilio.messages_url(settings.twilio_api_url, cfg.account_sid)
-        auth = (cfg.account_sid, self.runtime.sealer.open(cfg.auth_token).decode())
+        auth = (cfg.account_sid,
+                open_config_secret(self.runtime.sealer, destination, "auth_token") or "")
         done = self._progress.get(delivery.delivery_id, 0)
         for index in range(done, len(requests)):
             attempt = await self._post(url, auth, requests[index])

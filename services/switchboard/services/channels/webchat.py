@@ -65,7 +65,7 @@ from switchboard.registry import IntegrationRecord
 from switchboard.retry import Outcome
 from switchboard.services.channels.base import ChannelPlugin
 from switchboard.services.runtime import Runtime
-from switchboard.services.stream import (
+from switchboard.services.stream_protocol import (
     CLOSE_BAD_REQUEST,
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
@@ -379,17 +379,19 @@ class WebChatGateway:
         now_ms = int(time.time() * 1000)
         resumed = hello.session is not None
         if hello.session is not None:
-            session = wc.open_session(self._runtime.sealer, hello.session, v.integration_id)
+            session = wc.open_session(
+                self._runtime.session_sealer, hello.session, v.integration_id, now_ms=now_ms,
+                max_age_ms=self._runtime.settings.webchat_session_ttl_s * 1000)
             if session is None:
                 # Refused rather than silently replaced: the widget then forgets the token
                 # and starts over as a new visitor (another conversation).
                 raise _Closed(CLOSE_UNAUTHORIZED, "invalid session")
-            token = hello.session
             v.visitor_id = session.visitor_id
         else:
             v.visitor_id = wc.new_visitor_id()
-            token = wc.issue_session(self._runtime.sealer, v.integration_id, v.visitor_id,
-                                     now_ms)
+        # A fresh token on every visit: a session expires after a TTL without visits.
+        token = wc.issue_session(self._runtime.session_sealer, v.integration_id, v.visitor_id,
+                                 now_ms)
         v.conversation_id = customer_conversation_id(v.integration_id, v.visitor_id)
         v.name = hello.name.strip() if hello.name and hello.name.strip() else None
         cursor = parse_cursor(hello.cursor) if hello.cursor is not None else None
