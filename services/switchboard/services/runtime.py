@@ -8,9 +8,6 @@ import logging
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from switchboard.conversation_store import ConversationStore
 from switchboard.errors import Unavailable
@@ -141,16 +138,3 @@ class Runtime:
             return False, f"broker unreachable: {exc.__class__.__name__}"
         return True, "ok"
 
-
-def health_routes(runtime: Runtime) -> list[Route]:
-    """`GET /healthz` (the process is alive) and `GET /readyz` (it can do its work)."""
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        ok, why = await runtime.ready()
-        return JSONResponse({"status": "ready" if ok else "not_ready", "detail": why},
-                            status_code=200 if ok else 503)
-
-    return [Route("/healthz", healthz), Route("/readyz", readyz)]
