@@ -35,6 +35,7 @@ SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN", re.IGNORECASE)
 # and the signing secret checks Slack's events (ingress); the OAuth secret is the API's.
 SECRET_HOMES = {
     "SWITCHBOARD_SECRET_KEY": set(SERVICES),
+    "SWITCHBOARD_SECRET_KEYS": set(SERVICES),
     "SWITCHBOARD_ADMIN_TOKEN": {"api", "stream"},
     "SWITCHBOARD_META_APP_SECRET": {"api", "ingress", "deliverer"},
     "SWITCHBOARD_META_VERIFY_TOKEN": {"ingress"},

@@ -56,6 +56,7 @@ chart's Secret, services, optional.
 {{- $all := list "api" "ingress" "stream" "router" "deliverer" -}}
 {{- $rows := list
   (list "SWITCHBOARD_SECRET_KEY" $s.secretKeyKey $all false)
+  (list "SWITCHBOARD_SECRET_KEYS" $s.secretKeysKey $all true)
   (list "SWITCHBOARD_ADMIN_TOKEN" $s.adminTokenKey (list "api" "stream") false)
   (list "SWITCHBOARD_META_APP_SECRET" $p.metaAppSecretKey (list "api" "ingress" "deliverer") true)
   (list "SWITCHBOARD_META_VERIFY_TOKEN" $p.metaVerifyTokenKey (list "ingress") true)
