@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -12,9 +11,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
     KafkaError,
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
+    for_code,
 )
 from aiokafka.structs import TopicPartition
 from msgspec import Struct
@@ -93,9 +94,9 @@ async def ensure_topics(settings: Settings) -> None:
         log.info("topics: replication factor %d, min.insync.replicas %d",
                  replication.factor, replication.min_insync)
     except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError) as exc:
-        raise ConfigError(f"Kafka refused the hub's topic set-up ({exc.__class__.__name__}); "
-                          "see the README (Kafka security) for the ACLs each service "
-                          "needs") from None
+        raise ConfigError(f"Kafka refused the hub's topic set-up ({exc.__class__.__name__}: "
+                          f"{exc}); see the README (Kafka security) for the ACLs each "
+                          "service needs") from None
     finally:
         await admin.close()
 
@@ -115,8 +116,11 @@ async def _ensure_topics(settings: Settings, admin: AIOKafkaAdminClient) -> Repl
                      topic_configs={**s.config, **extra})
             for s in missing
         ]
-        with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
-            await admin.create_topics(new)
+        response = await admin.create_topics(new)
+        for name, code, *_ in response.topic_errors:
+            # Already there: another process won the race.
+            if code not in (0, TopicAlreadyExistsError.errno):
+                raise for_code(code)(f"creating topic {name}")
     before = [s for s in specs if s.name in existing]
     if tansu or not before:
         return replication
@@ -137,13 +141,17 @@ async def describe_topics(admin: AIOKafkaAdminClient, names: list[str]) -> list[
     """Replication factor (smallest over partitions) and effective configs of `names`."""
     factors: dict[str, int] = {}
     for topic in await admin.describe_topics(names):
+        if topic["error_code"]:
+            raise for_code(topic["error_code"])(f"describing topic {topic['topic']}")
         replicas = [len(p["replicas"]) for p in topic["partitions"]]
         factors[topic["topic"]] = min(replicas) if replicas else 0
     configs: dict[str, dict[str, str]] = {name: {} for name in names}
     responses = await admin.describe_configs(
         [ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
     for response in responses:
-        for _code, _msg, _type, name, entries in response.resources:
+        for code, _msg, _type, name, entries in response.resources:
+            if code:
+                raise for_code(code)(f"describing the configs of topic {name}")
             for entry in entries:
                 if entry[1] is not None:
                     configs.setdefault(name, {})[entry[0]] = entry[1]
@@ -319,13 +327,24 @@ class TableReader:
             await self.wait_for(end - 1, timeout)
 
 
+_NOT_ALLOWED = (TopicAuthorizationFailedError, GroupAuthorizationFailedError,
+                ClusterAuthorizationFailedError)
+
+
 async def run_with_broker_retry(what: str, step: Callable[[], Awaitable[None]]) -> None:
-    """Start `step`, retrying while the broker is not reachable yet (processes may start first)."""
+    """Start `step`, retrying while the broker is not reachable yet (processes may start first).
+
+    A missing ACL is not retried: waiting will not grant it (ConfigError).
+    """
     delay = 0.2
     while True:
         try:
             await step()
             return
+        except _NOT_ALLOWED as exc:
+            raise ConfigError(f"{what}: Kafka refused ({exc.__class__.__name__}: {exc}); see "
+                              "the README (Kafka security) for the ACLs each service "
+                              "needs") from None
         except KafkaError as exc:
             log.warning("%s: broker not ready (%s); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)

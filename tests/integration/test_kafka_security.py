@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from cryptography import x509
@@ -26,9 +27,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from switchboard.acls import SERVICES, required_acls
 from switchboard.broker_config import check_broker_access
 from switchboard.brokers import free_port
-from switchboard.brokers.kafka import KafkaBroker, SecureListener
+from switchboard.brokers.kafka import KafkaBroker, SecureListener, create_acls
 from switchboard.errors import ConfigError
 from switchboard.kafka import REGISTRY, ensure_topics, topic_specs
 from switchboard.services.runtime import Runtime
@@ -248,3 +250,85 @@ async def test_weak_existing_topics_are_refused_or_warned(
     # A replication factor the single broker cannot give is refused, not attempted.
     with pytest.raises(ConfigError, match="REPLICATION_FACTOR=3 but the cluster has 1"):
         await ensure_topics(make_settings(broker, topic_replication_factor="3"))
+
+
+SERVICE_PASSWORDS = {service: f"{service}-{uuid.uuid4().hex}" for service in SERVICES}
+
+
+@pytest.fixture(scope="module")
+def authorizing_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """Kafka that enforces ACLs on a SASL_PLAINTEXT listener (deny when none matches)."""
+    listener = SecureListener("SASL_PLAINTEXT", free_port(),
+                              users={**SERVICE_PASSWORDS, "nobody": "nobody-pw"},
+                              authorize=True)
+    broker = KafkaBroker.start(tmp_path_factory.mktemp("acl-kafka"), secure=listener)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def as_principal(broker: KafkaBroker, base: Settings, user: str, password: str) -> Settings:
+    return msgspec.structs.replace(
+        base, kafka_bootstrap_servers=broker.secure_bootstrap,
+        kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-256",
+        kafka_sasl_username=user, kafka_sasl_password=password)
+
+
+async def test_each_service_runs_with_exactly_the_acls_the_readme_lists(
+        authorizing_kafka: KafkaBroker, receiver: Receiver) -> None:
+    """Every service as its own principal, allowed only `required_acls`: a message goes
+    from the ingress through the router and the deliverer to a webhook, and the API's
+    delivery log sees it."""
+    base = make_settings(_Secure(authorizing_kafka))
+    for service in SERVICES:
+        acls = required_acls(base, service)
+        await asyncio.to_thread(create_acls, authorizing_kafka.port, f"User:{service}",
+                                [(a.resource, a.name, a.operation) for a in acls])
+    hubs: dict[str, RunningHub] = {}
+    try:
+        for service in SERVICES:  # the API first: it may create the topics
+            settings = as_principal(authorizing_kafka, base, service, SERVICE_PASSWORDS[service])
+            hubs[service] = await RunningHub(settings, [service]).start()
+        api, ingress = hubs["api"], hubs["ingress"]
+        hub_id, auth = await api.create_hub()
+        cust = await api.create_integration(hub_id, auth, channelId="Direct", name="c",
+                                            configuration={"integrationType": "Customer"})
+        agent = await api.create_integration(
+            hub_id, auth, channelId="Direct", name="a",
+            configuration={"integrationType": "Agent", "webhookUrl": receiver.url + "/a"})
+        body = message("least privilege")
+        for _ in range(100):  # the ingress's view follows the registry
+            r = await ingress.client.post(
+                f"/ingress/{cust['integrationId']}", content=body,
+                headers=sign_with_cryptography(cust["configuration"]["privateSigningKey"],
+                                               body, msg_id="m-1"))
+            if r.status_code != 404:
+                break
+            await asyncio.sleep(0.1)
+        assert r.status_code == 202, r.text
+        got = await receiver.wait_for("/a", 1, timeout=60)
+        assert got[0].json["activity"]["message"]["text"] == "least privilege"
+        for _ in range(100):  # the delivery log (deliveries.attempts), as the API reads it
+            log = await api.client.get(
+                f"/api/v1/integrations/{agent['integrationId']}/deliveries", headers=auth)
+            assert log.status_code == 200, log.text
+            if log.json()["items"]:
+                break
+            await asyncio.sleep(0.1)
+        assert log.json()["items"], log.text
+        for service, h in hubs.items():
+            assert (await h.client.get("/healthz")).status_code == 200, service
+            assert (await h.client.get("/readyz")).status_code == 200, service
+    finally:
+        for h in hubs.values():
+            await h.stop()
+
+
+async def test_a_principal_without_acls_is_refused_at_start(
+        authorizing_kafka: KafkaBroker) -> None:
+    settings = as_principal(authorizing_kafka, make_settings(_Secure(authorizing_kafka)),
+                            "nobody", "nobody-pw")
+    with pytest.raises(ConfigError, match=r"Kafka refused .*ACLs each service needs"):
+        async with asyncio.timeout(30):
+            await Runtime(settings).start()

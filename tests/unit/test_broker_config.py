@@ -124,3 +124,23 @@ def test_topic_problems() -> None:
     assert topic_problems(wanted, bad, Replication(1, 1)) == [
         "topic registry: cleanup.policy delete, needs compact"]
     assert topic_problems(wanted, states[:1], Replication(3, 2)) == []
+
+
+def test_acls_name_the_services_real_groups_and_topics() -> None:
+    from switchboard.acls import Acl, required_acls
+    from switchboard.services import deliverer, router
+
+    s = Settings(topic_prefix="prod.")
+    assert Acl("group", "prod." + router.GROUP, "Read") in required_acls(s, "router")
+    assert Acl("group", "prod." + deliverer.GROUP, "Read") in required_acls(s, "deliverer")
+    stream = required_acls(s, "stream")
+    assert not [a for a in stream if a.resource == "group"]
+    assert {a.name for a in stream if a.operation == "Write"} == {"prod.stream-cursors"}
+    # Only the API and the deliverer (disabling a failing destination) write the registry.
+    writers = {svc for svc in ("api", "ingress", "stream", "router", "deliverer")
+               if Acl("topic", "prod.registry", "Write") in required_acls(s, svc)}
+    assert writers == {"api", "deliverer"}
+    assert all(a.name.startswith("prod.") for svc in ("api", "router")
+               for a in required_acls(s, svc))
+    with pytest.raises(ValueError, match="unknown service"):
+        required_acls(s, "worker")
