@@ -104,8 +104,12 @@ class RegistryStore:
 
     async def sync(self) -> RegistryView:
         """The view, after applying everything written before this call (linearizable read)."""
+        timeout = self._settings.produce_timeout_s
         try:
-            await self._reader.sync(timeout=self._settings.produce_timeout_s)
+            # Bounded as a whole: asking for the end offset alone may wait out aiokafka's
+            # 40 s request timeout when the broker is gone.
+            async with asyncio.timeout(timeout):
+                await self._reader.sync(timeout=timeout)
         except Exception as exc:
             log.warning("registry read failed: %r", exc)
             raise Unavailable("broker_unavailable", "the registry is unavailable; retry") \

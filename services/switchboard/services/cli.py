@@ -90,9 +90,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
         "secret_key": base64.b64encode(secrets.token_bytes(32)).decode(),
         "admin_token": "sbadm_" + secrets.token_urlsafe(24),
     }
-    if not env.get("SWITCHBOARD_SECRET_KEY"):
+    if not env.get("SWITCHBOARD_SECRET_KEY") and not env.get("SWITCHBOARD_SECRET_KEYS"):
         overrides["secret_key"] = state["secret_key"]
-    if not env.get("SWITCHBOARD_ADMIN_TOKEN"):
+    # Printed only if generated here: a token the operator supplied never reaches a log.
+    generated_admin = not env.get("SWITCHBOARD_ADMIN_TOKEN")
+    if generated_admin:
         overrides["admin_token"] = state["admin_token"]
     if not env.get("SWITCHBOARD_PUBLIC_URL"):
         overrides["public_url"] = f"http://{args.host}:{args.port}"
@@ -105,6 +107,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     base = f"http://{args.host}:{args.port}"
+    admin_shown = (settings.admin_token if generated_admin
+                   else "(from SWITCHBOARD_ADMIN_TOKEN, not shown)")
 
     def banner() -> None:
         print(
@@ -114,7 +118,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             f"  stream         ws://{args.host}:{args.port}/v1/integrations/{{id}}/stream\n"
             f"  health         {base}/healthz  {base}/readyz\n"
             f"  broker         {settings.kafka_bootstrap_servers} ({settings.broker_kind})\n"
-            f"  admin token    {settings.admin_token}\n"
+            f"  admin token    {admin_shown}\n"
             "Ctrl-C stops everything.\n",
             flush=True,
         )
@@ -142,14 +146,45 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        settings = Settings.from_env()
-        if not settings.secret_key:
-            raise ConfigError("SWITCHBOARD_SECRET_KEY is required (base64 of 32 random bytes)")
+        settings = check_serve_settings(Settings.from_env())
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     _serve(settings, [args.service], args.host, args.port)
     return 0
+
+
+MIN_ADMIN_TOKEN_CHARS = 32
+
+
+def check_serve_settings(settings: Settings) -> Settings:
+    """What `serve` refuses to start with (ConfigError, a message for the operator)."""
+    if not settings.sealing_keys:
+        raise ConfigError("SWITCHBOARD_SECRET_KEY (or SWITCHBOARD_SECRET_KEYS) is required "
+                          "(base64 of 32 random bytes)")
+    from switchboard.keys import Sealer
+
+    Sealer.from_b64(settings.sealing_keys)  # malformed keys: refuse now, not on first use
+    if settings.admin_token and len(settings.admin_token) < MIN_ADMIN_TOKEN_CHARS:
+        raise ConfigError(
+            f"SWITCHBOARD_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters "
+            "(generate one with: python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'), or unset where the admin API is not served")
+    return settings
+
+
+def cmd_reseal(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from switchboard.services.reseal import reseal
+
+    try:
+        settings = check_serve_settings(Settings.from_env())
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    report = asyncio.run(reseal(settings, dry_run=args.dry_run))
+    return 1 if report.unreadable or report.conflicts else 0
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -259,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8080)
     serve.set_defaults(func=cmd_serve)
+
+    reseal = sub.add_parser(
+        "reseal", help="rewrite every sealed secret of the registry under the first key of "
+                       "SWITCHBOARD_SECRET_KEYS (after a key rotation)")
+    reseal.add_argument("--dry-run", action="store_true", help="only count what would change")
+    reseal.set_defaults(func=cmd_reseal)
 
     apply = sub.add_parser("apply", help="declare hubs and integrations from a YAML file")
     apply.add_argument("file")

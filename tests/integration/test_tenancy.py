@@ -1,0 +1,455 @@
+"""Tenants are walls (issue #9, tokens and secrets): hub tokens rotate and hubs delete,
+another hub's ids answer like unknown ones, 503s say nothing about the broker, signing keys
+rotate with a bounded grace, unsigned floods spend nobody's budget, conversations belong to
+their hub, and `reseal` moves every secret to a new key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from switchboard.brokers import start_broker
+from switchboard.kafka import DELIVERIES, REGISTRY
+from switchboard.keys import Sealer, generate_secret_key_b64, new_access_token
+from switchboard.model import delivery_decoder
+from switchboard.registry import IntegrationRecord, record_decoder
+from switchboard.sealing import sealed_values
+from switchboard.services.reseal import reseal
+from tests.conftest import RunningHub, make_settings
+from tests.fakes.twilio import FakeTwilio
+from tests.support import Receiver, message, sign_with_cryptography, verify_with_cryptography
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _read_topic(settings: Any, name: str) -> list[tuple[bytes | None, bytes | None]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        topic = settings.topic(name)
+        parts = await _partitions(consumer, topic)
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[tuple[bytes | None, bytes | None]] = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=500)
+            out.extend((r.key, r.value) for records in batch.values() for r in records)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer.topics()  # refresh metadata
+    return consumer.partitions_for_topic(topic) or set()
+
+
+# ---- hub tokens, hub delete, no existence oracle ------------------------------------------
+
+
+async def test_hub_token_rotation(hub: RunningHub) -> None:
+    c = hub.client
+    hub_id, auth = await hub.create_hub("acme")
+    got = (await c.get(f"/api/v1/hubs/{hub_id}", headers=auth)).json()
+    assert got["tokenRotatedAt"] is None and got["tokenIssuedAt"] == got["createdAt"]
+    assert "accessToken" not in got and got["integrationCount"] == 0
+    # The hub rotates its own token: the old one stops working at once.
+    r = await c.post(f"/api/v1/hubs/{hub_id}/rotateToken", headers=auth)
+    assert r.status_code == 200, r.text
+    new = _bearer(r.json()["accessToken"])
+    assert r.json()["tokenRotatedAt"] is not None
+    assert (await c.get(f"/api/v1/hubs/{hub_id}", headers=auth)).status_code == 401
+    r = await c.get(f"/api/v1/integrations/hubs/{hub_id}", headers=auth)
+    assert r.status_code == 401 and r.json()["errors"][0]["code"] == "invalid_token"
+    assert (await c.get(f"/api/v1/hubs/{hub_id}", headers=new)).status_code == 200
+    # The admin may rotate it too; then the hub's current token stops.
+    r = await c.post(f"/api/v1/hubs/{hub_id}/rotateToken", headers=hub.admin)
+    assert r.status_code == 200
+    assert (await c.get(f"/api/v1/hubs/{hub_id}", headers=new)).status_code == 401
+    third = _bearer(r.json()["accessToken"])
+    listed = (await c.get("/api/v1/hubs", headers=third)).json()
+    assert [h["hubId"] for h in listed] == [hub_id]
+    assert all("accessToken" not in h for h in listed)
+
+
+async def test_another_hubs_ids_answer_like_unknown_ones(hub: RunningHub) -> None:
+    c = hub.client
+    a_id, a_auth = await hub.create_hub("a")
+    b_id, b_auth = await hub.create_hub("b")
+    a_int = (await hub.create_integration(a_id, a_auth, channelId="Direct", name="x",
+                                          configuration={"integrationType": "Agent"}))
+    unknown = str(uuid.uuid4())
+    requests: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("GET", "/api/v1/hubs/{}", None),
+        ("PATCH", "/api/v1/hubs/{}", {"retrySchedule": None}),
+        ("DELETE", "/api/v1/hubs/{}", None),
+        ("POST", "/api/v1/hubs/{}/rotateToken", None),
+        ("GET", "/api/v1/integrations/hubs/{}", None),
+        ("POST", "/api/v1/integrations/hubs/{}",
+         {"channelId": "Direct", "name": "y", "configuration": {"integrationType": "Bot"}}),
+    ]
+    for method, path, body in requests:
+        theirs = await c.request(method, path.format(a_id), headers=b_auth, json=body)
+        nobody = await c.request(method, path.format(unknown), headers=b_auth, json=body)
+        assert theirs.status_code == nobody.status_code == 404, (method, path, theirs.text)
+        assert theirs.content == nobody.content, (method, path)
+    for method in ("GET", "PATCH", "DELETE"):
+        theirs = await c.request(method, f"/api/v1/integrations/{a_int['integrationId']}",
+                                 headers=b_auth, json={"name": "z"} if method == "PATCH" else None)
+        nobody = await c.request(method, f"/api/v1/integrations/{unknown}", headers=b_auth,
+                                 json={"name": "z"} if method == "PATCH" else None)
+        assert (theirs.status_code, theirs.content) == (nobody.status_code, nobody.content)
+    # Nothing was changed by any of it.
+    assert (await c.get(f"/api/v1/hubs/{a_id}", headers=a_auth)).json()["name"] == "a"
+    assert len((await c.get(f"/api/v1/integrations/hubs/{a_id}", headers=a_auth)).json()) == 1
+    # Its own hub: a hub token may not delete it (admin only).
+    r = await c.delete(f"/api/v1/hubs/{b_id}", headers=b_auth)
+    assert r.status_code == 403 and r.json()["errors"][0]["code"] == "admin_only"
+
+
+async def test_deleting_a_hub_deprovisions_and_deletes_its_integrations(broker: Any) -> None:
+    fake = await FakeTwilio().start()
+    h = await RunningHub(make_settings(broker, twilio_api_url=fake.url)).start()
+    try:
+        c = h.client
+        hub_id, auth = await h.create_hub("gone")
+        sid, token = fake.add_account()
+        number = fake.add_number(sid, "+1416" + str(uuid.uuid4().int)[:7])
+        sms = await h.create_integration(hub_id, auth, channelId="TwilioSMS", name="sms",
+                                         configuration={"accountSid": sid, "authToken": token,
+                                                        "numberSid": number.sid})
+        assert number.sms_url and sms["integrationId"] in number.sms_url
+        direct = await h.create_integration(hub_id, auth, channelId="Direct", name="d",
+                                            configuration={"integrationType": "Agent"})
+        got = (await c.get(f"/api/v1/hubs/{hub_id}", headers=h.admin)).json()
+        assert got["integrationCount"] == 2
+        assert (await c.delete(f"/api/v1/hubs/{hub_id}", headers=h.admin)).status_code == 204
+        assert number.sms_url == ""  # Twilio no longer posts to the hub
+        for iid in (sms["integrationId"], direct["integrationId"]):
+            r = await c.get(f"/api/v1/integrations/{iid}", headers=h.admin)
+            assert r.status_code == 404
+        assert (await c.get(f"/api/v1/hubs/{hub_id}", headers=h.admin)).status_code == 404
+        assert (await c.get("/api/v1/hubs", headers=auth)).status_code == 401
+        assert hub_id not in {x["hubId"] for x in
+                              (await c.get("/api/v1/hubs", headers=h.admin)).json()}
+        # And so in a fresh process's view, folded from the topic.
+        fresh = await RunningHub(h.settings, ["api"]).start()
+        try:
+            r = await fresh.client.get(f"/api/v1/integrations/{direct['integrationId']}",
+                                       headers=fresh.admin)
+            assert r.status_code == 404
+            assert (await fresh.client.get(f"/api/v1/hubs/{hub_id}",
+                                           headers=fresh.admin)).status_code == 404
+        finally:
+            await fresh.stop()
+    finally:
+        await h.stop()
+        await fake.stop()
+
+
+# ---- tokens before the broker, and 503s that say nothing -----------------------------------
+
+
+async def test_tokens_are_checked_before_the_broker_and_503s_say_nothing(
+        tmp_path: Path) -> None:
+    broker = start_broker("tansu", tmp_path)
+    h = await RunningHub(make_settings(broker, produce_timeout_s=1.0), ["api", "ingress"]
+                         ).start()
+    try:
+        hub_id, auth = await h.create_hub()
+        made = await h.create_integration(hub_id, auth, channelId="Direct", name="c",
+                                          configuration={"integrationType": "Customer"})
+        broker.kill()
+        c = h.client
+        # No, malformed or unknown tokens: 401 at once, the broker is never asked.
+        for headers in ({}, _bearer("nope"), _bearer(new_access_token())):
+            r = await c.get(f"/api/v1/integrations/hubs/{hub_id}", headers=headers)
+            assert r.status_code == 401, r.text
+        answers = [
+            await c.get(f"/api/v1/integrations/hubs/{hub_id}", headers=auth),
+            await c.post(f"/api/v1/integrations/hubs/{hub_id}", headers=auth, json={
+                "channelId": "Direct", "name": "d", "configuration": {"integrationType": "Bot"}}),
+            await c.post("/api/v1/hubs", headers=h.admin, json={"name": "x"}),
+        ]
+        body = message("during")
+        answers.append(await c.post(
+            f"/ingress/{made['integrationId']}", content=body,
+            headers=sign_with_cryptography(made["configuration"]["privateSigningKey"], body)))
+        port = broker.bootstrap.rsplit(":", 1)[1]
+        for r in answers:
+            assert r.status_code == 503, r.text
+            assert r.headers["retry-after"].isdigit()
+            [err] = r.json()["errors"]
+            assert err["code"] == "broker_unavailable"
+            text = r.text
+            for leak in (broker.bootstrap, port, "Error", "Exception", "Kafka", "(", "'"):
+                assert leak not in text, (leak, text)
+    finally:
+        await h.stop()
+        broker.stop()
+
+
+def test_serve_refuses_a_short_admin_token() -> None:
+    env = {**os.environ, "SWITCHBOARD_SECRET_KEY": generate_secret_key_b64(),
+           "SWITCHBOARD_ADMIN_TOKEN": "too-short-admin-token"}
+    env.pop("SWITCHBOARD_SECRET_KEYS", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "switchboard.services.cli", "serve", "api", "--port", "1"],
+        env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "SWITCHBOARD_ADMIN_TOKEN must be at least 32 characters" in done.stderr
+    assert "too-short-admin-token" not in done.stderr + done.stdout
+
+
+# ---- signing key rotation through the API ---------------------------------------------------
+
+
+async def _post(h: RunningHub, iid: str, key: str, text: str,
+                conversation: str | None = None) -> httpx.Response:
+    body = message(text, conversation=conversation)
+    return await h.client.post(f"/ingress/{iid}", content=body,
+                               headers=sign_with_cryptography(key, body))
+
+
+async def _regenerate(h: RunningHub, auth: dict[str, str], iid: str, itype: str,
+                      **extra: Any) -> dict[str, Any]:
+    r = await h.client.patch(f"/api/v1/integrations/{iid}", headers=auth, json={
+        "configuration": {"integrationType": itype, **extra}})
+    assert r.status_code == 200, r.text
+    cfg: dict[str, Any] = r.json()["configuration"]
+    return cfg
+
+
+async def test_key_rotation_through_the_api(hub: RunningHub, receiver: Receiver) -> None:
+    hub_id, auth = await hub.create_hub()
+    cust = await hub.create_integration(hub_id, auth, channelId="Direct", name="site",
+                                        configuration={"integrationType": "Customer"})
+    agent = await hub.create_integration(
+        hub_id, auth, channelId="Direct", name="desk",
+        configuration={"integrationType": "Agent", "webhookUrl": receiver.url + "/agent"})
+    cid, k1 = cust["integrationId"], cust["configuration"]["privateSigningKey"]
+    aid, pub1 = agent["integrationId"], agent["configuration"]["publicSigningKey"]
+
+    # Deliveries: two signatures during the grace window, old and new key.
+    hook = receiver.url + "/agent"
+    pub2 = (await _regenerate(hub, auth, aid, "Agent", regenerateKeys=True,
+                              webhookUrl=hook))["publicSigningKey"]
+    assert (await _post(hub, cid, k1, "one")).status_code == 202
+    [got] = await receiver.wait_for("/agent", 1)
+    assert len(got.headers["webhook-signature"].split()) == 2
+    assert verify_with_cryptography(pub1, got) and verify_with_cryptography(pub2, got)
+    # revokePrevious ends the grace at once: only the new key signs.
+    cfg = await _regenerate(hub, auth, aid, "Agent", revokePrevious=True, webhookUrl=hook)
+    assert cfg["publicSigningKey"] == pub2 and "privateSigningKey" not in cfg
+    assert (await _post(hub, cid, k1, "two")).status_code == 202
+    got = (await receiver.wait_for("/agent", 2))[1]
+    assert len(got.headers["webhook-signature"].split()) == 1
+    assert verify_with_cryptography(pub2, got) and not verify_with_cryptography(pub1, got)
+
+    # The ingress: old and new key verify during grace...
+    k2 = (await _regenerate(hub, auth, cid, "Customer", regenerateKeys=True))["privateSigningKey"]
+    assert (await _post(hub, cid, k1, "k1 in grace")).status_code == 202
+    assert (await _post(hub, cid, k2, "k2")).status_code == 202
+    # ... a third generation inside the window retires the oldest at once ...
+    k3 = (await _regenerate(hub, auth, cid, "Customer", regenerateKeys=True))["privateSigningKey"]
+    assert (await _post(hub, cid, k1, "k1 retired")).status_code == 401
+    assert (await _post(hub, cid, k2, "k2 in grace")).status_code == 202
+    assert (await _post(hub, cid, k3, "k3")).status_code == 202
+    # ... and regenerate with revokePrevious leaves only the newest.
+    k4 = (await _regenerate(hub, auth, cid, "Customer", regenerateKeys=True,
+                            revokePrevious=True))["privateSigningKey"]
+    for old in (k2, k3):
+        assert (await _post(hub, cid, old, "revoked")).status_code == 401
+    assert (await _post(hub, cid, k4, "k4")).status_code == 202
+
+
+# ---- the ingress: unsigned floods, and one answer before authentication ---------------------
+
+
+async def test_unsigned_floods_spend_no_integrations_budget(broker: Any) -> None:
+    h = await RunningHub(make_settings(broker, ingress_rate_per_s=0.01, ingress_burst=2,
+                                       ingress_unverified_rate_per_s=0.01,
+                                       ingress_unverified_burst=12),
+                         ["api", "ingress"]).start()
+    try:
+        hub_id, auth = await h.create_hub()
+        made = await h.create_integration(hub_id, auth, channelId="Direct", name="c",
+                                          configuration={"integrationType": "Customer"})
+        iid, key = made["integrationId"], made["configuration"]["privateSigningKey"]
+        paused = await h.create_integration(hub_id, auth, channelId="Direct", name="p",
+                                            statusId=3002,
+                                            configuration={"integrationType": "Customer"})
+        system = await h.create_integration(
+            hub_id, auth, channelId="System", name="s",
+            configuration={"webhookUrl": "http://127.0.0.1:9/x", "events": ["*"]})
+        chat = await h.create_integration(hub_id, auth, channelId="WebChat", name="w",
+                                          configuration={"allowedOrigins": ["example.com"]})
+        body = message("hello")
+        signed = sign_with_cryptography(key, body)
+        # Before authentication, one answer: unknown, paused, another channel, unsigned.
+        seen = set()
+        for target, headers in (
+                (str(uuid.uuid4()), signed),
+                (paused["integrationId"], signed),
+                (system["integrationId"], signed),
+                (chat["integrationId"], signed),
+                (iid, {"content-type": "application/json"}),
+                (iid, {**signed, "content-type": "application/x-www-form-urlencoded"})):
+            r = await h.client.post(f"/ingress/{target}", content=body, headers=headers)
+            assert r.status_code == 401
+            seen.add(r.content)
+        assert len(seen) == 1, seen
+        # A flood of unsigned requests is charged to the sender's address (through the
+        # trusted proxy in front of the hub: X-Forwarded-For) ...
+        flooder = {"content-type": "application/json", "x-forwarded-for": "203.0.113.7"}
+        codes = []
+        for _ in range(14):
+            r = await h.client.post(f"/ingress/{iid}", content=body, headers=flooder)
+            codes.append(r.status_code)
+        assert codes == [401] * 12 + [429] * 2, codes
+        assert int(r.headers["retry-after"]) >= 1
+        r = await h.client.post(f"/ingress/{iid}", content=body, headers=signed | {
+            "x-forwarded-for": "203.0.113.7"})
+        assert r.status_code == 429  # that address is refused before any work
+        # ... never to the integration: its signed requests still get its whole burst.
+        assert (await _post(h, iid, key, "a")).status_code == 202
+        assert (await _post(h, iid, key, "b")).status_code == 202
+        r = await _post(h, iid, key, "c")
+        assert r.status_code == 429 and "integration" in r.json()["errors"][0]["description"]
+        # Only now, authenticated, does a paused integration say that it is paused.
+        r = await h.client.post(f"/ingress/{paused['integrationId']}", content=body,
+                                headers=sign_with_cryptography(
+                                    paused["configuration"]["privateSigningKey"], body))
+        assert r.status_code == 409 and r.json()["errors"][0]["code"] == "integration_paused"
+    finally:
+        await h.stop()
+
+
+# ---- conversations belong to their hub -------------------------------------------------------
+
+
+async def test_a_direct_integration_cannot_name_another_hubs_conversation(
+        hub: RunningHub, receiver: Receiver) -> None:
+    def direct(itype: str, path: str) -> dict[str, Any]:
+        return {"channelId": "Direct", "name": path.strip("/"),
+                "configuration": {"integrationType": itype, "webhookUrl": receiver.url + path}}
+
+    a_id, a_auth = await hub.create_hub("a")
+    b_id, b_auth = await hub.create_hub("b")
+    a_cust = await hub.create_integration(a_id, a_auth, **direct("Customer", "/a-cust"))
+    a_agent = await hub.create_integration(a_id, a_auth, **direct("Agent", "/a-agent"))
+    b_cust = await hub.create_integration(b_id, b_auth, **direct("Customer", "/b-cust"))
+    b_agent = await hub.create_integration(b_id, b_auth, **direct("Agent", "/b-agent"))
+
+    def key(rec: dict[str, Any]) -> str:
+        k: str = rec["configuration"]["privateSigningKey"]
+        return k
+
+    assert (await _post(hub, b_cust["integrationId"], key(b_cust), "hi B")).status_code == 202
+    [first] = await receiver.wait_for("/b-agent", 1)
+    theirs = first.json["conversationId"]
+    # Hub A's agent answers into B's conversation, and A's customer posts into it: both
+    # are accepted at the ingress (no oracle) and routed nowhere.
+    r = await _post(hub, a_agent["integrationId"], key(a_agent), "hijack", conversation=theirs)
+    assert r.status_code == 202
+    r = await _post(hub, a_cust["integrationId"], key(a_cust), "squat", conversation=theirs)
+    assert r.status_code == 202
+    # Sentinel: B's own agent answers in the same conversation (same partition, routed
+    # after them); B's customer gets exactly that.
+    r = await _post(hub, b_agent["integrationId"], key(b_agent), "sentinel", conversation=theirs)
+    assert r.status_code == 202
+    [got] = await receiver.wait_for("/b-cust", 1)
+    assert got.json["activity"]["message"]["text"] == "sentinel"
+    # Every delivery of that conversation stays inside hub B.
+    records = await _read_topic(hub.settings, DELIVERIES)
+    deliveries = [delivery_decoder.decode(v) for _, v in records if v]
+    mine = [d for d in deliveries if d.conversation_id == theirs]
+    assert {d.destination_id for d in mine} == {b_agent["integrationId"],
+                                                b_cust["integrationId"]}
+    assert {d.activity.integration_id for d in mine} == {b_cust["integrationId"],
+                                                         b_agent["integrationId"]}
+    assert receiver.at("/a-agent") == [] and len(receiver.at("/b-agent")) == 1
+
+
+# ---- reseal under a new key -------------------------------------------------------------------
+
+
+async def test_reseal_with_two_keys(broker: Any, receiver: Receiver) -> None:
+    old_key, new_key = generate_secret_key_b64(), generate_secret_key_b64()
+    settings = make_settings(broker, secret_key=old_key)
+    h = await RunningHub(settings).start()
+    try:
+        hub_id, auth = await h.create_hub()
+        agent = await h.create_integration(
+            hub_id, auth, channelId="Direct", name="desk",
+            configuration={"integrationType": "Agent", "hmacSigning": True,
+                           "webhookUrl": receiver.url + "/agent"})
+        await _regenerate(h, auth, agent["integrationId"], "Agent", regenerateKeys=True,
+                          hmacSigning=True, webhookUrl=receiver.url + "/agent")
+        cust = await h.create_integration(hub_id, auth, channelId="Direct", name="site",
+                                          configuration={"integrationType": "Customer"})
+    finally:
+        await h.stop()
+
+    rotated = msgspec.structs.replace(settings, secret_key="", secret_keys=f"{new_key},{old_key}")
+    lines: list[str] = []
+    report = await reseal(rotated, dry_run=True, say=lines.append)
+    assert (report.rewritten, report.unchanged) == (2, 0)
+    report = await reseal(rotated, say=lines.append)
+    assert report.rewritten == 2 and not report.unreadable and not report.conflicts
+    assert (await reseal(rotated, say=lines.append)).rewritten == 0  # nothing left
+    # Every sealed value on the registry now opens with the new key alone.
+    only_new = Sealer.from_b64(new_key)
+    latest: dict[bytes, IntegrationRecord] = {}
+    records = await _read_topic(settings, REGISTRY)
+    for k, v in records:
+        rec = record_decoder.decode(v) if v else None
+        if k is not None and isinstance(rec, IntegrationRecord):
+            latest[k] = rec
+    values = [(ctx, val) for rec in latest.values() for ctx, val in sealed_values(rec)]
+    # The agent's two key generations (private key and HMAC secret each), the customer's
+    # private key.
+    assert len(values) == 5
+    for ctx, val in values:
+        assert only_new.is_current(val)
+        only_new.open(val, ctx)
+
+    # A hub with only the new key still signs with the integration's keys.
+    h = await RunningHub(msgspec.structs.replace(settings, secret_key=new_key)).start()
+    try:
+        pub = (await h.client.get(f"/api/v1/integrations/{agent['integrationId']}",
+                                  headers=auth)).json()["configuration"]["publicSigningKey"]
+        assert (await _post(h, cust["integrationId"], cust["configuration"]["privateSigningKey"],
+                            "after reseal")).status_code == 202
+        [got] = await receiver.wait_for("/agent", 1)
+        assert verify_with_cryptography(pub, got)
+        assert any(s.startswith("v1,") for s in got.headers["webhook-signature"].split())
+    finally:
+        await h.stop()
+
+
+@pytest.mark.parametrize("keys", ["", "not-base64", f"{generate_secret_key_b64()},short"])
+def test_serve_refuses_bad_sealing_keys(keys: str) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SWITCHBOARD_SECRET_KEY", "SWITCHBOARD_SECRET_KEYS")}
+    env["SWITCHBOARD_SECRET_KEYS"] = keys
+    done = subprocess.run(
+        [sys.executable, "-m", "switchboard.services.cli", "serve", "router"],
+        env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and "SWITCHBOARD_SECRET_KEY" in done.stderr
+
