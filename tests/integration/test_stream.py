@@ -20,7 +20,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from switchboard.brokers import free_port
-from switchboard.brokers.tansu import TansuBroker
 from switchboard.channels import DirectConfig
 from switchboard.kafka import DELIVERIES
 from switchboard.keys import generate_secret_key_b64, hash_token
@@ -35,6 +34,7 @@ from switchboard.model import (
 )
 from switchboard.registry import HubRecord, IntegrationRecord
 from switchboard.services.runtime import Runtime
+from switchboard.services.serving import uvicorn_config
 from switchboard.services.stream import StreamGateway
 from switchboard.settings import Settings
 
@@ -74,21 +74,29 @@ def _integration(iid: str, hub_id: str, name: str, webhook_url: str | None = Non
 
 
 @pytest.fixture(scope="module")
-async def env() -> AsyncIterator[Env]:
-    broker = await asyncio.to_thread(TansuBroker.start)
-    settings = Settings(
-        kafka_bootstrap_servers=broker.bootstrap, broker_kind="tansu",
-        secret_key=generate_secret_key_b64(), topic_prefix=f"st-{uuid.uuid4().hex[:8]}-",
-        admin_token=ADMIN, partitions=4, stream_max_connections_per_integration=MAX_CONNS,
-    )
+async def env(broker: Any) -> AsyncIterator[Env]:
+    async with running_gateway(broker, stream_max_connections_per_integration=MAX_CONNS) as e:
+        yield e
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(broker: Any, log_level: str = "warning", **overrides: Any
+                          ) -> AsyncIterator[Env]:
+    """A stream gateway alone on uvicorn (as `serve` configures it), on the tier's broker
+    (Tansu, or Apache Kafka with SWITCHBOARD_TEST_BROKER=kafka), with hubs a and b."""
+    settings = Settings(**{
+        "kafka_bootstrap_servers": broker.bootstrap, "broker_kind": broker.kind,
+        "secret_key": generate_secret_key_b64(),
+        "topic_prefix": f"st-{uuid.uuid4().hex[:8]}-", "admin_token": ADMIN,
+        "partitions": 4, **overrides})
     runtime = Runtime(settings)
     await runtime.start()
     gateway = StreamGateway(runtime, heartbeat_s=1.0)
     await gateway.start()
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(
-        Starlette(routes=gateway.routes()), host="127.0.0.1", port=port,
-        log_level="warning", lifespan="off", ws="websockets-sansio",
+    server = uvicorn.Server(uvicorn_config(
+        Starlette(routes=gateway.routes()), settings, host="127.0.0.1", port=port,
+        log_level=log_level, lifespan="off",
     ))
     serving = asyncio.create_task(server.serve())
     try:
@@ -101,8 +109,13 @@ async def env() -> AsyncIterator[Env]:
             neighbour = "int-" + uuid.uuid4().hex
             if DefaultPartitioner()(neighbour.encode(), parts, parts) == partition:
                 break
-        ids = {"main": main, "neighbour": neighbour, "hooked": "int-" + uuid.uuid4().hex,
-               "other_hub": "int-" + uuid.uuid4().hex}
+        # And one in another partition.
+        while True:
+            elsewhere = "int-" + uuid.uuid4().hex
+            if DefaultPartitioner()(elsewhere.encode(), parts, parts) != partition:
+                break
+        ids = {"main": main, "neighbour": neighbour, "elsewhere": elsewhere,
+               "hooked": "int-" + uuid.uuid4().hex, "other_hub": "int-" + uuid.uuid4().hex}
         for hub_id, token in (("hub-a", TOKEN_A), ("hub-b", TOKEN_B)):
             hub = HubRecord(hub_id=hub_id, name=hub_id, token_hash=hash_token(token),
                             created_at=_now())
@@ -110,6 +123,7 @@ async def env() -> AsyncIterator[Env]:
         for rec in (
             _integration(main, "hub-a", "main"),
             _integration(neighbour, "hub-a", "neighbour"),
+            _integration(elsewhere, "hub-a", "elsewhere"),
             _integration(ids["hooked"], "hub-a", "hooked", "https://example.invalid/hook"),
             _integration(ids["other_hub"], "hub-b", "other"),
         ):
@@ -120,27 +134,30 @@ async def env() -> AsyncIterator[Env]:
         await asyncio.gather(serving, return_exceptions=True)
         await gateway.stop()
         await runtime.stop()
-        await asyncio.to_thread(broker.stop)
 
 
-async def _produce(env: Env, name: str, n: int) -> list[str]:
-    """Produce `n` deliveries to integration `name`; returns their webhook ids."""
+async def _produce(env: Env, name: str, n: int, pad: int = 0) -> list[str]:
+    """Produce `n` deliveries to integration `name` (text: the webhook id, plus `pad`
+    characters), in order; returns their webhook ids."""
     iid = env.ids[name]
     ids = []
+    sent = []
     for _ in range(n):
         did = "dlv-" + uuid.uuid4().hex
         conv = "conv-1"
         activity = Activity(
             activity_id="act-" + did, hub_id="hub-a", integration_id="src", channel_id="Direct",
             type="message:customer", conversation_id=conv, sender=Sender(id="cust"),
-            timestamp=_now(), message=TextMessage(text=did),
+            timestamp=_now(), message=TextMessage(text=did + "x" * pad),
         )
         delivery = Delivery(delivery_id=did, hub_id="hub-a", destination_id=iid,
                             conversation_id=conv, activity=activity, created_at=_now())
-        await env.runtime.producer.send_and_wait(
+        # One producer keeps a partition's records in the order they were sent.
+        sent.append(await env.runtime.producer.send(
             env.runtime.settings.topic(DELIVERIES), msgspec.json.encode(delivery),
-            key=iid.encode())
+            key=iid.encode()))
         ids.append(did)
+    await asyncio.gather(*sent)
     return ids
 
 
