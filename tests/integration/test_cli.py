@@ -57,6 +57,8 @@ def test_dev_runs_everything_applies_config_and_stops_cleanly(tmp_path: Path) ->
         assert httpx.get(f"{base}/docs").status_code == 200
         out = (tmp_path / "dev.log").read_text()
         assert "privateSigningKey=whsk_" in out  # shown once, at creation
+        # An admin token the operator supplied is never echoed (only a generated one is).
+        assert "dev-admin" not in out and "from SWITCHBOARD_ADMIN_TOKEN" in out
         broker_port = int(re.search(r"broker\s+127\.0\.0\.1:(\d+) \(tansu\)", out).group(1))
         assert port_accepts(broker_port)
 
