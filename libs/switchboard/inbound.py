@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import msgspec
-
-from switchboard import webhooks
+from switchboard import jsonsafe, webhooks
 from switchboard.errors import (
     BadRequest,
     Conflict,
@@ -70,12 +68,7 @@ def normalize_direct(
     rec: IntegrationRecord, webhook_id: str, body: bytes, now_ms: int
 ) -> Activity:
     """Turn a verified Direct body into the canonical Activity with a stable id."""
-    try:
-        inbound = inbound_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise BadRequest("invalid_activity", str(exc), _path(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise BadRequest("invalid_json", f"body is not valid JSON: {exc}") from None
+    inbound = jsonsafe.decode(body, inbound_decoder, invalid="invalid_activity")
     itype = rec.integration_type
     conversation = inbound.conversation_id
     if conversation is None:
@@ -98,8 +91,3 @@ def normalize_direct(
         message=inbound.message,
         metadata=inbound.metadata,
     )
-
-
-def _path(exc: msgspec.ValidationError) -> str | None:
-    msg = str(exc)
-    return msg.split("at `$.", 1)[1].rstrip("`") if "at `$." in msg else None

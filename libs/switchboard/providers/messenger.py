@@ -23,7 +23,8 @@ from typing import Any
 import msgspec
 from msgspec import Struct, field
 
-from switchboard.errors import BadRequest, Forbidden, Unauthorized
+from switchboard import jsonsafe
+from switchboard.errors import Forbidden, Unauthorized
 from switchboard.ids import activity_id, customer_conversation_id
 from switchboard.model import (
     Activity,
@@ -169,8 +170,10 @@ def page_ids(body: bytes) -> list[str]:
     """The Page ids a webhook body names (``entry[].id``), read before it is verified.
 
     Only used to choose which app secrets may have signed it: nothing else of an
-    unverified body is looked at. Unparseable bodies name no pages.
+    unverified body is looked at. Unparseable (or too deeply nested) bodies name no pages.
     """
+    if jsonsafe.depth_exceeds(body):
+        return []
     try:
         shape = _shape_decoder.decode(body)
     except msgspec.DecodeError:
@@ -283,12 +286,7 @@ def parse_webhook(body: bytes) -> tuple[list[InboundEvent], list[Skipped]]:
     A body that is not JSON of the expected shape is a BadRequest; a single event of an
     unknown or malformed kind is skipped, so one odd event never blocks its batch.
     """
-    try:
-        doc = _body_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise BadRequest("invalid_webhook", f"unexpected webhook shape: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise BadRequest("invalid_json", f"body is not valid JSON: {exc}") from None
+    doc = jsonsafe.decode(body, _body_decoder, invalid="invalid_webhook")
     events: list[InboundEvent] = []
     skipped: list[Skipped] = []
     if doc.object != "page":
@@ -557,6 +555,8 @@ _error_decoder = msgspec.json.Decoder(_ErrorBody)
 
 def graph_error(body: bytes) -> GraphError | None:
     """The error object of a Graph answer, if it carries one."""
+    if jsonsafe.depth_exceeds(body):
+        return None
     try:
         return _error_decoder.decode(body).error
     except msgspec.DecodeError:

@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 from msgspec import Struct, field
 
+from switchboard import jsonsafe
 from switchboard.errors import BadRequest, Unauthorized, Unavailable
 from switchboard.ids import activity_id
 from switchboard.model import (
@@ -226,12 +227,7 @@ _message_decoder = msgspec.json.Decoder(MessageEvent)
 
 def parse_envelope(body: bytes) -> Envelope:
     """Decode an Events API body (after its signature was checked)."""
-    try:
-        return _envelope_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise BadRequest("invalid_event", f"not a Slack event: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise BadRequest("invalid_json", f"body is not valid JSON: {exc}") from None
+    return jsonsafe.decode(body, _envelope_decoder, invalid="invalid_event")
 
 
 def agent_reply(env: Envelope, *, bot_user_id: str | None = None) -> MessageEvent | None:
@@ -561,8 +557,8 @@ def parse_post_response(status: int, body: bytes, retry_after: float | None) -> 
     if not 200 <= status < 300:
         return PostResult(outcome=Outcome.PERMANENT, reason=f"http_{status}", status=status)
     try:
-        answer = _post_decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+        answer = jsonsafe.decode(body, _post_decoder)
+    except BadRequest:
         return PostResult(outcome=Outcome.RETRY, reason="slack_invalid_response", status=status)
     if not answer.ok:
         error = (answer.error or "unknown_error")[:64]
@@ -629,8 +625,8 @@ def parse_oauth_response(status: int, body: bytes) -> OAuthResult:
     if status == 429 or status >= 500:
         raise _provider_unavailable("oauth.v2.access", status)
     try:
-        answer = _oauth_decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+        answer = jsonsafe.decode(body, _oauth_decoder)
+    except BadRequest:
         raise _provider_unavailable("oauth.v2.access", status) from None
     if not answer.ok:
         error = (answer.error or f"http_{status}")[:64]
@@ -675,8 +671,8 @@ def parse_auth_test(status: int, body: bytes) -> AuthTest:
     if status == 429 or status >= 500:
         raise _provider_unavailable("auth.test", status)
     try:
-        answer = _auth_test_decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+        answer = jsonsafe.decode(body, _auth_test_decoder)
+    except BadRequest:
         raise _provider_unavailable("auth.test", status) from None
     if not answer.ok or not answer.team_id:
         error = (answer.error or f"http_{status}")[:64]

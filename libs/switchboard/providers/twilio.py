@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import msgspec
 from msgspec import Struct
 
+from switchboard import jsonsafe
 from switchboard.channels import Capabilities
 from switchboard.errors import BadRequest, Forbidden, Unauthorized
 from switchboard.ids import activity_id, customer_conversation_id
@@ -481,8 +482,8 @@ class _ErrorBody(Struct):
 
 def parse_error(status: int, body: bytes) -> TwilioError:
     try:
-        err = msgspec.json.decode(body[:16384], type=_ErrorBody)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        err = jsonsafe.decode(body[:16384], _error_decoder)
+    except BadRequest:
         return TwilioError(status=status)
     return TwilioError(status=status, code=err.code or 0, message=(err.message or "")[:512])
 
@@ -492,11 +493,15 @@ class _NumberBody(Struct):
     capabilities: dict[str, bool] | None = None
 
 
+_error_decoder = msgspec.json.Decoder(_ErrorBody)
+_number_decoder = msgspec.json.Decoder(_NumberBody)
+
+
 def parse_number(body: bytes) -> tuple[str, Capabilities]:
     """(phoneNumber, capabilities) from an IncomingPhoneNumber resource."""
     try:
-        number = msgspec.json.decode(body, type=_NumberBody)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        number = jsonsafe.decode(body, _number_decoder)
+    except BadRequest:
         raise BadRequest("provider_error", "Twilio answered with an unreadable number",
                          "configuration.numberSid") from None
     if not number.phone_number:
