@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import Meta, Struct
 
+from switchboard import jsonsafe
+from switchboard.errors import BadRequest
 from switchboard.ids import activity_id, customer_conversation_id
 from switchboard.keys import Sealer, UnsealError
 from switchboard.model import Activity, Delivery, Message, Sender, TextMessage
@@ -217,8 +219,15 @@ class PingFrame(Struct, tag="ping", tag_field="type"):
 ClientFrame = HelloFrame | MessageFrame | PingFrame
 
 
-class FrameError(ValueError):
-    """A client frame that breaks the protocol (the socket is closed with 4400)."""
+class FrameError(BadRequest, ValueError):
+    """A client frame that breaks the protocol (the socket is closed with 4400).
+
+    A BadRequest (``invalid_frame``) like every refusal of outside input, so one invariant
+    covers every parser: our error or a result, nothing else.
+    """
+
+    def __init__(self, description: str) -> None:
+        super().__init__("invalid_frame", description)
 
 
 class _Typed(Struct, forbid_unknown_fields=False):
@@ -235,6 +244,8 @@ def parse_client_frame(raw: str | bytes) -> ClientFrame | None:
     (room for newer widgets), FrameError for anything else."""
     if len(raw) > MAX_CLIENT_FRAME_CHARS:
         raise FrameError("frame too large")
+    if jsonsafe.depth_exceeds(raw):
+        raise FrameError(f"frame is nested more than {jsonsafe.MAX_JSON_DEPTH} levels deep")
     try:
         kind = _typed_decoder.decode(raw).type
     except msgspec.DecodeError:

@@ -194,18 +194,13 @@ class Api:
         return rec
 
     async def _body(self, request: Request, into: type[Any]) -> Any:
+        from switchboard import jsonsafe
         from switchboard.inbound import check_json_content_type
 
         check_json_content_type(request.headers.get("content-type"))
         raw = await read_body(request, API_BODY_LIMIT)
-        try:
-            return msgspec.json.decode(raw, type=into)
-        except msgspec.ValidationError as exc:
-            msg = str(exc)
-            field = msg.split("at `$.", 1)[1].rstrip("`") if "at `$." in msg else None
-            raise BadRequest("invalid_request", msg, field) from None
-        except msgspec.DecodeError as exc:
-            raise BadRequest("invalid_json", f"body is not valid JSON: {exc}") from None
+        # Depth-limited: a `configuration` nested 2,000 deep is a 400, not a RecursionError.
+        return jsonsafe.decode(raw, jsonsafe.decoder_for(into))
 
     # ---- hubs ------------------------------------------------------------------
 
