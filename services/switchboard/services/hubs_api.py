@@ -25,7 +25,8 @@ from switchboard.retry import RetryPolicy
 from switchboard.services.http import JSON
 
 if TYPE_CHECKING:
-    from switchboard.services.api import Api, Principal
+    from switchboard.services.api import Api
+    from switchboard.services.api_auth import Principal
 
 log = logging.getLogger(__name__)
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
