@@ -285,4 +285,9 @@ async def check_broker_access(settings: Settings, timeout_s: float = 10.0) -> No
             continue
         conn.close()
         return
-    raise KafkaConnectionError("no bootstrap server reachable: " + "; ".join(failures))
+    hint = ""
+    if uses_tls(settings) and not settings.kafka_ssl_cert_file:
+        # TLS 1.3 reports a missing client certificate only by closing the connection.
+        hint = (" (if the listener requires a client certificate, set "
+                "SWITCHBOARD_KAFKA_SSL_CERT_FILE and SWITCHBOARD_KAFKA_SSL_KEY_FILE)")
+    raise KafkaConnectionError("no bootstrap server reachable: " + "; ".join(failures) + hint)

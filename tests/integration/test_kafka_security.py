@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -49,6 +50,8 @@ class Pki:
     ca: Path  # the CA certificate (PEM): what clients trust
     keystore: Path  # the broker's PKCS#8 key and certificate chain (PEM)
     other_ca: Path  # a CA that did not sign the broker's certificate
+    client_cert: Path  # a client certificate signed by the CA (mutual TLS), and its key
+    client_key: Path
 
 
 def _name(cn: str) -> x509.Name:
@@ -71,11 +74,11 @@ def _ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     return key, cert
 
 
-def make_pki(folder: Path) -> Pki:
-    ca_key, ca_cert = _ca("switchboard test CA")
+def _leaf(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, cn: str,
+          usage: x509.ObjectIdentifier) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(_name("127.0.0.1"))
+    cert = (x509.CertificateBuilder().subject_name(_name(cn))
             .issuer_name(ca_cert.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
@@ -83,11 +86,22 @@ def make_pki(folder: Path) -> Pki:
             .add_extension(x509.SubjectAlternativeName([
                 x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                 x509.DNSName("localhost")]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .sign(ca_key, hashes.SHA256()))
+    return key, cert
+
+
+def make_pki(folder: Path) -> Pki:
+    ca_key, ca_cert = _ca("switchboard test CA")
+    key, cert = _leaf(ca_key, ca_cert, "127.0.0.1", x509.ExtendedKeyUsageOID.SERVER_AUTH)
+    client_key, client_cert = _leaf(ca_key, ca_cert, "switchboard",
+                                    x509.ExtendedKeyUsageOID.CLIENT_AUTH)
     pem = serialization.Encoding.PEM
-    pki = Pki(folder / "ca.pem", folder / "broker.pem", folder / "other-ca.pem")
+    pki = Pki(folder / "ca.pem", folder / "broker.pem", folder / "other-ca.pem",
+              folder / "client.pem", folder / "client-key.pem")
+    pki.client_cert.write_bytes(client_cert.public_bytes(pem))
+    pki.client_key.write_bytes(client_key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     pki.ca.write_bytes(ca_cert.public_bytes(pem))
     pki.keystore.write_bytes(
         key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
@@ -228,6 +242,32 @@ async def test_an_untrusted_broker_certificate_is_refused(
     settings = secure_settings(secure_kafka, pki, kafka_ssl_ca_file=str(pki.other_ca))
     with pytest.raises(ConfigError, match="TLS certificate is not trusted"):
         await check_broker_access(settings)
+
+
+async def test_mutual_tls(tmp_path: Path, pki: Pki) -> None:
+    """An SSL listener that requires a client certificate: the hub presents its own."""
+    listener = SecureListener("SSL", free_port(), keystore=pki.keystore, truststore=pki.ca)
+    broker = KafkaBroker.start(tmp_path / "mtls-kafka", secure=listener)
+    try:
+        target = _Secure(broker)
+        settings = make_settings(target, kafka_security_protocol="SSL",
+                                 kafka_ssl_ca_file=str(pki.ca),
+                                 kafka_ssl_cert_file=str(pki.client_cert),
+                                 kafka_ssl_key_file=str(pki.client_key))
+        hub = await RunningHub(settings, ["api"]).start()
+        try:
+            await hub.create_hub()
+            assert (await hub.client.get("/readyz")).status_code == 200
+        finally:
+            await hub.stop()
+        # Without a client certificate the broker closes the connection (TLS 1.3 says no
+        # more): not a start, and the error says what may be missing.
+        anonymous = make_settings(target, kafka_security_protocol="SSL",
+                                  kafka_ssl_ca_file=str(pki.ca))
+        with pytest.raises(KafkaConnectionError, match="requires a client certificate"):
+            await check_broker_access(anonymous, timeout_s=5)
+    finally:
+        broker.stop()
 
 
 async def test_weak_existing_topics_are_refused_or_warned(
