@@ -5,8 +5,8 @@ wire format here; instead this module defines what the browser and the gateway s
 other, and every decision about a socket that can be made from bytes alone:
 
 - `origin_allowed`: does a websocket's ``Origin`` header match ``allowedOrigins``;
-- `issue_session` / `open_session`: the visitor's session token, sealed with the
-  deployment secret, carrying (integration id, visitor id);
+- `issue_session` / `open_session`: the visitor's session token, sealed under the key
+  derived for sessions, carrying (integration id, visitor id, issued at), expiring;
 - `parse_client_frame`: the frames a browser may send (``hello``, ``message``, ``ping``);
 - `normalize_message`: a typed message → the canonical ``message:customer`` Activity, with a
   stable id from (visitor, client message id) so a resend is recognised;
@@ -69,6 +69,7 @@ MAX_PAYLOAD_CHARS = 1000
 MAX_CLIENT_FRAME_CHARS = 6 * MAX_TEXT_CHARS + 2048
 MAX_SESSION_CHARS = 1024
 _SESSION_CONTEXT = b"switchboard.webchat.session\x00"
+_SESSION_SKEW_MS = 60_000
 
 # ---- origins ------------------------------------------------------------------------
 
@@ -156,24 +157,32 @@ def new_visitor_id() -> str:
     return "wv_" + secrets.token_urlsafe(18)
 
 
+def _session_context(integration_id: str) -> str:
+    return f"webchat-session:{integration_id}"
+
+
 def issue_session(sealer: Sealer, integration_id: str, visitor_id: str, now_ms: int) -> str:
-    """A token for the browser to keep: sealed (encrypted and authenticated) with the
-    deployment secret, so it can be neither read nor forged nor moved to another
-    integration."""
+    """A token for the browser to keep: sealed (encrypted and authenticated) under the key
+    derived for visitor sessions and bound to the integration, so it can be neither read
+    nor forged nor moved to another integration."""
     session = Session(integration_id=integration_id, visitor_id=visitor_id, issued_at=now_ms)
-    return sealer.seal(_SESSION_CONTEXT + _session_encoder.encode(session))
+    return sealer.seal(_SESSION_CONTEXT + _session_encoder.encode(session),
+                       _session_context(integration_id))
 
 
-def open_session(sealer: Sealer, token: str, integration_id: str) -> Session | None:
+def open_session(sealer: Sealer, token: str, integration_id: str, *, now_ms: int,
+                 max_age_ms: int) -> Session | None:
     """The session a token carries, or None if it is malformed, tampered with, sealed under
-    another deployment secret, not a session token, or for another integration."""
+    another deployment secret, not a session token, for another integration, or issued
+    more than `max_age_ms` ago (or in the future, beyond a minute of clock skew)."""
     if not isinstance(token, str) or len(token) > MAX_SESSION_CHARS:
         return None
     try:
-        plain = sealer.open(token)
+        plain = sealer.open(token, _session_context(integration_id))
     except UnsealError:
         return None
-    # Domain separation: no other sealed value (a provider secret) passes as a session.
+    # Domain separation (legacy v1 tokens share one key with provider secrets): no other
+    # sealed value passes as a session.
     if not plain.startswith(_SESSION_CONTEXT):
         return None
     try:
@@ -181,6 +190,8 @@ def open_session(sealer: Sealer, token: str, integration_id: str) -> Session | N
     except msgspec.DecodeError:
         return None
     if session.integration_id != integration_id or not session.visitor_id:
+        return None
+    if not now_ms - max_age_ms <= session.issued_at <= now_ms + _SESSION_SKEW_MS:
         return None
     return session
 

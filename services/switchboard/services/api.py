@@ -6,7 +6,6 @@ registry topic and is answered only after this process's view has applied it.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Mapping
@@ -27,8 +26,9 @@ from switchboard.channels import (
     integration_type_of,
     parse_config,
 )
-from switchboard.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from switchboard.errors import BadRequest, Conflict, NotFound
 from switchboard.ids import new_id
+from switchboard.keysets import rotate_keysets
 from switchboard.model import (
     CHANNEL_CODES,
     INTEGRATION_TYPE_CODES,
@@ -36,44 +36,18 @@ from switchboard.model import (
     IntegrationType,
     StatusId,
 )
-from switchboard.ratelimit import RateLimiter
-from switchboard.registry import HubRecord, IntegrationRecord, KeySet, RegistryView
-from switchboard.retry import RetryPolicy
+from switchboard.registry import IntegrationRecord, KeySet, RegistryView
+from switchboard.sealing import new_keyset, seal_config
+from switchboard.services.api_auth import Authenticator, Principal
 from switchboard.services.channels.base import ChannelPlugin
 from switchboard.services.deliveries_api import DeliveriesApi
-from switchboard.services.http import JSON, limit, read_body
+from switchboard.services.http import JSON, read_body
+from switchboard.services.hubs_api import HubCreate, HubsApi, HubUpdate
 from switchboard.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 API_BODY_LIMIT = 64 * 1024
-
-
-class HubCreate(Struct, rename="camel"):
-    name: Name
-    retry_schedule: str | None = None
-
-
-class HubUpdate(Struct, rename="camel"):
-    # Absent: unchanged; null: back to the deployment's schedule.
-    retry_schedule: str | msgspec.UnsetType | None = msgspec.UNSET
-
-
-def _retry_schedule(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        RetryPolicy.parse_tenant(value)
-    except ValueError as exc:
-        raise BadRequest("invalid_retry_schedule", str(exc), "retrySchedule") from None
-    return value
-
-
-def _hub_json(hub: HubRecord) -> dict[str, Any]:
-    out: dict[str, Any] = {"hubId": hub.hub_id, "name": hub.name}
-    if hub.retry_schedule is not None:
-        out["retrySchedule"] = hub.retry_schedule
-    return out
 
 
 class IntegrationCreate(Struct, rename="camel"):
@@ -90,12 +64,10 @@ class IntegrationUpdate(Struct, rename="camel"):
     configuration: dict[str, Any] | None = None
 
 
-class Principal(Struct, frozen=True):
-    admin: bool
-    hub_id: str | None = None
-
-    def may_see(self, hub_id: str) -> bool:
-        return self.admin or self.hub_id == hub_id
+__all__ = ["Api", "HubCreate", "HubUpdate", "IntegrationCreate", "IntegrationUpdate",
+           "Principal"]
+# What reads show in place of a secret; sent back in an update, it means "unchanged".
+MASK = "********"
 
 
 def parse_channel(value: str | int) -> ChannelId:
@@ -137,8 +109,8 @@ class Api:
                  plugins: Mapping[ChannelId, ChannelPlugin] | None = None) -> None:
         self.runtime = runtime
         self.plugins = dict(plugins or {})
-        s = runtime.settings
-        self._limiter = RateLimiter(s.api_rate_per_s, s.api_burst)
+        self.auth = Authenticator(runtime)
+        self.hubs = HubsApi(self)
         self.deliveries = DeliveriesApi(runtime, self)
 
     async def start(self) -> None:
@@ -149,10 +121,7 @@ class Api:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/api/v1/hubs", self.create_hub, methods=["POST"]),
-            Route("/api/v1/hubs", self.list_hubs, methods=["GET"]),
-            Route("/api/v1/hubs/{hubId}", self.get_hub, methods=["GET"]),
-            Route("/api/v1/hubs/{hubId}", self.update_hub, methods=["PATCH"]),
+            *self.hubs.routes(),
             Route("/api/v1/integrations/hubs/{id}", self.create_or_update, methods=["POST"]),
             Route("/api/v1/integrations/hubs/{hubId}", self.list_integrations, methods=["GET"]),
             Route("/api/v1/integrations/{integrationId}", self.get_integration, methods=["GET"]),
@@ -165,32 +134,15 @@ class Api:
 
     # ---- auth ------------------------------------------------------------------
 
-    def _principal(self, request: Request, view: RegistryView) -> Principal:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("missing_token", "send Authorization: Bearer <token>")
-        admin = self.runtime.settings.admin_token
-        if admin and hmac.compare_digest(token.encode(), admin.encode()):
-            return Principal(admin=True)
-        hub = view.hub_for_token_hash(keys.hash_token(token))
-        if hub is None:
-            raise Unauthorized("invalid_token", "the access token is not valid")
-        return Principal(admin=False, hub_id=hub.hub_id)
-
     async def _session(self, request: Request) -> tuple[Principal, RegistryView]:
-        view = await self.runtime.registry.sync()
-        principal = self._principal(request, view)
-        if not principal.admin:
-            limit(self._limiter, principal.hub_id or "", "hub")
-        return principal, view
+        return await self.auth.session(request)
 
     @staticmethod
     def _own_integration(principal: Principal, view: RegistryView, iid: str) -> IntegrationRecord:
         rec = view.integrations.get(iid)
         # Another hub's integration is indistinguishable from a missing one.
         if rec is None or not principal.may_see(rec.hub_id):
-            raise NotFound("integration_not_found", f"no integration {iid}")
+            raise NotFound("integration_not_found", "no such integration")
         return rec
 
     async def _body(self, request: Request, into: type[Any]) -> Any:
@@ -202,52 +154,14 @@ class Api:
         # Depth-limited: a `configuration` nested 2,000 deep is a 400, not a RecursionError.
         return jsonsafe.decode(raw, jsonsafe.decoder_for(into))
 
-    # ---- hubs ------------------------------------------------------------------
-
-    async def create_hub(self, request: Request) -> Response:
-        principal, _ = await self._session(request)
-        if not principal.admin:
-            raise Forbidden("admin_only", "creating hubs needs the admin token")
-        body: HubCreate = await self._body(request, HubCreate)
-        token = keys.new_access_token()
-        hub = HubRecord(hub_id=new_id(), name=body.name, token_hash=keys.hash_token(token),
-                        created_at=_now_ms(), retry_schedule=_retry_schedule(body.retry_schedule))
-        await self.runtime.registry.put(hub)
-        return JSON({**_hub_json(hub), "accessToken": token}, status_code=201)
-
-    async def list_hubs(self, request: Request) -> Response:
-        principal, view = await self._session(request)
-        hubs = [h for h in view.hubs.values() if principal.may_see(h.hub_id)]
-        return JSON([_hub_json(h) for h in hubs])
-
-    async def get_hub(self, request: Request) -> Response:
-        principal, view = await self._session(request)
-        hub = view.hubs.get(request.path_params["hubId"])
-        if hub is None or not principal.may_see(hub.hub_id):
-            raise NotFound("hub_not_found", "no such hub")
-        return JSON(_hub_json(hub))
-
-    async def update_hub(self, request: Request) -> Response:
-        principal, view = await self._session(request)
-        hub = view.hubs.get(request.path_params["hubId"])
-        if hub is None or not principal.may_see(hub.hub_id):
-            raise NotFound("hub_not_found", "no such hub")
-        body: HubUpdate = await self._body(request, HubUpdate)
-        if body.retry_schedule is not msgspec.UNSET:
-            hub = msgspec.structs.replace(hub,
-                                          retry_schedule=_retry_schedule(body.retry_schedule))
-            await self.runtime.registry.put(hub)
-        return JSON(_hub_json(hub))
-
     # ---- integrations ----------------------------------------------------------
 
     async def create_or_update(self, request: Request) -> Response:
         # The seed uses one path for both: a hub id creates, an integration id updates.
         principal, view = await self._session(request)
         target = request.path_params["id"]
-        if target in view.hubs:
-            if not principal.may_see(target):
-                raise Forbidden("forbidden", "this token cannot manage that hub")
+        # Another hub's id answers as an unknown integration id: no existence oracle.
+        if target in view.hubs and principal.may_see(target):
             return await self._create(request, target, view)
         rec = self._own_integration(principal, view, target)
         return await self._update(request, rec)
@@ -274,7 +188,7 @@ class Api:
             # page ids, bot tokens) before anything is stored.
             config = await plugin.provision(integration_id, config)
         now = _now_ms()
-        keyset, private = self._new_keys(config, now)
+        keyset, private = self._new_keys(integration_id, config, now)
         rec = IntegrationRecord(
             integration_id=integration_id,
             hub_id=hub_id,
@@ -282,7 +196,7 @@ class Api:
             integration_type=itype,
             name=body.name,
             status_id=parse_status(body.status_id),
-            configuration=self._seal(config),
+            configuration=seal_config(self.runtime.sealer, integration_id, config),
             version=1,
             created_at=now,
             updated_at=now,
@@ -305,34 +219,71 @@ class Api:
         if body.status_id is not None:
             changes["status_id"] = parse_status(body.status_id)
         if body.configuration is not None:
-            # Provider-authenticated channels keep their configuration (as in Hubster).
+            raw = {k: v for k, v in body.configuration.items()
+                   if k not in ("revokePrevious", "RevokePrevious")}
             if isinstance(rec.configuration, DirectConfig | SystemConfig) or rec.channel_id is \
                     ChannelId.WEBCHAT:
                 config = parse_config(
-                    rec.channel_id, body.configuration,
+                    rec.channel_id, raw,
                     allow_private=self.runtime.settings.allow_private_destinations)
                 if integration_type_of(config) is not rec.integration_type:
                     raise BadRequest("invalid_configuration",
                                      "integrationType cannot change; create a new integration",
                                      "configuration.integrationType")
-                changes["configuration"] = self._seal(config)
+                changes["configuration"] = seal_config(self.runtime.sealer,
+                                                       rec.integration_id, config)
+            else:
+                # Provider channels keep their configuration (as in Hubster), except that
+                # their credentials can be replaced (rotated at the provider).
+                rotated = await self._rotate_credentials(rec, raw)
+                if rotated is not None:
+                    changes["configuration"] = rotated
             new_config = changes.get("configuration", rec.configuration)
             current = next((k for k in rec.keys if k.retired_at is None), None)
             # Turning HMAC signing on needs a secret: that is a new key generation.
             wants_hmac = (getattr(new_config, "hmac_signing", False) and current is not None
                           and current.hmac_secret_sealed is None)
+            revoke = _flag(body.configuration, "revokePrevious")
+            fresh = None
             if (_flag(body.configuration, "regenerateKeys") or wants_hmac) and rec.keys:
-                keyset, private = self._new_keys(new_config, now)
-                assert keyset is not None
-                retired = [k if k.retired_at is not None else msgspec.structs.replace(
-                    k, retired_at=now) for k in rec.keys]
-                grace = self.runtime.settings.key_grace_s * 1000
-                changes["keys"] = [keyset] + [k for k in retired
-                                              if k.retired_at is None or
-                                              now < k.retired_at + grace]
+                fresh, private = self._new_keys(rec.integration_id, new_config, now)
+            if fresh is not None or revoke:
+                changes["keys"] = rotate_keysets(
+                    rec.keys, fresh, now, self.runtime.settings.key_grace_s * 1000,
+                    revoke_previous=revoke)
         updated = msgspec.structs.replace(rec, **changes)
         await self._write(updated)
         return JSON(self._out(updated, private))
+
+    async def _rotate_credentials(self, rec: IntegrationRecord, raw: dict[str, Any]
+                                  ) -> ChannelConfig | None:
+        """The configuration with the provider credentials `raw` names replaced (checked
+        with the provider first), or None if it names none. The mask a read shows
+        (``********``) means unchanged; every other field is kept as it is."""
+        plugin = self.plugins.get(rec.channel_id)
+        cls = CONFIG_TYPES[rec.channel_id]
+        wire = dict(zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True))
+        data = {(k[:1].lower() + k[1:]) if isinstance(k, str) else k: v for k, v in raw.items()}
+        given: dict[str, str] = {}
+        for name in type(rec.configuration).SECRET_FIELDS:
+            value = data.get(wire[name])
+            if value is None or value == MASK:
+                continue
+            field = f"configuration.{wire[name]}"
+            if plugin is None or name not in plugin.rotatable:
+                raise BadRequest("not_rotatable", f"{wire[name]} cannot be replaced", field)
+            if not isinstance(value, str) or not 1 <= len(value) <= 4096:
+                raise BadRequest("invalid_configuration",
+                                 "expected a string of 1 to 4096 characters", field)
+            given[name] = value
+        if not given or plugin is None:
+            return None
+        accepted = await plugin.rotate_credentials(rec, given)
+        log.info("integration %s: %s credentials replaced (%s)", rec.integration_id,
+                 rec.channel_id.value, ", ".join(sorted(wire[n] for n in accepted)))
+        return seal_config(self.runtime.sealer, rec.integration_id,
+                           msgspec.structs.replace(rec.configuration, **accepted),
+                           only=accepted.keys())
 
     async def patch_integration(self, request: Request) -> Response:
         principal, view = await self._session(request)
@@ -347,16 +298,19 @@ class Api:
     async def list_integrations(self, request: Request) -> Response:
         principal, view = await self._session(request)
         hub_id = request.path_params["hubId"]
-        if hub_id not in view.hubs:
+        if hub_id not in view.hubs or not principal.may_see(hub_id):
             raise NotFound("hub_not_found", "no such hub")
-        if not principal.may_see(hub_id):
-            raise Forbidden("forbidden", "this token cannot read that hub")
         recs = sorted(view.integrations_of(hub_id), key=lambda r: r.created_at)
         return JSON([self._out(r, None) for r in recs])
 
     async def delete_integration(self, request: Request) -> Response:
         principal, view = await self._session(request)
         rec = self._own_integration(principal, view, request.path_params["integrationId"])
+        await self.remove_integration(rec)
+        return Response(status_code=204)
+
+    async def remove_integration(self, rec: IntegrationRecord) -> None:
+        """Delete an integration, then undo its provider-side wiring (best effort)."""
         await self.runtime.registry.delete_integration(rec.integration_id)
         plugin = self.plugins.get(rec.channel_id)
         if plugin is not None:
@@ -365,7 +319,6 @@ class Api:
             except Exception as exc:  # the provider may be down; the integration is gone
                 log.warning("integration %s deleted, but %s cleanup failed: %s",
                             rec.integration_id, rec.channel_id.value, type(exc).__name__)
-        return Response(status_code=204)
 
     # ---- helpers ---------------------------------------------------------------
 
@@ -381,7 +334,7 @@ class Api:
             raise NotFound("hub_not_found", "no such hub")
         raise Conflict("concurrent_update", "the integration changed meanwhile; retry")
 
-    def _new_keys(self, config: ChannelConfig, now: int
+    def _new_keys(self, integration_id: str, config: ChannelConfig, now: int
                   ) -> tuple[KeySet | None, dict[str, str] | None]:
         """A fresh key generation: ours for signing deliveries, theirs for signing to us
         (and an HMAC secret when asked for). Returns what is shown once."""
@@ -390,27 +343,11 @@ class Api:
         ours = keys.generate_signing_keypair()
         theirs = keys.generate_signing_keypair()
         shown = {"privateSigningKey": theirs.secret}
-        hmac_sealed = None
         if config.hmac_signing:
             shown["webhookSecret"] = keys.generate_hmac_secret()
-            hmac_sealed = self.runtime.sealer.seal(shown["webhookSecret"].encode())
-        keyset = KeySet(
-            created_at=now,
-            outbound_public=ours.public,
-            outbound_secret_sealed=self.runtime.sealer.seal(ours.secret.encode()),
-            inbound_public=theirs.public,
-            hmac_secret_sealed=hmac_sealed,
-        )
+        keyset = new_keyset(self.runtime.sealer, integration_id, ours, theirs.public,
+                            shown.get("webhookSecret"), now)
         return keyset, shown
-
-    def _seal(self, config: ChannelConfig) -> ChannelConfig:
-        secret_fields = type(config).SECRET_FIELDS
-        changes = {
-            name: self.runtime.sealer.seal(value.encode())
-            for name in secret_fields
-            if isinstance(value := getattr(config, name), str)
-        }
-        return msgspec.structs.replace(config, **changes) if changes else config
 
     def _out(self, rec: IntegrationRecord, shown: dict[str, str] | None) -> dict[str, Any]:
         """The integration as the API shows it: names not codes, secrets masked."""
@@ -420,7 +357,7 @@ class Api:
         for name in cls.SECRET_FIELDS:
             wire = cls.__struct_encode_fields__[cls.__struct_fields__.index(name)]
             if config.get(wire):
-                config[wire] = "********"
+                config[wire] = MASK
         current = next((k for k in rec.keys if k.retired_at is None), None)
         if current is not None:
             config["publicSigningKey"] = current.outbound_public
