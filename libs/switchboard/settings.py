@@ -84,8 +84,8 @@ class Settings(Struct, frozen=True, kw_only=True):
     webchat_hello_timeout_s: float = 5.0
     webchat_max_sockets_per_address: int = 16
     webchat_max_sockets_per_integration: int = 2000
-    webchat_visitor_rate_per_address_per_s: float = 0.2
-    webchat_visitor_burst_per_address: int = 10
+    webchat_visitor_rate_per_address_per_s: float = 0.5
+    webchat_visitor_burst_per_address: int = 20
     webchat_visitor_rate_per_integration_per_s: float = 5.0
     webchat_visitor_burst_per_integration: int = 100
     webchat_replay_concurrency: int = 8
