@@ -208,6 +208,8 @@ class StreamGateway:
             log.warning("stream: a client passed its token as ?access_token= (deprecated; "
                         "use the Authorization header or the %s* subprotocol)",
                         BEARER_SUBPROTOCOL_PREFIX)
+        if token is None:  # before any registry look-up (a broker round trip on a miss)
+            return Refusal(CLOSE_UNAUTHORIZED, "missing access token")
         registry = self._runtime.registry
         try:
             # First, so a just-created hub and integration are both in the view.
@@ -216,8 +218,6 @@ class StreamGateway:
             return Refusal(CLOSE_TRY_AGAIN, "registry unavailable")
         admin_token = self._settings.admin_token
         token_hash: str | None = None
-        if token is None:
-            return Refusal(CLOSE_UNAUTHORIZED, "missing access token")
         if not (admin_token and tokens_equal(token, admin_token)):
             token_hash = hash_token(token)
             hub = registry.view.hub_for_token_hash(token_hash)
