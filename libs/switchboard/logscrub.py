@@ -1,11 +1,14 @@
-"""Keep tokens out of log lines: query strings and bearer credentials are redacted.
+"""Keep tokens out of log lines: query strings, credentials and websocket payloads.
 
 uvicorn logs every websocket handshake with its full path and query string (``"WebSocket
 /v1/integrations/…/stream?access_token=…" [accepted]``), an HTTP client may log the URL
 it called, and an exception text may quote either. `install()` scrubs every log record
 of the process when it is created, whichever logger made it and whichever handler prints
 it (a filter on a logger would miss its children; one on a handler, handlers added
-later): the message and each argument are scrubbed, and so is a traceback.
+later): the message and each argument are scrubbed, and so is a traceback. Redacted:
+every query-string value, bearer/basic credentials (also the stream's
+``switchboard.bearer.<token>`` subprotocol), credential header values (Authorization,
+Cookie, …), and the payload of every websocket frame a library logs at DEBUG.
 """
 
 from __future__ import annotations
@@ -20,7 +23,12 @@ REDACTED = "[redacted]"
 # Parameter names are kept (they help reading a log); every value is dropped.
 _QUERY = re.compile(r"(?<=[\w/.\-~%])\?([^\s\"'<>`]*)")
 _PARAM = re.compile(r"([^&=;]*)(=[^&;]*)?")
-_BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s\"',;]+")
+# "Bearer <token>", "Basic <credentials>", and the stream's "switchboard.bearer.<token>"
+# websocket subprotocol.
+_BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+|\.)[^\s\"',;]+")
+# A header line whose value is a credential, as HTTP and websocket libraries log them.
+_HEADER = re.compile(r"(?im)\b(authorization|proxy-authorization|cookie|set-cookie|x-api-key|"
+                     r"x-auth-token)(\s*:\s*)[^\r\n]+")
 
 
 def _redact_query(m: re.Match[str]) -> str:
@@ -38,6 +46,8 @@ def scrub(text: str) -> str:
         text = _QUERY.sub(_redact_query, text)
     if "earer" in text or "asic" in text:
         text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    if ":" in text:
+        text = _HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     return text
 
 
@@ -46,6 +56,11 @@ def _scrub_arg(arg: object) -> object:
         return scrub(arg)
     if arg is None or isinstance(arg, int | float):
         return arg  # numbers keep their type (a %d stays a %d)
+    data, opcode = getattr(arg, "data", None), getattr(arg, "opcode", None)
+    if opcode is not None and isinstance(data, bytes | bytearray | memoryview):
+        # A websocket frame (the websockets library logs each at DEBUG): its payload may
+        # hold a session token or a visitor's message; only its kind and size are logged.
+        return f"{getattr(opcode, 'name', opcode)} [{len(data)} bytes]"
     text = str(arg)
     cleaned = scrub(text)
     return arg if cleaned == text else cleaned  # a URL object: its scrubbed text

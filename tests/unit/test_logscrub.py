@@ -20,6 +20,10 @@ def test_scrub_query_strings_and_credentials() -> None:
     assert TOKEN not in scrub(f"GET https://h.example/p?{TOKEN} HTTP/1.1")
     assert TOKEN not in scrub(f"Authorization: Bearer {TOKEN}")
     assert TOKEN not in scrub(f"authorization=basic {TOKEN}")
+    assert scrub(f"< sec-websocket-protocol: switchboard.stream, switchboard.bearer.{TOKEN}"
+                 ) == f"< sec-websocket-protocol: switchboard.stream, switchboard.bearer.{REDACTED}"
+    assert TOKEN not in scrub(f"> Cookie: sid={TOKEN}")
+    assert TOKEN not in scrub(f"x-api-key: {TOKEN}")
     # Prose is left alone.
     assert scrub("is it ready? yes") == "is it ready? yes"
     assert scrub("no query here") == "no query here"
@@ -58,6 +62,14 @@ def test_installed_scrubbing_covers_args_objects_and_tracebacks() -> None:
     assert TOKEN not in _emit("httpx", "HTTP Request: %s %s %d", "POST", url, 200)
     assert TOKEN not in _emit("other", "%s?%s", "/p", f"access_token={TOKEN}")
     assert TOKEN not in _emit("other", "failed", exc=ValueError(f"bad url /x?t={TOKEN}"))
+    # Header lines as websocket libraries log them: name and value in separate arguments.
+    assert TOKEN not in _emit("uvicorn.error", "< %s: %s", "cookie", TOKEN)
+    # A websocket frame object: kind and size only.
+    from websockets.frames import Frame, Opcode
+
+    frame = Frame(Opcode.TEXT, f'{{"type":"hello","session":"{TOKEN}"}}'.encode())
+    line = _emit("uvicorn.error", "< %s", frame)
+    assert TOKEN not in line and "TEXT [" in line
 
 
 def test_filter_for_hand_configured_handlers() -> None:
