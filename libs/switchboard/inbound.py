@@ -64,6 +64,14 @@ def verify_direct(
     return webhooks.verify(headers, body, public_keys=keys, now=now_s, tolerance=tolerance_s)
 
 
+def scoped_conversation_id(integration_id: str, supplied: str) -> str:
+    """A customer's own conversation id, scoped to the customer integration:
+    ``<integrationId>:<id>`` (kept as is when it already is). Two tenants that both number
+    their conversations from 1 never share one, and nobody can claim another's id."""
+    prefix = f"{integration_id}:"
+    return supplied if supplied.startswith(prefix) else prefix + supplied
+
+
 def normalize_direct(
     rec: IntegrationRecord, webhook_id: str, body: bytes, now_ms: int
 ) -> Activity:
@@ -79,6 +87,8 @@ def normalize_direct(
                 "conversationId",
             )
         conversation = customer_conversation_id(rec.integration_id, inbound.sender.id)
+    elif itype is IntegrationType.CUSTOMER:
+        conversation = scoped_conversation_id(rec.integration_id, conversation)
     return Activity(
         activity_id=activity_id(rec.integration_id, webhook_id),
         hub_id=rec.hub_id,

@@ -363,12 +363,15 @@ async def test_a_direct_integration_cannot_name_another_hubs_conversation(
     assert (await _post(hub, b_cust["integrationId"], key(b_cust), "hi B")).status_code == 202
     [first] = await receiver.wait_for("/b-agent", 1)
     theirs = first.json["conversationId"]
-    # Hub A's agent answers into B's conversation, and A's customer posts into it: both
-    # are accepted at the ingress (no oracle) and routed nowhere.
+    # Hub A's agent answers into B's conversation: accepted at the ingress (no oracle),
+    # routed nowhere. A's customer naming it gets a conversation of its own (a customer's
+    # ids are scoped to it), which A's agent sees.
     r = await _post(hub, a_agent["integrationId"], key(a_agent), "hijack", conversation=theirs)
     assert r.status_code == 202
     r = await _post(hub, a_cust["integrationId"], key(a_cust), "squat", conversation=theirs)
     assert r.status_code == 202
+    [squat] = await receiver.wait_for("/a-agent", 1)
+    assert squat.json["conversationId"] == f"{a_cust['integrationId']}:{theirs}"
     # Sentinel: B's own agent answers in the same conversation (same partition, routed
     # after them); B's customer gets exactly that.
     r = await _post(hub, b_agent["integrationId"], key(b_agent), "sentinel", conversation=theirs)
@@ -383,7 +386,7 @@ async def test_a_direct_integration_cannot_name_another_hubs_conversation(
                                                 b_cust["integrationId"]}
     assert {d.activity.integration_id for d in mine} == {b_cust["integrationId"],
                                                          b_agent["integrationId"]}
-    assert receiver.at("/a-agent") == [] and len(receiver.at("/b-agent")) == 1
+    assert len(receiver.at("/a-agent")) == 1 and len(receiver.at("/b-agent")) == 1
 
 
 # ---- reseal under a new key -------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 
 from switchboard.channels import DirectConfig, TwilioSmsConfig
 from switchboard.conversations import ConversationRecord
+from switchboard.inbound import normalize_direct, scoped_conversation_id
 from switchboard.keys import (
     Sealer,
     UnsealError,
@@ -29,6 +30,7 @@ from switchboard.sealing import (
     seal_config,
     sealed_values,
 )
+from tests.support import message as message_body
 
 
 def _activity(hub: str, integration: str, kind: str = "message:customer") -> Activity:
@@ -46,6 +48,17 @@ def test_a_conversation_belongs_to_its_hub() -> None:
     assert not conversation_allowed(_activity("H2", "cust2"), conv)
     # Another customer of the same hub cannot speak in this customer's conversation.
     assert not conversation_allowed(_activity("H1", "cust2"), conv)
+
+
+def test_a_customers_own_conversation_ids_are_scoped_to_it() -> None:
+    assert scoped_conversation_id("I1", "1") == "I1:1"
+    assert scoped_conversation_id("I1", "I1:1") == "I1:1"  # echoed back: the same one
+    assert scoped_conversation_id("I2", "I1:1") == "I2:I1:1"  # nobody claims another's
+    rec = msgspec.structs.replace(_record("I1"), channel_id=ChannelId.DIRECT)
+    body = message_body("hi", conversation="1")
+    assert normalize_direct(rec, "w1", body, 0).conversation_id == "I1:1"
+    agent = msgspec.structs.replace(rec, integration_type=IntegrationType.AGENT)
+    assert normalize_direct(agent, "w2", body, 0).conversation_id == "1"  # names, as given
 
 
 def _keyset(n: int) -> KeySet:
