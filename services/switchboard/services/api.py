@@ -145,7 +145,7 @@ class Api:
             raise NotFound("integration_not_found", "no such integration")
         return rec
 
-    async def _body(self, request: Request, into: type[Any]) -> Any:
+    async def _body(self, request: Request, into: Any) -> Any:
         from switchboard import jsonsafe
         from switchboard.inbound import check_json_content_type
 
