@@ -5,6 +5,7 @@ their hub, and `reseal` moves every secret to a new key."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -456,3 +457,45 @@ def test_serve_refuses_bad_sealing_keys(keys: str) -> None:
         env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2 and "SWITCHBOARD_SECRET_KEY" in done.stderr
 
+
+
+# ---- WebChat visitor sessions expire ---------------------------------------------------------
+
+
+async def test_webchat_sessions_expire(broker: Any) -> None:
+    import json
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    h = await RunningHub(make_settings(broker, webchat_session_ttl_s=2),
+                         ["api", "ingress"]).start()
+    try:
+        hub_id, auth = await h.create_hub()
+        chat = await h.create_integration(hub_id, auth, channelId="WebChat", name="w",
+                                          configuration={"allowedOrigins": ["localhost"]})
+        url = f"ws://127.0.0.1:{h.port}/webchat/{chat['integrationId']}/ws"
+
+        async def hello(session: str | None) -> dict[str, Any] | int:
+            async with connect(url, origin="http://localhost") as ws:
+                await ws.send(json.dumps({"type": "hello", "session": session}))
+                try:
+                    async with asyncio.timeout(10):
+                        while True:
+                            frame = json.loads(await ws.recv())
+                            if frame["type"] == "session":
+                                return dict(frame)
+                except ConnectionClosed as exc:
+                    return exc.rcvd.code if exc.rcvd else -1
+
+        first = await hello(None)
+        assert isinstance(first, dict)
+        again = await hello(first["session"])
+        # Resumed within the TTL, with a fresh token (the TTL counts from the last visit).
+        assert isinstance(again, dict) and again["resumed"] is True
+        assert again["visitorId"] == first["visitorId"]
+        assert again["session"] != first["session"]
+        await asyncio.sleep(2.5)
+        assert await hello(again["session"]) == 4401
+    finally:
+        await h.stop()
