@@ -49,7 +49,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from switchboard.kafka import DELIVERIES
-from switchboard.keys import hash_token, tokens_equal
+from switchboard.keys import hash_token, looks_like_access_token, tokens_equal
 from switchboard.model import ChannelId
 from switchboard.services.runtime import Runtime
 from switchboard.services.stream_acks import AckTable
@@ -208,18 +208,23 @@ class StreamGateway:
             log.warning("stream: a client passed its token as ?access_token= (deprecated; "
                         "use the Authorization header or the %s* subprotocol)",
                         BEARER_SUBPROTOCOL_PREFIX)
-        if token is None:  # before any registry look-up (a broker round trip on a miss)
+        # The token before any registry look-up (a broker round trip on a miss): only a
+        # token this view knows, or one shaped like an access token, goes further.
+        if token is None:
             return Refusal(CLOSE_UNAUTHORIZED, "missing access token")
         registry = self._runtime.registry
+        admin_token = self._settings.admin_token
+        is_admin = bool(admin_token and tokens_equal(token, admin_token))
+        token_hash = None if is_admin else hash_token(token)
+        if token_hash is not None and registry.view.hub_for_token_hash(token_hash) is None \
+                and not looks_like_access_token(token):
+            return Refusal(CLOSE_UNAUTHORIZED, "invalid access token")
         try:
-            # First, so a just-created hub and integration are both in the view.
+            # Then the integration, so a just-created hub and integration are both in view.
             rec = await registry.lookup_integration(iid)
         except Exception:
             return Refusal(CLOSE_TRY_AGAIN, "registry unavailable")
-        admin_token = self._settings.admin_token
-        token_hash: str | None = None
-        if not (admin_token and tokens_equal(token, admin_token)):
-            token_hash = hash_token(token)
+        if token_hash is not None:
             hub = registry.view.hub_for_token_hash(token_hash)
             if hub is None:
                 return Refusal(CLOSE_UNAUTHORIZED, "invalid access token")
