@@ -214,3 +214,13 @@ def ours_or_result(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R | None:
     except SwitchboardError as exc:
         assert 400 <= exc.status < 600 and exc.code and isinstance(exc.description, str)
         return None
+
+
+def accepts(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
+    """`ours_or_result`, for functions whose answer is raising or not: True if `fn`
+    returned, False if it refused with our error."""
+    try:
+        fn(*args, **kwargs)
+    except SwitchboardError:
+        return False
+    return True

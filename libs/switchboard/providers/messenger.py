@@ -107,7 +107,9 @@ def handshake(params: Mapping[str, str], verify_token: str) -> str:
     mode = params.get("hub.mode", "")
     given = params.get("hub.verify_token", "")
     challenge = params.get("hub.challenge", "")
-    ok = hmac.compare_digest(given.encode(), verify_token.encode())
+    # surrogatepass: a lone surrogate in a query value is a mismatch, not a crash.
+    ok = hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
+                             verify_token.encode("utf-8", "surrogatepass"))
     if (not verify_token or not ok or mode != "subscribe" or not challenge
             or len(challenge) > _CHALLENGE_MAX):
         raise Forbidden("invalid_verify_token", "the verify token does not match")
