@@ -499,3 +499,35 @@ async def test_webchat_sessions_expire(broker: Any) -> None:
         assert await hello(again["session"]) == 4401
     finally:
         await h.stop()
+
+
+async def test_rotating_or_deleting_ends_open_streams(hub: RunningHub) -> None:
+    import orjson
+    import websockets
+    from websockets.exceptions import ConnectionClosed
+
+    hub_id, auth = await hub.create_hub()
+    made = await hub.create_integration(hub_id, auth, channelId="Direct", name="app",
+                                        configuration={"integrationType": "Customer"})
+    url = f"ws://127.0.0.1:{hub.port}/v1/integrations/{made['integrationId']}/stream"
+
+    async def closed_with(ws: Any) -> int | None:
+        with pytest.raises(ConnectionClosed) as info:
+            async with asyncio.timeout(15):
+                while True:
+                    await ws.recv()
+        return info.value.rcvd.code if info.value.rcvd else None
+
+    async with websockets.connect(url, additional_headers=auth) as ws:
+        assert orjson.loads(await ws.recv())["type"] == "ready"
+        r = await hub.client.post(f"/api/v1/hubs/{hub_id}/rotateToken", headers=auth)
+        assert r.status_code == 200
+        assert await closed_with(ws) == 4401
+    new = _bearer(r.json()["accessToken"])
+    async with websockets.connect(url, additional_headers=auth) as ws:
+        assert await closed_with(ws) == 4401  # the old token opens nothing either
+    async with websockets.connect(url, additional_headers=new) as ws:
+        assert orjson.loads(await ws.recv())["type"] == "ready"
+        assert (await hub.client.delete(f"/api/v1/hubs/{hub_id}",
+                                        headers=hub.admin)).status_code == 204
+        assert await closed_with(ws) in (4401, 4404)
