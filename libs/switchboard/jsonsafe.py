@@ -130,6 +130,13 @@ def decode(data: bytes | bytearray | memoryview | str, decoder: msgspec.json.Dec
     Malformed or too deeply nested → ``invalid_json``; well-formed JSON of the wrong shape
     → `invalid`, with the offending path (after `field_prefix`) as the error's field.
     """
+    if isinstance(data, str):
+        try:
+            # msgspec encodes a str to UTF-8 itself and would raise UnicodeEncodeError on
+            # a lone surrogate; doing it here turns that into our error.
+            data = data.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest("invalid_json", "text is not valid Unicode") from None
     check_depth(data)
     try:
         return decoder.decode(data)

@@ -255,12 +255,12 @@ def parse_client_frame(raw: str | bytes) -> ClientFrame | None:
     (room for newer widgets), FrameError for anything else."""
     if len(raw) > MAX_CLIENT_FRAME_CHARS:
         raise FrameError("frame too large")
-    if jsonsafe.depth_exceeds(raw):
-        raise FrameError(f"frame is nested more than {jsonsafe.MAX_JSON_DEPTH} levels deep")
     try:
-        kind = _typed_decoder.decode(raw).type
-    except msgspec.DecodeError:
-        raise FrameError("frame is not a JSON object") from None
+        # Depth-limited, and a str that is not valid Unicode refused: past this, `raw`
+        # is safe for msgspec.
+        kind = jsonsafe.decode(raw, _typed_decoder).type
+    except BadRequest as exc:
+        raise FrameError(f"frame is not a JSON object: {exc.description}") from None
     if kind not in _KNOWN_TYPES:
         return None
     try:
