@@ -21,6 +21,8 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from starlette.websockets import WebSocket
 
+from switchboard import jsonsafe
+from switchboard.errors import BadRequest
 from switchboard.kafka import make_consumer
 from switchboard.model import DirectEnvelope, delivery_decoder
 from switchboard.services.stream_fanout import Subscriber
@@ -221,8 +223,9 @@ class ConnectionIO:
             if len(raw) > MAX_CLIENT_FRAME_CHARS:
                 return Refusal(CLOSE_BAD_REQUEST, "frame too large")
             try:
-                frame = client_decoder.decode(raw)
-            except msgspec.DecodeError:
+                # Depth-limited: a frame nested 2,000 deep is refused, not a RecursionError.
+                frame = jsonsafe.decode(raw, client_decoder)
+            except BadRequest:
                 return Refusal(CLOSE_BAD_REQUEST, "malformed frame")
             if frame.type != "ack":
                 continue  # room for future frame types (pong, …)

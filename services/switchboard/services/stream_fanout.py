@@ -1,12 +1,12 @@
 """One Kafka consumer per process follows the live end of `deliveries` for every socket.
 
 The stream gateway used to open a consumer per websocket; a thousand sockets were a
-thousand consumers. Now one `Fanout` per process holds one consumer assigned to every
-partition of the topic, with only the partitions that have a subscribed socket resumed
-(the others are paused: no fetches). Each record is handed, by key, to the subscribers of
-that key: each has its own bounded queue, so a slow socket fills only its own queue and is
-then closed (it reconnects and resumes from its last ack); the fan-out never waits for a
-socket.
+thousand consumers. Now one `Fanout` per process holds one consumer, assigned the
+partitions its sockets have asked for, with only those that have a subscribed socket
+resumed (the others are paused: no fetches). Each record is handed, by key, to the
+subscribers of that key: each has its own bounded queue, so a slow socket fills only its
+own queue and is then closed (it reconnects and resumes from its last ack); the fan-out
+never waits for a socket.
 
 `subscribe` returns the offset from which the fan-out feeds the subscriber; everything
 below it the socket reads itself (a short-lived catch-up reader, bounded in number).
@@ -104,7 +104,6 @@ class Fanout:
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
                 await consumer.start()
-                await self._assign(consumer)
         except BaseException:
             await consumer.stop()
             raise
@@ -112,15 +111,14 @@ class Fanout:
         self._task = asyncio.create_task(self._run(consumer), name=f"stream-fanout:{self.topic}")
         return consumer
 
-    async def _assign(self, consumer: AIOKafkaConsumer) -> None:
-        """Every partition of the topic, paused except those with subscribers."""
-        await consumer.topics()  # fresh metadata
-        parts = consumer.partitions_for_topic(self.topic) or set()
-        tps = {TopicPartition(self.topic, p) for p in parts}
+    def _assign(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
+        """Add `tp` to the assignment (which only grows, up to the topic's partitions),
+        paused, as is every partition without subscribers."""
+        tps = self._assigned | {tp}
         consumer.assign(list(tps))
         # assign() forgets positions: put back those of resumed partitions (no await
-        # between, so the run loop never fetches from a forgotten position).
-        consumer.pause(*(tp for tp in tps if tp.partition not in self._subs))
+        # here, so the run loop never fetches from a forgotten position).
+        consumer.pause(*(t for t in tps if t.partition not in self._subs))
         for p, pos in self._position.items():
             consumer.seek(TopicPartition(self.topic, p), pos)
         self._assigned = tps
@@ -129,10 +127,8 @@ class Fanout:
         """Feed `sub` every record of `key` in `tp` from the returned offset on."""
         async with self._lock:
             consumer = await self._start()
-            if tp not in self._assigned:  # the topic gained partitions
-                await self._assign(consumer)
-                if tp not in self._assigned:
-                    raise KafkaError(f"{tp} does not exist")
+            if tp not in self._assigned:
+                self._assign(consumer, tp)
             if tp.partition not in self._subs:
                 async with asyncio.timeout(START_TIMEOUT_S):
                     end = int((await consumer.end_offsets([tp]))[tp])
@@ -172,6 +168,9 @@ class Fanout:
                 # No await in here: subscribe() sees positions consistent with dispatch.
                 for tp, recs in batch.items():
                     self._dispatch(tp.partition, recs)
+                # Let the sockets' pumps run before the next poll (it may return at once
+                # from the prefetch buffer): a burst must not outrun sockets that keep up.
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -468,9 +468,10 @@
         sendBtn.disabled = true;
         return;
       }
-      var wait = code === 4409 ? 30000 : backoff;
+      // 4409 paused; 4429 too many sockets or new visitors from this address: wait longer.
+      var wait = code === 4409 ? 30000 : code === 4429 ? Math.max(backoff, 15000) : backoff;
       backoff = Math.min(backoff * 2, 30000);
-      setStatus("offline", code === 4409 ? "unavailable" : "reconnecting…");
+      setStatus("offline", code === 4409 || code === 4429 ? "unavailable" : "reconnecting…");
       setTimeout(connect, wait + Math.floor(Math.random() * 500));
     };
   }
