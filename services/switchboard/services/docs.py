@@ -114,9 +114,10 @@ def openapi_spec() -> dict[str, Any]:
         },
         "/ingress/{integrationId}": {
             "parameters": [iid],
-            "post": _op("Post a Standard Webhooks-signed activity (v1a, Ed25519)",
+            "post": _op("Post a Standard Webhooks-signed activity (v1a, Ed25519); before "
+                        "the signature verifies, every refusal is the same 401",
                         "InboundActivity", 202, security=False,
-                        responses=(400, 401, 404, 409, 413, 415, 503)),
+                        responses=(400, 401, 409, 413, 429, 503)),
         },
         "/v1/integrations/{integrationId}/stream": {
             "parameters": [iid],
