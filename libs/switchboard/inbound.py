@@ -1,7 +1,8 @@
 """The ingress's pure half: request checks and normalization to the canonical Activity.
 
-The HTTP service calls these in order — size, content type, integration state, signature,
-body — so that every rejection happens before anything reaches Kafka.
+The HTTP service calls these in order — size, content type, signature, then (once
+authenticated) integration state and body — so that every rejection happens before
+anything reaches Kafka.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from collections.abc import Mapping
 from switchboard import jsonsafe, webhooks
 from switchboard.errors import (
     BadRequest,
-    Conflict,
-    NotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
 )
@@ -39,15 +38,6 @@ def check_json_content_type(value: str | None) -> None:
         raise UnsupportedMediaType(
             "unsupported_media_type", "Content-Type must be application/json"
         )
-
-
-def check_active(rec: IntegrationRecord | None, integration_id: str) -> IntegrationRecord:
-    """The integration exists and is not paused."""
-    if rec is None:
-        raise NotFound("integration_not_found", f"no integration {integration_id}")
-    if not rec.active:
-        raise Conflict("integration_paused", "the integration is paused")
-    return rec
 
 
 def verify_direct(
