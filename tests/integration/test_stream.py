@@ -176,10 +176,13 @@ async def _deliveries(ws: ClientConnection, n: int) -> list[dict[str, Any]]:
     return frames
 
 
-async def _nothing_more(ws: ClientConnection, wait: float = 0.7) -> None:
-    with contextlib.suppress(TimeoutError):
-        frame = await _frame(ws, timeout=wait)
-        raise AssertionError(f"unexpected frame {frame}")
+async def _nothing_more(env: Env, ws: ClientConnection) -> str:
+    """Nothing else is on its way to `ws`: a record produced now, after everything before
+    it in the partition, is the very next frame. Returns its webhook id."""
+    [sentinel] = await _produce(env, "main", 1)
+    frame = await _frame(ws)
+    assert frame["type"] == "delivery" and frame["webhookId"] == sentinel, frame
+    return sentinel
 
 
 async def _close_code(url: str, headers: dict[str, str] | None = None) -> int:
@@ -259,7 +262,7 @@ async def test_order_ack_and_resume(env: Env) -> None:
             assert f["payload"]["activity"]["message"]["text"] == f["webhookId"]
         offsets = [int(f["cursor"].split(":")[1]) for f in got]
         assert offsets == sorted(offsets) and all(f["cursor"].startswith(f"{p}:") for f in got)
-        await _nothing_more(ws)  # the neighbour's record is never shown
+        s1 = await _nothing_more(env, ws)  # the neighbour's record is never shown
         # An ack is persisted while the socket is open...
         await ws.send(json.dumps({"type": "ack", "cursor": got[0]["cursor"]}))
         await _eventually(lambda: env.gateway.acked_cursor(env.ids["main"]) == got[0]["cursor"])
@@ -277,17 +280,17 @@ async def test_order_ack_and_resume(env: Env) -> None:
     # Without a cursor: strictly after the last ack, the un-acked one first, in order.
     async with connect(env.url("main", access_token=TOKEN_A)) as ws:
         assert await _frame(ws) == {"type": "ready", "cursor": acked}
-        got2 = await _deliveries(ws, 3)
-        assert [f["webhookId"] for f in got2] == [first[3], *more]
-        await _nothing_more(ws)
+        got2 = await _deliveries(ws, 4)
+        assert [f["webhookId"] for f in got2] == [first[3], s1, *more]
+        s2 = await _nothing_more(env, ws)
 
     # An explicit older cursor wins over the stored one: everything after it, in order.
     async with connect(env.url("main", cursor=got[0]["cursor"]),
                        additional_headers=_bearer(TOKEN_A)) as ws:
         assert await _frame(ws) == {"type": "ready", "cursor": got[0]["cursor"]}
-        got3 = await _deliveries(ws, 5)
-        assert [f["webhookId"] for f in got3] == [*first[1:], *more]
-        await _nothing_more(ws)
+        got3 = await _deliveries(ws, 7)
+        assert [f["webhookId"] for f in got3] == [*first[1:], s1, *more, s2]
+        await _nothing_more(env, ws)
     await _all_closed(env)
 
     # The ack went through Kafka: a fresh gateway (another process) knows it at start.
@@ -303,7 +306,7 @@ async def test_ack_of_undelivered_cursor_is_refused(env: Env) -> None:
     async with connect(env.url("main", access_token=TOKEN_A)) as ws:
         ready = await _frame(ws)
         ahead = f"{env.partition}:{int(ready['cursor'].split(':')[1]) + 1000}"
-        await _deliveries(ws, 3)  # what is still un-acked from the test before
+        await _deliveries(ws, 6)  # what is still un-acked from the test before
         await ws.send(json.dumps({"type": "ack", "cursor": ahead}))
         with pytest.raises(ConnectionClosed) as info:
             await _frame(ws)
