@@ -10,14 +10,13 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
 
 from tests.conftest import RunningHub, make_settings
 from tests.fakes.messenger import FakeGraph, entry, meta_signature, text_event, webhook
 from tests.fakes.slack import FakeSlack, Install
 from tests.fakes.twilio import FakeTwilio
 from tests.support import Receiver, message, sign_with_cryptography
+from tests.topics import read_topics
 
 APP_ID, APP_SECRET = "app-at-rest", "meta-app-secret-" + uuid.uuid4().hex
 LOGGERS = ("", "switchboard", "aiokafka", "uvicorn", "uvicorn.error", "uvicorn.access",
@@ -26,27 +25,10 @@ LOGGERS = ("", "switchboard", "aiokafka", "uvicorn", "uvicorn.error", "uvicorn.a
 
 async def _every_record(h: RunningHub) -> list[bytes]:
     """Key and value of every record of every topic of this hub, from offset 0."""
-    s = h.settings
-    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap_servers,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        topics = sorted(t for t in await consumer.topics() if t.startswith(s.topic_prefix))
-        tps = [TopicPartition(t, p) for t in topics
-               for p in sorted(consumer.partitions_for_topic(t) or ())]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[bytes] = []
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                out.extend((r.key or b"") + b"\x00" + (r.value or b"") for r in records)
-        assert {"registry", "activities", "deliveries"} <= {t[len(s.topic_prefix):]
-                                                            for t in topics}
-        return out
-    finally:
-        await consumer.stop()
+    records = await read_topics(h.settings)
+    prefix = h.settings.topic_prefix
+    assert {"registry", "activities", "deliveries"} <= {t[len(prefix):] for t, _, _ in records}
+    return [(k or b"") + b"\x00" + (v or b"") for _, k, v in records]
 
 
 async def test_no_secret_reaches_a_topic_or_a_log_line(

@@ -16,8 +16,6 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
 
 from switchboard.brokers import start_broker
 from switchboard.kafka import DELIVERIES, REGISTRY
@@ -29,6 +27,7 @@ from switchboard.services.reseal import reseal
 from tests.conftest import RunningHub, make_settings
 from tests.fakes.twilio import FakeTwilio
 from tests.support import Receiver, message, sign_with_cryptography, verify_with_cryptography
+from tests.topics import read_topics
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -36,28 +35,7 @@ def _bearer(token: str) -> dict[str, str]:
 
 
 async def _read_topic(settings: Any, name: str) -> list[tuple[bytes | None, bytes | None]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        topic = settings.topic(name)
-        parts = await _partitions(consumer, topic)
-        tps = [TopicPartition(topic, p) for p in parts]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[tuple[bytes | None, bytes | None]] = []
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            batch = await consumer.getmany(timeout_ms=500)
-            out.extend((r.key, r.value) for records in batch.values() for r in records)
-        return out
-    finally:
-        await consumer.stop()
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer.topics()  # refresh metadata
-    return consumer.partitions_for_topic(topic) or set()
+    return [(k, v) for _, k, v in await read_topics(settings, [name])]
 
 
 # ---- hub tokens, hub delete, no existence oracle ------------------------------------------
