@@ -89,7 +89,10 @@ def validate_webhook_url(url: str, *, allow_private: bool, field: str) -> str:
     literal = _literal_host(host)
     if literal is None and not _valid_hostname(host):
         raise BadRequest("invalid_url", "the host is not a valid name or address", field)
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+    # Any Unicode space (U+00A0, U+2028, ...) or unprintable character (controls, format
+    # characters, lone surrogates) too: none belongs in a URL, and some would let a
+    # URL look like another one in a log or break the request line.
+    if any(c.isspace() or not c.isprintable() for c in url):
         raise BadRequest("invalid_url", "spaces and control characters are not allowed",
                          field)
     if literal is not None and not allow_private and forbidden_address(literal):

@@ -42,6 +42,7 @@ _STRINGS = [
     "event_callback", "url_verification", "hello", "ping", "ack", "subscribe", "received",
     "http://", "https://", "https://x.test/a", "http://exa mple.com/", "javascript:alert(1)",
     "é", "\u0000", "\ud800", "\udfff", "\u2028", "\ufeff", "a" * 257, "a" * 5000, "9" * 30,
+    "9" * 4301,  # past Python's int() digit limit
     "-1", "true", "null", "0:0", "0:-1", "3:99999999999999999999", "-1:0", "Customer",
     "Agent", "Bot", "System", "Direct", "TwilioSMS", "WebChat", "Slack", "Messenger",
     "message:customer", "*", "%00", "../", "\\", '"', "{", "[", "*.example.com", "1.2.3.4",

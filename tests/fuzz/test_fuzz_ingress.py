@@ -136,7 +136,8 @@ def request_case(r: random.Random) -> Request:
         rec=r.choice(RECORDS),
         webhook_id=r.choice(["msg_1", "x" * 256, "!#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"]),
         content_length=None if r.random() < 0.2 else text_like(
-            r, "0", "262144", "262145", "\u0661\u0662", "10" * 20),
+            r, "0", "262144", "262145", "\u0661\u0662", "10" * 20, "9" * 4301,
+            "0" * 30 + "1"),
         content_type=None if r.random() < 0.2 else text_like(
             r, "application/json", "APPLICATION/JSON; x=y", "application/json;charset=utf-8"),
     )

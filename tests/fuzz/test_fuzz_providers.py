@@ -56,7 +56,7 @@ def _form_value(r: random.Random, old: str) -> str:
     v = value(r)
     if isinstance(v, str):
         return v
-    return text_like(r, old, "10", "-1", "99999999999999999999", "\u0661", "1e3")
+    return text_like(r, old, "10", "-1", "99999999999999999999", "\u0661", "1e3", "9" * 4301)
 
 
 class TwilioCase(NamedTuple):
@@ -85,7 +85,8 @@ def twilio_case(r: random.Random) -> TwilioCase:
         else r.randbytes(r.randrange(200))
     body = damage(r, body)
     query = r.choice([b"", b"ref=abc", b"ref=abc&part=2", b"ref=" + b"x" * 200 + b"&part=x",
-                      urlencode([("ref", text_like(r, "abc")), ("part", text_like(r, "1"))],
+                      urlencode([("ref", text_like(r, "abc")),
+                                 ("part", text_like(r, "1", "9" * 4301))],
                                 errors="surrogatepass").encode()])
     signed = r.choice(["auth", "shared", "junk"])
     headers: dict[str, str] = {}

@@ -319,12 +319,14 @@ def _status_event(params: Sequence[tuple[str, str]], hub_id: str, integration_id
                                                 "to": customer}
     error = _get(params, "ErrorCode")
     if error:
-        data["errorCode"] = int(error) if error.isascii() and error.isdigit() else error[:32]
+        # A long run of digits stays text: int() refuses 4,300+ digits (a 500).
+        data["errorCode"] = (int(error) if error.isascii() and error.isdigit()
+                             and len(error) <= 18 else error[:32])
     ref = _get(query, "ref")
     if ref is not None and not (0 < len(ref) <= _MAX_REF_CHARS):
         ref = None
     part = _get(query, "part")
-    if part is not None and part.isascii() and part.isdigit():
+    if part is not None and part.isascii() and part.isdigit() and len(part) <= 9:
         data["part"] = int(part)
     return Activity(
         activity_id=activity_id(integration_id, f"{sid}:status:{status}"),

@@ -73,9 +73,10 @@ MASK = "********"
 def parse_channel(value: str | int) -> ChannelId:
     """A channelId given as a name (any case) or as Hubster's numeric code."""
     if isinstance(value, int) or (isinstance(value, str) and value.isascii() and value.isdigit()):
-        channel = CHANNEL_CODES.get(int(value))
+        channel = CHANNEL_CODES.get(_code(value))
         if channel is None:
-            raise BadRequest("invalid_channel", f"unknown channelId {value}", "channelId")
+            raise BadRequest("invalid_channel", f"unknown channelId {str(value)[:40]}",
+                             "channelId")
         return channel
     for c in ChannelId:
         if c.value.casefold() == value.casefold():
@@ -86,13 +87,21 @@ def parse_channel(value: str | int) -> ChannelId:
 
 def parse_integration_type(value: str | int) -> IntegrationType:
     if isinstance(value, int) or (value.isascii() and value.isdigit()):
-        found = INTEGRATION_TYPE_CODES.get(int(value))
+        found = INTEGRATION_TYPE_CODES.get(_code(value))
     else:
         found = next((t for t in IntegrationType if t.value.casefold() == value.casefold()), None)
     if found is None:
-        raise BadRequest("invalid_integration_type", f"unknown integrationTypeId {value}",
-                         "integrationTypeId")
+        raise BadRequest("invalid_integration_type",
+                         f"unknown integrationTypeId {str(value)[:40]}", "integrationTypeId")
     return found
+
+
+def _code(value: str | int) -> int:
+    """A numeric code as given; -1 (no code) for digits too long to be one: int() of
+    4,300 or more digits raises ValueError, which would be a 500."""
+    if isinstance(value, int):
+        return value
+    return int(value) if len(value) <= 9 else -1
 
 
 def parse_status(value: int) -> int:

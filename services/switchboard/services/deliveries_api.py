@@ -93,8 +93,9 @@ def _int_param(request: Request, name: str, lo: int, hi: int | None = None) -> i
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    if not (raw.isascii() and raw.isdigit()) or int(raw) < lo or (hi is not None
-                                                                   and int(raw) > hi):
+    # At most 19 digits: int() of 4,300+ raises ValueError (a 500), and ms fit in 19.
+    if (not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) < lo
+            or (hi is not None and int(raw) > hi)):
         bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
         raise BadRequest("invalid_query", f"{name} must be an integer {bound}", name)
     return int(raw)
