@@ -294,9 +294,11 @@ async def test_echo_postback_read_and_redelivery(mhub: RunningHub, graph: FakeGr
     await _deliver(mhub, batch)
     await _deliver(mhub, batch)  # Meta redelivers the same batch
     await _deliver(mhub, webhook(entry(pid, text_event(psid, pid, "after"))))
-    got = await receiver.wait_for("/system", 4)
-    await asyncio.sleep(0.5)  # anything extra would have come before "after"
-    activities = [g.json["activities"][0] for g in receiver.at("/system")]
+    # "after" is the sentinel: same conversation, same destination, sent last, so any
+    # extra copy of the batch's events would have been delivered before it.
+    got = await receiver.wait_until(
+        "/system", lambda got: any(_text(g.json["activities"][0]) == "after" for g in got))
+    activities = [g.json["activities"][0] for g in got]
     assert [a["type"] for a in activities] == [
         "event:postback", "message:customer", "event:seen", "message:customer"]
     postback, once, seen, after = activities
