@@ -31,6 +31,10 @@ _HEADER = re.compile(r"(?im)\b(authorization|proxy-authorization|cookie|set-cook
                      r"x-auth-token)(\s*:\s*)[^\r\n]+")
 
 
+# What a format string has when its arguments can form a secret only together.
+_JOINS = re.compile(r"[?:]|earer|asic")
+
+
 def _redact_query(m: re.Match[str]) -> str:
     params = []
     for name, value in _PARAM.findall(m.group(1)):
@@ -75,9 +79,11 @@ def scrub_record(record: logging.LogRecord) -> logging.LogRecord:
         record.args = tuple(_scrub_arg(a) for a in args)
     elif isinstance(args, dict):
         record.args = {k: _scrub_arg(v) for k, v in args.items()}
-    # Arguments that only form a query string together ("%s?%s"): format it now. Not
-    # for formatters that take the arguments apart themselves (uvicorn's access log).
-    if record.args and not record.name.startswith("uvicorn.access"):
+    # Arguments that only form a query string or a credential together ("%s?%s",
+    # "%s: %s", "Bearer %s"): format it now. Not for formatters that take the arguments
+    # apart themselves (uvicorn's access log).
+    if (record.args and isinstance(record.msg, str) and _JOINS.search(record.msg)
+            and not record.name.startswith("uvicorn.access")):
         try:
             message = record.getMessage()
         except Exception:
