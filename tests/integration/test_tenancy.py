@@ -164,6 +164,9 @@ async def test_tokens_are_checked_before_the_broker_and_503s_say_nothing(
             await c.post(f"/api/v1/integrations/hubs/{hub_id}", headers=auth, json={
                 "channelId": "Direct", "name": "d", "configuration": {"integrationType": "Bot"}}),
             await c.post("/api/v1/hubs", headers=h.admin, json={"name": "x"}),
+            await c.get(f"/api/v1/integrations/{made['integrationId']}/deliveries",
+                        headers=auth),
+            await c.get(f"/api/v1/jobs/{uuid.uuid4()}", headers=auth),
         ]
         body = message("during")
         answers.append(await c.post(

@@ -101,10 +101,14 @@ class Jobs:
         await self._table.stop()
 
     async def get(self, job_id: str) -> JobRecord | None:
+        timeout = self.runtime.settings.produce_timeout_s
         try:
-            await self._table.sync(timeout=self.runtime.settings.produce_timeout_s)
+            async with asyncio.timeout(timeout):  # the end-offset request too
+                await self._table.sync(timeout=timeout)
         except Exception as exc:
-            raise Unavailable("broker_unavailable", f"jobs read failed: {exc!r}") from exc
+            log.warning("jobs read failed: %r", exc)  # the cause is for the log, not the body
+            raise Unavailable("broker_unavailable", "the jobs table is unavailable; retry") \
+                from exc
         return self.view.get(job_id, _now_ms())
 
     async def submit(self, hub_id: str, integration_id: str, kind: JobKind,
