@@ -512,3 +512,50 @@ async def test_rotating_or_deleting_ends_open_streams(hub: RunningHub) -> None:
         assert (await hub.client.delete(f"/api/v1/hubs/{hub_id}",
                                         headers=hub.admin)).status_code == 204
         assert await closed_with(ws) in (4401, 4404)
+
+
+async def test_a_sealed_value_moved_to_another_integration_does_not_open(broker: Any) -> None:
+    """Someone who can write to the registry copies integration A's sealed Twilio auth
+    token into B's record: B does not accept A's signatures (the value does not open
+    there), while A still does."""
+    from switchboard.channels import TwilioSmsConfig
+    from tests.fakes.twilio import FakeTwilio as Fake
+
+    fake = await Fake().start()
+    h = await RunningHub(make_settings(broker, twilio_api_url=fake.url)).start()
+    try:
+        hub_id, auth = await h.create_hub()
+        made = []
+        for name in ("a", "b"):
+            sid, token = fake.add_account()
+            number = fake.add_number(sid, "+1416" + str(uuid.uuid4().int)[:7])
+            rec = await h.create_integration(
+                hub_id, auth, channelId="TwilioSMS", name=name,
+                configuration={"accountSid": sid, "authToken": token, "numberSid": number.sid})
+            made.append((rec["integrationId"], number))
+        (a_id, a_number), (b_id, b_number) = made
+        registry = h.app.state.runtime.registry
+        view = await registry.sync()
+        a, b = view.integrations[a_id], view.integrations[b_id]
+        assert isinstance(a.configuration, TwilioSmsConfig)
+        assert isinstance(b.configuration, TwilioSmsConfig)
+        # B now claims A's account and A's (sealed) token.
+        forged = msgspec.structs.replace(
+            b, version=b.version + 1, configuration=msgspec.structs.replace(
+                b.configuration, account_sid=a.configuration.account_sid,
+                auth_token=a.configuration.auth_token))
+        assert (await registry.put(forged)).accepted
+        public = h.settings.public_url
+
+        def rewrite(u: str) -> str:
+            return h.base_url + u[len(public):]
+
+        # Signed with A's token, for B's URL, from A's account: B cannot open the value.
+        b_number.account_sid = a.configuration.account_sid
+        r = await fake.incoming_sms(b_number, "+15550001", "moved", rewrite=rewrite)
+        assert r.status_code == 401, r.text
+        r = await fake.incoming_sms(a_number, "+15550001", "genuine", rewrite=rewrite)
+        assert r.status_code == 200, r.text
+    finally:
+        await h.stop()
+        await fake.stop()

@@ -103,8 +103,10 @@ class Ingress:
             if request.state.authenticated:
                 raise
             self._unverified.take(client, time.monotonic())
-            log.debug("ingress: %s refused before authentication: %s", integration_id,
-                      exc.code)
+            # Ours to fix (a stored secret that does not open: tampered with, moved from
+            # another record, or sealed under a key no longer configured): say so.
+            log.log(logging.ERROR if exc.status >= 500 else logging.DEBUG,
+                    "ingress: %s refused before authentication: %s", integration_id, exc.code)
             raise Unauthorized("unauthenticated", UNAUTHENTICATED) from None
 
     def _on_authenticated(self, request: Request) -> Callable[[IntegrationRecord], None]:
