@@ -211,18 +211,22 @@ async def test_start_messages_resend_once_and_history(chat: Chat) -> None:
         await chat.answer(conversation, "an agent here")
         live = await _deliveries(w, 2)
         assert _texts(live) == [("visitor", "second"), ("agent", "an agent here")]
-        last_cursor = live[-1]["cursor"]
-    got = await chat.receiver.wait_for("/agent", 2)
-    await asyncio.sleep(1.0)  # a duplicate would arrive right behind
+        # A later message is the sentinel: the agent receives a conversation's messages
+        # in order, so a duplicate of m-1 would have come before it.
+        await w.say("m-3", "third")
+        last_cursor = (await _deliveries(w, 1))[0]["cursor"]
+    got = await chat.receiver.wait_for("/agent", 3)
     assert [g.json["activity"]["message"]["text"] for g in chat.receiver.at("/agent")] == [
-        "hello there", "second"]
-    assert len({g.json["activity"]["activityId"] for g in got}) == 2
+        "hello there", "second", "third"]
+    assert len({g.json["activity"]["activityId"] for g in got}) == 3
 
-    # Missed while away: the socket resumes strictly after its cursor.
+    # Missed while away: the socket resumes strictly after its cursor (what is routed
+    # after the replay's end comes live, right after `ready`).
     await chat.answer(conversation, "are you still there?")
-    await asyncio.sleep(1.0)
     async with connect(chat.ws_url(), origin=LOCAL) as ws:
-        _, missed, _ = await Widget(ws).hello(session=session["session"], cursor=last_cursor)
+        w = Widget(ws)
+        _, missed, _ = await w.hello(session=session["session"], cursor=last_cursor)
+        missed += await _deliveries(w, 1 - len(missed))
     assert _texts(missed) == [("agent", "are you still there?")]
 
     # A reload (no cursor) replays the whole conversation, in order, each message once.
@@ -230,7 +234,7 @@ async def test_start_messages_resend_once_and_history(chat: Chat) -> None:
         _, history, ready = await Widget(ws).hello(session=session["session"])
     assert _texts(history) == [("bot", WELCOME), ("visitor", "hello there"),
                                ("visitor", "second"), ("agent", "an agent here"),
-                               ("agent", "are you still there?")]
+                               ("visitor", "third"), ("agent", "are you still there?")]
     assert ready["cursor"] == history[-1]["cursor"]
     # Another visitor sees none of it.
     async with connect(chat.ws_url(), origin=LOCAL) as ws:
