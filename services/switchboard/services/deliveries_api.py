@@ -5,6 +5,8 @@ token its own hub; another hub's integration, delivery or job answers 404.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Annotated, Any, cast, get_args
 
@@ -27,6 +29,8 @@ from switchboard.services.delivery_jobs import Jobs, Progress, Target
 from switchboard.services.delivery_log_reader import DeliveryLogReader
 from switchboard.services.http import JSON
 from switchboard.services.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from switchboard.services.api import Api
@@ -132,10 +136,13 @@ class DeliveriesApi:
 
     async def _synced(self) -> DeliveryLog:
         """The log with every attempt written before this call applied."""
+        timeout = self.runtime.settings.produce_timeout_s
         try:
-            await self.reader.sync(timeout=self.runtime.settings.produce_timeout_s)
+            async with asyncio.timeout(timeout):  # the end-offset request too
+                await self.reader.sync(timeout=timeout)
         except Exception as exc:
-            raise Unavailable("broker_unavailable", f"delivery log read failed: {exc!r}") \
+            log.warning("delivery log read failed: %r", exc)  # for the log, not the body
+            raise Unavailable("broker_unavailable", "the delivery log is unavailable; retry") \
                 from exc
         return self.log
 
