@@ -166,7 +166,10 @@ def parse_config(channel: ChannelId, raw: object, *,
     try:
         cfg = msgspec.convert(data, CONFIG_TYPES[channel])
     except msgspec.ValidationError as exc:
-        raise BadRequest("invalid_configuration", str(exc), _field_of(exc)) from None
+        field = _field_of(exc)
+        # A webhookUrl of the wrong scheme or length is refused like any other bad URL.
+        code = "invalid_url" if field == _URL_FIELD else "invalid_configuration"
+        raise BadRequest(code, str(exc), field) from None
     if isinstance(cfg, SystemConfig):
         unknown = [e for e in cfg.events if e not in EVENT_FILTERS]
         if unknown:
@@ -176,8 +179,7 @@ def parse_config(channel: ChannelId, raw: object, *,
                 "configuration.events",
             )
     if isinstance(cfg, DirectConfig | SystemConfig) and cfg.webhook_url is not None:
-        validate_webhook_url(cfg.webhook_url, allow_private=allow_private,
-                             field="configuration.webhookUrl")
+        validate_webhook_url(cfg.webhook_url, allow_private=allow_private, field=_URL_FIELD)
     if isinstance(cfg, DirectConfig) and cfg.integration_type is IntegrationType.SYSTEM:
         raise BadRequest(
             "invalid_configuration",
@@ -185,6 +187,9 @@ def parse_config(channel: ChannelId, raw: object, *,
             "configuration.integrationType",
         )
     return cfg  # type: ignore[return-value]
+
+
+_URL_FIELD = "configuration.webhookUrl"
 
 
 def integration_type_of(cfg: ChannelConfig) -> IntegrationType:
