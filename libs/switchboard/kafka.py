@@ -30,6 +30,7 @@ from switchboard.broker_config import (
 )
 from switchboard.errors import ConfigError
 from switchboard.pacing import Pacer, WakingProducer
+from switchboard.record_mac import guard_for
 from switchboard.settings import Settings
 from switchboard.supervision import supervised
 
@@ -174,7 +175,8 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
         "max_request_size": 2 * 1024 * 1024,
     }
     kwargs.update(overrides)
-    return WakingProducer(**kwargs)
+    # Every record it writes carries its MAC (switchboard.record_mac).
+    return WakingProducer(guard=guard_for(settings), **kwargs)
 
 
 def make_consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: object
@@ -263,6 +265,7 @@ class TableReader:
         self._settings = settings
         self._tp = TopicPartition(topic, 0)
         self._apply = apply
+        self._guard = guard_for(settings)
         self._consumer: AIOKafkaConsumer | None = None
         self._pacer: Pacer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -300,6 +303,9 @@ class TableReader:
             if not records:
                 continue
             for rec in records:
+                if self._guard is not None and not self._guard.admit_record(rec):
+                    self.position = rec.offset + 1  # not written by this hub: refused
+                    continue
                 try:
                     self._apply(rec)
                 except Exception:  # one bad record must not stop the fold

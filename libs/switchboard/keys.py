@@ -34,6 +34,7 @@ from switchboard.errors import BadRequest, ConfigError, SwitchboardError
 __all__ = [
     "HMAC_SECRET_PREFIX",
     "PUBLIC_KEY_PREFIX",
+    "PURPOSE_RECORDS",
     "PURPOSE_SECRETS",
     "PURPOSE_SESSIONS",
     "SEALED_PREFIX",
@@ -53,6 +54,7 @@ __all__ = [
     "looks_like_access_token",
     "new_access_token",
     "parse_hmac_secret",
+    "parse_master_keys",
     "parse_public_key",
     "parse_secret_key",
     "public_of",
@@ -204,6 +206,7 @@ class UnsealError(SwitchboardError):
 # What a derived key is for: one master key, unrelated keys per purpose.
 PURPOSE_SECRETS = "secrets"
 PURPOSE_SESSIONS = "sessions"
+PURPOSE_RECORDS = "records"  # MACs of internal Kafka records (switchboard.record_mac)
 _KEY_BYTES = nacl.secret.SecretBox.KEY_SIZE
 _AEAD_NONCE = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 _AEAD_TAG = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES
@@ -241,6 +244,16 @@ def _parse_master(text: str, position: int) -> bytes:
     return key
 
 
+def parse_master_keys(text: str) -> list[bytes]:
+    """``SWITCHBOARD_SECRET_KEYS``/``_KEY``: comma-separated standard base64 of 32 bytes
+    each (ConfigError if empty or malformed); the first one is current."""
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError("SWITCHBOARD_SECRET_KEY (or SWITCHBOARD_SECRET_KEYS) is required: "
+                          "base64 of 32 random bytes")
+    parts = [p for p in text.split(",") if p.strip()]
+    return [_parse_master(p, i) for i, p in enumerate(parts)]
+
+
 class Sealer:
     """Seals values at rest under the deployment's master keys, for one purpose.
 
@@ -273,11 +286,7 @@ class Sealer:
     def from_b64(cls, text: str, *, purpose: str = PURPOSE_SECRETS) -> Sealer:
         """Build from ``SWITCHBOARD_SECRET_KEYS``/``_KEY``: comma-separated standard base64
         of 32 bytes each, the first one sealing, all of them opening."""
-        if not isinstance(text, str) or not text.strip():
-            raise ConfigError("SWITCHBOARD_SECRET_KEY (or SWITCHBOARD_SECRET_KEYS) is required: "
-                              "base64 of 32 random bytes")
-        parts = [p for p in text.split(",") if p.strip()]
-        return cls([_parse_master(p, i) for i, p in enumerate(parts)], purpose=purpose)
+        return cls(parse_master_keys(text), purpose=purpose)
 
     def for_purpose(self, purpose: str) -> Sealer:
         """A sealer over the same master keys whose derived keys serve `purpose` instead."""

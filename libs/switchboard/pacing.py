@@ -25,6 +25,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.structs import TopicPartition
 
+from switchboard.record_mac import RecordGuard
 from switchboard.settings import Settings
 
 __all__ = ["WAKEUPS", "Pacer", "WakingProducer"]
@@ -58,10 +59,23 @@ WAKEUPS = _Wakeups()
 
 
 class WakingProducer(AIOKafkaProducer):  # type: ignore[misc]
-    """A producer that wakes this process's idle readers of a topic it wrote to."""
+    """A producer that wakes this process's idle readers of a topic it wrote to.
 
-    async def send(self, topic: str, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        fut: asyncio.Future[Any] = await super().send(topic, *args, **kwargs)
+    With a `guard` it is also the one place records get their MAC (`switchboard.record_mac`):
+    every record written to a topic of the deployment carries ``sb-mac``.
+    """
+
+    def __init__(self, *, guard: RecordGuard | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._guard = guard
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                   partition: int | None = None, timestamp_ms: int | None = None,
+                   headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
+        if self._guard is not None:
+            headers = self._guard.sign_headers(topic, key, value, headers)
+        fut: asyncio.Future[Any] = await super().send(
+            topic, value, key, partition, timestamp_ms, headers)
         fut.add_done_callback(functools.partial(_notify, topic))
         return fut
 

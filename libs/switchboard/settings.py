@@ -125,6 +125,10 @@ class Settings(Struct, frozen=True, kw_only=True):
     topic_min_insync_replicas: str = "auto"
     # Existing topics below that (or table topics not compacted): refuse to start, or warn.
     topic_check: str = "refuse"
+    # Internal records (registry, conversations, deliveries, …) without a valid MAC:
+    # "enforce" refuses them; "accept-unsigned" also reads records written before MACs
+    # (upgrade path; a MAC that is present must still be valid). New records are signed.
+    record_mac: str = "enforce"
 
     @property
     def sealing_keys(self) -> str:
@@ -167,6 +171,8 @@ class Settings(Struct, frozen=True, kw_only=True):
             raise ConfigError(str(exc)) from None
         if settings.kafka_idempotence not in ("auto", "on", "off"):
             raise ConfigError("SWITCHBOARD_KAFKA_IDEMPOTENCE must be auto, on or off")
+        if settings.record_mac not in ("enforce", "accept-unsigned"):
+            raise ConfigError("SWITCHBOARD_RECORD_MAC must be enforce or accept-unsigned")
         return settings
 
 

@@ -41,6 +41,7 @@ from switchboard.parking import (
     ParkedLane,
     parked_decoder,
 )
+from switchboard.record_mac import guard_for
 from switchboard.retry import RetryPolicy
 from switchboard.services.delivery_attempts import (
     FAILED_EVENT,
@@ -99,6 +100,7 @@ class Deliverer:
         self._topic = s.topic(DELIVERIES)
         self._parked_topic = s.topic(PARKED)
         self._extra_senders = dict(senders or {})
+        self._guard = guard_for(s)  # refuses records without a valid MAC
         self._http: HttpClient | None = None
         self._partitions: dict[int, Partition] = {}
         self._consumer: AIOKafkaConsumer | None = None
@@ -218,6 +220,11 @@ class Deliverer:
                 part.offsets.add(rec.offset)
             except ValueError:
                 continue  # already taken
+            if not self._admit(rec):
+                # Not written by this hub (record_mac): never sent; skipped, not wedged.
+                part.offsets.done(rec.offset)
+                self.stats.skipped += 1
+                continue
             try:
                 delivery = delivery_decoder.decode(rec.value or b"")
             except msgspec.DecodeError:
@@ -235,6 +242,10 @@ class Deliverer:
             lane.queue.append((rec.offset, delivery))
         if part.offsets.pending > self._settings.max_pending_per_partition:
             self._overflow(part)
+
+    def _admit(self, rec: ConsumerRecord[bytes, bytes]) -> bool:
+        """Written by this hub (a valid MAC, `switchboard.record_mac`); else refused."""
+        return self._guard is None or self._guard.admit_record(rec)
 
     def _overflow(self, part: Partition) -> None:
         """Too much of this partition is waiting in memory: move the backlog of the
@@ -259,7 +270,7 @@ class Deliverer:
         touched: dict[LaneKey, ParkedLane] = {}
         for rec in records:
             try:
-                record = parked_decoder.decode(rec.value or b"")
+                record = parked_decoder.decode(rec.value or b"") if self._admit(rec) else None
             except msgspec.DecodeError:
                 log.error("deliverer: skipping malformed parked record %d@%d",
                           part.parked_tp.partition, rec.offset)

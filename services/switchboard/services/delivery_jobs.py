@@ -205,6 +205,9 @@ class Jobs:
         produced = 0
         async with contextlib.aclosing(_read_at(consumer, tp, sorted(offsets), end, p)) as recs:
             async for rec in recs:
+                # Only what this hub wrote is produced again (and so signed again).
+                if not self._admit(rec):
+                    continue
                 try:
                     head = _head_decoder.decode(rec.value or b"")
                 except msgspec.DecodeError:
@@ -221,6 +224,11 @@ class Jobs:
                     await _flush(p, pending)
         await _flush(p, pending)
         return produced
+
+    def _admit(self, rec: ConsumerRecord[bytes, bytes]) -> bool:
+        """Written by this hub (a valid MAC, `switchboard.record_mac`); else refused."""
+        guard = self.runtime.records
+        return guard is None or guard.admit_record(rec)
 
     async def scan(self, p: Progress, integration_id: str, since: int, until: int
                    ) -> list[Target]:
@@ -246,6 +254,8 @@ class Jobs:
                             break
                         # A broker without a time index answers from the log start.
                         if rec.timestamp < since:
+                            continue
+                        if not self._admit(rec):
                             continue
                         try:
                             head = _head_decoder.decode(rec.value or b"")

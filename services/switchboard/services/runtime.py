@@ -14,6 +14,7 @@ from switchboard.errors import Unavailable
 from switchboard.kafka import ACTIVITIES, ensure_topics, make_producer, run_with_broker_retry
 from switchboard.keys import PURPOSE_SESSIONS, Sealer
 from switchboard.model import Activity, activity_encoder
+from switchboard.record_mac import guard_for
 from switchboard.services.http_client import HttpClient
 from switchboard.settings import Settings
 from switchboard.store import RegistryStore
@@ -32,6 +33,8 @@ class Runtime:
         # Secrets at rest; visitor session tokens under a key derived for that purpose.
         self.sealer = Sealer.from_b64(settings.sealing_keys)
         self.session_sealer = self.sealer.for_purpose(PURPOSE_SESSIONS)
+        # Signs what this process writes to its topics, refuses what the hub did not write.
+        self.records = guard_for(settings)
         self._producer: AIOKafkaProducer | None = None
         self._registry: RegistryStore | None = None
         self._conversations: ConversationStore | None = None

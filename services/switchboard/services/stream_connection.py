@@ -25,6 +25,7 @@ from switchboard import jsonsafe
 from switchboard.errors import BadRequest
 from switchboard.kafka import make_consumer
 from switchboard.model import DirectEnvelope, delivery_decoder
+from switchboard.record_mac import guard_for
 from switchboard.services.stream_fanout import Subscriber
 from switchboard.services.stream_protocol import (
     CLOSE_BAD_REQUEST,
@@ -80,6 +81,7 @@ class ConnectionIO:
     def __init__(self, settings: Settings, *, heartbeat_s: float,
                  revoked: Callable[[Connection], Refusal | None]) -> None:
         self.settings = settings
+        self._guard = guard_for(settings)  # refuses records without a valid MAC
         self.heartbeat_s = heartbeat_s
         self.revoked = revoked
         self.catchups = asyncio.Semaphore(settings.stream_catchup_concurrency)
@@ -191,6 +193,8 @@ class ConnectionIO:
     def _frame(self, conn: Connection, rec: ConsumerRecord[bytes, bytes]) -> str | None:
         if rec.value is None:
             return None
+        if self._guard is not None and not self._guard.admit_record(rec):
+            return None  # not written by this hub (switchboard.record_mac)
         try:
             d = delivery_decoder.decode(rec.value)
         except msgspec.DecodeError:

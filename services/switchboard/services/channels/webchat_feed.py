@@ -35,6 +35,7 @@ from switchboard.errors import Unavailable
 from switchboard.kafka import make_consumer, stop_consuming
 from switchboard.model import Delivery, delivery_decoder
 from switchboard.providers import webchat as wc
+from switchboard.record_mac import RecordGuard
 from switchboard.services.runtime import Runtime
 from switchboard.services.stream_protocol import (
     CLOSE_TRY_AGAIN,
@@ -116,6 +117,7 @@ class Tail:
 
     def __init__(self, runtime: Runtime, tp: TopicPartition, integration_id: str) -> None:
         self._settings = runtime.settings
+        self._guard = runtime.records
         self.tp = tp
         self.integration_id = integration_id
         self._key = integration_id.encode()
@@ -170,7 +172,7 @@ class Tail:
                     if rec.offset < self.position:
                         continue  # an offset reset went back: already handed out
                     self.position = rec.offset + 1
-                    d = decode_delivery(rec, self._key, self.integration_id)
+                    d = decode_delivery(rec, self._key, self.integration_id, self._guard)
                     if d is not None:
                         for v in self.subs.get(d.conversation_id, ()):
                             v.push(rec.offset, d)
@@ -184,10 +186,12 @@ class Tail:
                     v.wake.set()
 
 
-def decode_delivery(rec: ConsumerRecord[bytes, bytes], key: bytes, integration_id: str
-            ) -> Delivery | None:
+def decode_delivery(rec: ConsumerRecord[bytes, bytes], key: bytes, integration_id: str,
+                    guard: RecordGuard | None) -> Delivery | None:
     if rec.key != key or rec.value is None:
         return None
+    if guard is not None and not guard.admit_record(rec):
+        return None  # not written by this hub (switchboard.record_mac)
     try:
         d = delivery_decoder.decode(rec.value)
     except msgspec.DecodeError:
@@ -203,6 +207,7 @@ class History:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._settings = runtime.settings
+        self._guard = runtime.records
         self.slots = asyncio.Semaphore(self._settings.webchat_replay_concurrency)
         self.scanned = 0  # records read by replays in this process (metrics, tests)
 
@@ -269,7 +274,7 @@ class History:
                         batch = await consumer.getmany(tp, timeout_ms=500, max_records=1)
                         for rec in batch.get(tp, ()):
                             # Past the end, the reader resets to the log start instead.
-                            d = decode_delivery(rec, key, v.integration_id)
+                            d = decode_delivery(rec, key, v.integration_id, self._guard)
                             return (rec.offset == cursor.offset and d is not None
                                     and d.conversation_id == v.conversation_id)
             except TimeoutError:
@@ -322,7 +327,7 @@ class History:
                             if rec.offset >= stop:
                                 break
                             self.scanned += 1
-                            d = decode_delivery(rec, key, v.integration_id)
+                            d = decode_delivery(rec, key, v.integration_id, self._guard)
                             if d is None or d.conversation_id != v.conversation_id:
                                 continue
                             cursor = Cursor(rec.partition, rec.offset)
