@@ -397,7 +397,20 @@ async def test_reseal_with_two_keys(broker: Any, receiver: Receiver) -> None:
     assert (report.rewritten, report.unchanged) == (2, 0)
     report = await reseal(rotated, say=lines.append)
     assert report.rewritten == 2 and not report.unreadable and not report.conflicts
-    assert (await reseal(rotated, say=lines.append)).rewritten == 0  # nothing left
+    again = await reseal(rotated, say=lines.append)
+    assert (again.rewritten, again.unchanged) == (0, 2)  # nothing left to reseal
+    # The command line says the same.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env |= {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "SWITCHBOARD_BROKER_KIND": settings.broker_kind,
+            "SWITCHBOARD_TOPIC_PREFIX": settings.topic_prefix,
+            "SWITCHBOARD_SECRET_KEYS": f"{new_key},{old_key}"}
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "switchboard.services.cli", "reseal"],
+        env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "resealed 0 integration(s), 2 already current, 0 unreadable" in done.stdout
+    assert new_key not in done.stdout + done.stderr and old_key not in done.stdout + done.stderr
     # Every sealed value on the registry now opens with the new key alone.
     only_new = Sealer.from_b64(new_key)
     latest: dict[bytes, IntegrationRecord] = {}

@@ -1,11 +1,13 @@
 """`switchboard reseal`: rewrite every sealed value of the registry under the current key.
 
 Run it after putting a new key first in ``SWITCHBOARD_SECRET_KEYS`` (old keys after it)
-and restarting the services: it reads the registry, and every integration holding a value
-sealed under an older key, or in the legacy ``sealed:v1:`` form, is written again as its
-next version with each value sealed under the first key and bound to its integration and
-field. Once it reports nothing left to do, the old keys can be removed. Safe to run again
-and while the hub serves (a concurrent update simply wins; run it once more).
+and restarting the services: it reads the registry and writes every hub and integration
+again as its next version, each sealed value under the first key and bound to its
+integration and field (values sealed under an older key, or in the legacy ``sealed:v1:``
+form, are resealed), the record itself signed under the first key. Once it reports
+nothing unreadable and nothing changed meanwhile, the old keys can be removed from the
+registry's point of view. Safe to run again and while the hub serves (a concurrent
+update simply wins; run it once more).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ log = logging.getLogger(__name__)
 
 
 class ResealReport(msgspec.Struct, frozen=True):
+    # Integrations with a value that was not yet sealed under the current key, bound.
     rewritten: int
+    # Integrations already current (written again all the same, for the record MAC).
     unchanged: int
     # Integrations with a value no configured key opens (or moved from another record).
     unreadable: list[str]
@@ -45,6 +49,15 @@ async def reseal(settings: Settings, *, dry_run: bool = False,
         rewritten = unchanged = 0
         unreadable: list[str] = []
         conflicts: list[str] = []
+        # Hubs hold no sealed value, but every record is written again: a record carries
+        # a MAC under the key that was first when it was written (switchboard.record_mac),
+        # and once the old key is gone only what the current key signed is read.
+        for hub in sorted(view.hubs.values(), key=lambda r: r.created_at):
+            if not dry_run:
+                outcome = await store.put(msgspec.structs.replace(hub, version=hub.version + 1))
+                if not outcome.accepted:
+                    conflicts.append(hub.hub_id)
+                    say(f"hub {hub.hub_id}: {outcome.reason}; run again")
         for rec in sorted(view.integrations.values(), key=lambda r: r.created_at):
             try:
                 fresh = reseal_record(sealer, rec)
@@ -54,17 +67,20 @@ async def reseal(settings: Settings, *, dry_run: bool = False,
                 continue
             if fresh is None:
                 unchanged += 1
-                continue
+                fresh = msgspec.structs.replace(rec, version=rec.version + 1)
+            else:
+                rewritten += 1
             if not dry_run:
                 outcome = await store.put(fresh)
                 if not outcome.accepted:
                     conflicts.append(rec.integration_id)
                     say(f"integration {rec.integration_id}: {outcome.reason}; run again")
-                    continue
-            rewritten += 1
-        verb = "would rewrite" if dry_run else "rewrote"
-        say(f"reseal under key {sealer.key_id}: {verb} {rewritten}, {unchanged} already "
-            f"current, {len(unreadable)} unreadable, {len(conflicts)} changed meanwhile")
+        verb = "would reseal" if dry_run else "resealed"
+        say(f"reseal under key {sealer.key_id}: {verb} {rewritten} integration(s), "
+            f"{unchanged} already current, {len(unreadable)} unreadable, {len(conflicts)} "
+            f"changed meanwhile; {len(view.hubs)} hub(s) and "
+            f"{len(view.integrations) - len(unreadable)} integration(s) "
+            f"{'would be ' if dry_run else ''}written again")
         return ResealReport(rewritten, unchanged, unreadable, conflicts)
     finally:
         await store.stop()
