@@ -230,3 +230,24 @@ async def test_tokens_never_reach_a_log_line(broker: Any) -> None:
     handshakes = [line for line in lines if "WebSocket /v1/integrations/" in line]
     assert any("access_token=[redacted]" in line for line in handshakes), handshakes[:5]
     assert len(lines) > 100  # DEBUG everywhere: the hub's, uvicorn's and aiokafka's lines
+
+
+async def test_with_compression_on_inflation_stops_at_the_limit(broker: Any) -> None:
+    hub = await RunningHub(make_settings(broker, ws_per_message_deflate=True)).start()
+    try:
+        ends = await _endpoints(hub)
+        for path, headers in ends.all():
+            url = f"ws://127.0.0.1:{hub.port}{path}"
+            async with connect(url, additional_headers=headers, max_size=None) as ws:
+                assert ws.response is not None
+                assert "permessage-deflate" in ws.response.headers.get(
+                    "Sec-WebSocket-Extensions", "")
+                # 16 MiB that compress to a few KiB: inflated only up to the limit.
+                await ws.send("a" * (16 << 20))
+                with pytest.raises(ConnectionClosed) as info:
+                    async with asyncio.timeout(10):
+                        while True:
+                            await ws.recv()
+                assert info.value.rcvd is not None and info.value.rcvd.code == 1009, path
+    finally:
+        await hub.stop()
