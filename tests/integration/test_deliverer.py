@@ -157,6 +157,14 @@ async def until(probe: Callable[[], Any], timeout: float, *, expect: Any = True)
             await asyncio.sleep(0.05)
 
 
+async def _until_text(endpoint: Endpoint, path: str, text: str, timeout: float = 20.0
+                      ) -> None:
+    """Wait until `path` got (2xx) a delivery of the message `text`."""
+    async with asyncio.timeout(timeout), endpoint._changed:
+        await endpoint._changed.wait_for(
+            lambda: any(x.text == text for x in endpoint.at(path, ok_only=True)))
+
+
 def verifies(public_key: str, hit: Hit) -> int:
     """How many `v1a` entries of the hit verify under `public_key` (cryptography's Ed25519)."""
     key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key.removeprefix("whpk_")))
@@ -509,10 +517,15 @@ async def test_commit_never_passes_an_unfinished_record(broker: Any, endpoint: E
         await endpoint.wait_for(fine, 3)
         await endpoint.wait_for(stuck, 3, ok_only=False)
         await until(lambda: h.committed(1), 5, expect={1: 1})
-        await asyncio.sleep(3 * 0.2)  # several commit intervals
+        # Sentinel: one more record on partition 1, finished after everything above. A
+        # commit that takes it in commits every partition's final records (one pass for
+        # all), so partition 0 would be past its head by then if it ever could be.
+        assert await h.produce([h.delivery(fine_dest, "d", "later")], partition=1) == [1]
+        await _until_text(endpoint, fine, "later")
+        await until(lambda: h.committed(1), 5, expect={1: 2})
         assert (await h.committed(0))[0] == -1  # never past the unfinished head
         await first.stop()  # commits what is final on the way out
-        assert await h.committed(0, 1) == {0: -1, 1: 1}
+        assert await h.committed(0, 1) == {0: -1, 1: 2}
 
         healthy = True
         before = len(endpoint.at(fine))
@@ -524,9 +537,16 @@ async def test_commit_never_passes_an_unfinished_record(broker: Any, endpoint: E
         # (same webhook-ids, receivers deduplicate); partition 1's record is not redone.
         assert [x.headers["webhook-id"] for x in redone] == [d.delivery_id for d in behind]
         await until(lambda: h.committed(0), 5, expect={0: 3})
-        await asyncio.sleep(0.3)
-        assert len(endpoint.at(fine)) == before + 2
-        assert second.stats.delivered == 3
+        # Sentinels on both partitions' lanes (same destination and conversation): a
+        # second redo of partition 0, or any redo of partition 1, would arrive before them.
+        assert await h.produce([h.delivery(fine_dest, "c", "after-0")], partition=0) == [3]
+        assert await h.produce([h.delivery(fine_dest, "d", "after-1")], partition=1) == [2]
+        await _until_text(endpoint, fine, "after-0")
+        await _until_text(endpoint, fine, "after-1")
+        assert sorted(x.text for x in endpoint.at(fine)[before:]) == [
+            "after-0", "after-1", "behind-0", "behind-1"]
+        # (Counted once the endpoint's answer is back, a moment after it recorded the hit.)
+        await until(lambda: second.stats.delivered, 5, expect=5)
 
 
 async def test_backpressure_pauses_a_full_partition(broker: Any, endpoint: Endpoint) -> None:
