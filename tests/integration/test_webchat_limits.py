@@ -200,7 +200,8 @@ async def test_history_cursor_is_bounded_to_the_conversation(site: Site) -> None
     assert history == own
     # Cursors that name nothing of B's, wherever they point, are ignored the same way.
     p = int(own[0]["cursor"].split(":")[0])
-    for cursor in (f"{p}:0", f"{p}:{10**12}"):
+    end = int(foreign_later.split(":")[1]) + 1  # the log's end: nothing there yet
+    for cursor in (f"{p}:0", f"{p}:{end}", f"{p}:{10**12}"):
         async with site.connect("198.51.100.6") as ws:
             history = await _reconnect(Widget(ws), 2, session=token, cursor=cursor)
         assert history == own

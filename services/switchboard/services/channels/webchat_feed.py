@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 # the socket is closed with 1013 and the widget reconnects with its cursor.
 MAX_QUEUED = 1000
 CURSOR_CHECK_TIMEOUT_S = 3.0
+CURSOR_CHECK_ROUNDS = 2  # fetches of up to 500 ms each
 HISTORY_MAX_MESSAGES = 500
 HISTORY_WINDOW_MS = 30 * 24 * 3600 * 1000
 # Conversation records and delivery records are stamped by different processes.
@@ -270,13 +271,17 @@ class History:
                     await consumer.start()
                     consumer.assign([tp])
                     consumer.seek(tp, cursor.offset)
-                    while True:
+                    # A cursor we handed out names a record that exists: it comes with the
+                    # first fetches. One that names the end of the log (nothing there yet)
+                    # must not hold a replay slot for long: two rounds, then it is not ours.
+                    for _ in range(CURSOR_CHECK_ROUNDS):
                         batch = await consumer.getmany(tp, timeout_ms=500, max_records=1)
                         for rec in batch.get(tp, ()):
                             # Past the end, the reader resets to the log start instead.
                             d = decode_delivery(rec, key, v.integration_id, self._guard)
                             return (rec.offset == cursor.offset and d is not None
                                     and d.conversation_id == v.conversation_id)
+                    return False
             except TimeoutError:
                 return False  # nothing there (yet): not a position we ever handed out
             except KafkaError as exc:
