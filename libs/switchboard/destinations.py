@@ -10,6 +10,7 @@ URL check at create/update only refuses what is already certain (a literal addre
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import urlsplit
 
 from switchboard.errors import BadRequest
@@ -17,6 +18,8 @@ from switchboard.errors import BadRequest
 __all__ = ["MAX_URL_CHARS", "forbidden_address", "validate_webhook_url"]
 
 MAX_URL_CHARS = 2048
+# Unicode whitespace: what str.isspace() calls a space (isprintable() lets " " through).
+_SPACE = re.compile(r"\s")
 
 # Besides what `ipaddress` already flags (private, loopback, link-local, multicast,
 # reserved, unspecified): carrier-grade NAT and the IPv6 ranges that embed IPv4 hosts.
@@ -92,7 +95,7 @@ def validate_webhook_url(url: str, *, allow_private: bool, field: str) -> str:
     # Any Unicode space (U+00A0, U+2028, ...) or unprintable character (controls, format
     # characters, lone surrogates) too: none belongs in a URL, and some would let a
     # URL look like another one in a log or break the request line.
-    if any(c.isspace() or not c.isprintable() for c in url):
+    if not url.isprintable() or _SPACE.search(url):
         raise BadRequest("invalid_url", "spaces and control characters are not allowed",
                          field)
     if literal is not None and not allow_private and forbidden_address(literal):

@@ -21,6 +21,7 @@ import random
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from hypothesis import note
 from hypothesis import strategies as st
 
 from switchboard.errors import SwitchboardError
@@ -203,8 +204,17 @@ T = TypeVar("T")
 
 
 def cases(build: Callable[[random.Random], T]) -> st.SearchStrategy[T]:
-    """Inputs built by `build` from one Hypothesis draw (see the module's docstring)."""
-    return st.integers(0, 2**64 - 1).map(lambda seed: build(random.Random(seed)))
+    """Inputs built by `build` from one Hypothesis draw (see the module's docstring).
+
+    A failure shows how to rebuild the input (``signed_case(Random(154))``) and the input
+    itself.
+    """
+    return st.builds(build, st.builds(random.Random, st.integers(0, 2**64 - 1))).map(_shown)
+
+
+def _shown(case: T) -> T:
+    note(case)  # pretty-printed for the failing example only, so free on the others
+    return case
 
 
 def ours_or_result(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R | None:
