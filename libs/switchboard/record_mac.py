@@ -60,7 +60,8 @@ _ABSENT = b"\xff\xff\xff\xff"  # a length no field can have: "no key" / tombston
 
 # Topics whose readers refuse a record without a valid MAC (kinds: names without prefix).
 VERIFIED_KINDS: Final = frozenset({
-    "registry", "conversations", "deliveries", "deliveries.parked", "jobs", "stream-cursors",
+    "registry", "conversations", "activities", "deliveries", "deliveries.parked", "jobs",
+    "stream-cursors",
 })
 
 MAC_MODES: Final = ("enforce", "accept-unsigned")

@@ -108,8 +108,8 @@ def test_guard_refuses_unsigned_and_counts(caplog: pytest.LogCaptureFixture) -> 
     assert g.refused_total == 2
     # One line a second per topic, naming where the record is.
     assert len(caplog.records) == 1 and "p.registry[0]@7" in caplog.text
-    # Topics whose readers do not verify (activities) and other deployments pass.
-    assert g.admit("p.activities", 0, 1, KEY, VALUE, [])
+    # Topics whose readers do not verify (the attempts log) and other deployments pass.
+    assert g.admit("p.deliveries.attempts", 0, 1, KEY, VALUE, [])
     assert g.admit("q.registry", 0, 1, KEY, VALUE, [])
 
 

@@ -20,6 +20,7 @@ import msgspec
 from switchboard.kafka import make_producer, run_with_broker_retry
 from switchboard.keys import Sealer, UnsealError
 from switchboard.sealing import reseal_record
+from switchboard.services.table_resign import TableReport, resign_tables
 from switchboard.settings import Settings
 from switchboard.store import RegistryStore
 
@@ -35,6 +36,8 @@ class ResealReport(msgspec.Struct, frozen=True):
     unreadable: list[str]
     # Changed meanwhile by someone else: run again.
     conflicts: list[str]
+    # The last-write-wins tables (conversations, jobs, stream-cursors) signed again.
+    tables: list[TableReport] = msgspec.field(default_factory=list)
 
 
 async def reseal(settings: Settings, *, dry_run: bool = False,
@@ -81,7 +84,9 @@ async def reseal(settings: Settings, *, dry_run: bool = False,
             f"changed meanwhile; {len(view.hubs)} hub(s) and "
             f"{len(view.integrations) - len(unreadable)} integration(s) "
             f"{'would be ' if dry_run else ''}written again")
-        return ResealReport(rewritten, unchanged, unreadable, conflicts)
+        tables = await resign_tables(settings, producer, dry_run=dry_run, say=say)
+        conflicts += [t.table for t in tables if t.conflicts]
+        return ResealReport(rewritten, unchanged, unreadable, conflicts, tables)
     finally:
         await store.stop()
         await producer.stop()

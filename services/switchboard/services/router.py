@@ -30,6 +30,7 @@ from switchboard.kafka import (
 )
 from switchboard.model import Activity, Delivery, IntegrationType, Sender, activity_decoder
 from switchboard.pacing import Pacer
+from switchboard.record_mac import guard_for
 from switchboard.routing import conversation_allowed, deliveries_for
 from switchboard.services.runtime import Runtime
 from switchboard.supervision import supervised
@@ -68,6 +69,7 @@ class Router:
         self._activities = s.topic(ACTIVITIES)
         self._deliveries = s.topic(DELIVERIES)
         self._seen: dict[int, _Seen] = {}
+        self._guard = guard_for(s)  # refuses activities the hub did not write
         # Routed (deliveries durable) but not committed yet: committed on stop and revoke
         # too, so a successor does not route them again.
         self._final: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -177,9 +179,15 @@ class Router:
             else:
                 self._consumer.seek(tp, committed)
 
+    def admit(self, rec: ConsumerRecord[bytes, bytes]) -> bool:
+        """Written by this hub (a valid MAC, `switchboard.record_mac`); else refused."""
+        return self._guard is None or self._guard.admit_record(rec)
+
     async def _route(
         self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], batch_ids: set[str]
     ) -> list[asyncio.Future[object]]:
+        if not self.admit(rec):
+            return []  # not written by this hub (switchboard.record_mac)
         try:
             activity = activity_decoder.decode(rec.value or b"")
         except msgspec.DecodeError:
@@ -319,6 +327,8 @@ class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
                     for rec in batch.get(tp, []):
                         if rec.offset >= committed:
                             break
+                        if not self._router.admit(rec):
+                            continue
                         with contextlib.suppress(msgspec.DecodeError):
                             seen.add(_id_decoder.decode(rec.value or b"").activity_id)
         finally:
