@@ -8,7 +8,13 @@ and a refused create leaves nothing behind.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from switchboard.jsonsafe import MAX_JSON_DEPTH
 from tests.conftest import RunningHub
@@ -144,3 +150,37 @@ async def test_webhook_urls_are_validated_on_create_and_update(hub: RunningHub) 
     assert got["configuration"]["webhookUrl"] == good
     r = await hub.client.get(path, headers=auth)
     assert [i["integrationId"] for i in r.json()] == [iid]
+
+
+async def _closed_with(ws: Any) -> int | None:
+    """Read until the server closes the socket; its close code."""
+    with pytest.raises(ConnectionClosed) as info:
+        async with asyncio.timeout(10):
+            while True:
+                await ws.recv()
+    return info.value.rcvd.code if info.value.rcvd is not None else None
+
+
+async def test_deep_websocket_frames_close_the_socket_with_4400(hub: RunningHub) -> None:
+    hub_id, auth = await hub.create_hub()
+    webchat = await hub.create_integration(
+        hub_id, auth, channelId="WebChat", name="chat",
+        configuration={"allowedOrigins": ["localhost"]})
+    direct = await hub.create_integration(hub_id, auth, channelId="Direct", name="desk",
+                                          configuration={"integrationType": "Agent"})
+    deep = '{"type":"message","id":"m1","text":"x","x":' + "[" * 5_000 + "]" * 5_000 + "}"
+    chat_url = f"ws://127.0.0.1:{hub.port}/webchat/{webchat['integrationId']}/ws"
+    async with connect(chat_url, origin="http://localhost") as ws:
+        await ws.send(deep)
+        assert await _closed_with(ws) == 4400
+    # The gateway goes on: a new visitor says hello and is answered.
+    async with connect(chat_url, origin="http://localhost") as ws:
+        await ws.send(json.dumps({"type": "hello"}))
+        async with asyncio.timeout(20):
+            while json.loads(await ws.recv())["type"] != "session":
+                pass
+
+    stream_url = f"ws://127.0.0.1:{hub.port}/v1/integrations/{direct['integrationId']}/stream"
+    async with connect(stream_url, additional_headers=auth) as ws:
+        await ws.send('{"type":"ack","cursor":' + "[" * 5_000 + "]" * 5_000 + "}")
+        assert await _closed_with(ws) == 4400
