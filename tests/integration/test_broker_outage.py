@@ -185,7 +185,6 @@ async def test_every_ingress_path_answers_503_in_a_kafka_outage_then_delivers_on
             # Only the documented answer: no broker address, no exception text.
             assert r.json() == UNAVAILABLE, (name, r.text)
             assert str(broker.port) not in r.text, name
-        assert receiver.at("/customer") == []
 
         await asyncio.to_thread(broker.restart)
         for name, (post, status, text) in paths.items():
