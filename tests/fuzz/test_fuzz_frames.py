@@ -13,8 +13,10 @@ from typing import Any, NamedTuple
 from hypothesis import given
 
 from switchboard import jsonsafe
+from switchboard.keys import PURPOSE_SESSIONS, Sealer
 from switchboard.model import activity_decoder, activity_encoder
 from switchboard.providers import webchat as wc
+from switchboard.providers.webchat import open_session
 from switchboard.services.stream_protocol import client_decoder, parse_cursor
 from tests.fuzz.strategies import cases, near_valid, ours_or_result, text_like
 
@@ -53,6 +55,43 @@ class WebChatFrame(NamedTuple):
     origin: str | None
     allowed: list[str]
     also: list[str]
+    session: str
+    valid_session: bool
+
+
+# Fixed keys and tokens, so that a seed replays the same inputs (sealing draws a random
+# nonce, so tokens are sealed once, here, under a fixed test key).
+SEALER = Sealer(b"\x07" * 32, purpose=PURPOSE_SESSIONS)
+ISSUED = ("sealed:v2:210216106684:U1eOEsWAjfMLC9kTrqYM1gnORQdLpMLwIcec78KNh8Hup6T/UGCnE0Y"
+          "kbd1lftB5Y+kEYmtYecvGeZfvl4JJdvHJkpUFrbp7Wu+85Eq3oEbOIrZB7TuZ60IV/S1eXFLNTc5eY"
+          "oxFmND9zIDyRGM=")  # i-1, wv_abc, issued 1,699,000,000,000
+OTHER_SECRET = ("sealed:v2:15a45ccae292:W6pPewXv9iYw0fEDW2UqgHD3hUrz/uxJtS4ytkE2+cWzdzClB"
+                "xWbtwa+qpSr7cCqx1T/sQX0Y1UiBj1gWC5FY/CKO4bCI+Z5Q+gxxnALJHsOy+/N1XK+z6fkgQ"
+                "FVN+4NiBCew4WqPRnPCfI8WI8=")  # the same, sealed under another secret
+OTHER_INTEGRATION = ("sealed:v2:210216106684:jQA3rTumNCOOztEwgcEbKAubffKRkF6FyxU8Yy+eq8qpZZl"
+                     "T+ebE2FiKdsarWnrVDlA/uGwXzFABSKJUThLznu5hIUmPe1Y4T1oc+vYEtI6Ncw1hln+HeD"
+                     "7M2QHYlzMTMIjMeZc8WxtRbp2oGzM=")  # for i-2
+_PREFIX = len("sealed:v2:210216106684:")
+
+
+def session_token(r: random.Random) -> tuple[str, bool]:
+    """A visitor's session token: issued and intact, damaged, sealed under another
+    secret or for another integration, or junk; and whether it should open."""
+    roll = r.random()
+    if roll < 0.3:
+        return ISSUED, True
+    if roll < 0.6:
+        # Damage before the last quantum: base64's last character before the padding
+        # carries spare bits, and changing only those is the same token.
+        at = r.randrange(len(ISSUED) - 4)
+        damaged = ISSUED[:at] + r.choice(["A", "_", "=", "\u00e9", "", ":"]) + ISSUED[at + 1:]
+        return damaged, damaged == ISSUED
+    if roll < 0.7:
+        return OTHER_SECRET, False
+    if roll < 0.8:
+        return OTHER_INTEGRATION, False
+    return text_like(r, ISSUED[:_PREFIX] + "AAAA", "sealed:v1:AAAA", "v1.abc", "",
+                     max_size=1100), False
 
 
 def webchat_case(r: random.Random) -> WebChatFrame:
@@ -63,7 +102,9 @@ def webchat_case(r: random.Random) -> WebChatFrame:
                for _ in range(r.randrange(4))]
     also = [text_like(r, "https://hub.test", "http://127.0.0.1:8080")
             for _ in range(r.randrange(2))]
-    return WebChatFrame(as_frame(r, near_valid(r, *WEBCHAT_FRAMES)), origin, allowed, also)
+    session, valid = session_token(r)
+    return WebChatFrame(as_frame(r, near_valid(r, *WEBCHAT_FRAMES)), origin, allowed, also,
+                        session, valid)
 
 
 @given(cases(webchat_case))
@@ -76,6 +117,10 @@ def test_webchat_socket(case: WebChatFrame) -> None:
         assert host == host.lower() and not host.endswith(".")
     if case.origin is not None:
         wc.public_origin(case.origin)
+    # The session token a visitor's hello carries: a session or None, never an exception.
+    session = open_session(SEALER, case.session, "i-1", now_ms=NOW_MS, max_age_ms=10**10)
+    assert (session is not None) == case.valid_session, "only the intact token opens"
+    assert session is None or session.visitor_id == "wv_abc"
     frame = ours_or_result(wc.parse_client_frame, case.raw)
     if isinstance(frame, wc.HelloFrame) and frame.cursor is not None:
         parse_cursor(frame.cursor)

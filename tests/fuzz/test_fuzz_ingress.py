@@ -12,11 +12,17 @@ import base64
 import random
 from typing import NamedTuple
 
+import nacl.signing
 from hypothesis import given
 
 from switchboard import inbound, webhooks
 from switchboard.channels import DirectConfig
-from switchboard.keys import generate_hmac_secret, generate_signing_keypair
+from switchboard.keys import (
+    HMAC_SECRET_PREFIX,
+    PUBLIC_KEY_PREFIX,
+    SECRET_KEY_PREFIX,
+    SigningKeyPair,
+)
 from switchboard.model import (
     ChannelId,
     IntegrationType,
@@ -28,8 +34,13 @@ from switchboard.registry import IntegrationRecord, KeySet
 from tests.fuzz.strategies import cases, near_valid, ours_or_result, text_like
 
 NOW = 1_700_000_000
-ED = generate_signing_keypair()
-HMAC = generate_hmac_secret()
+# Fixed keys (Ed25519 signatures are deterministic), so a seed replays the same inputs.
+_SEED_KEY = nacl.signing.SigningKey(b"\x01" * 32)
+_PUBLIC = bytes(_SEED_KEY.verify_key)
+ED = SigningKeyPair(public=PUBLIC_KEY_PREFIX + base64.b64encode(_PUBLIC).decode(),
+                    secret=SECRET_KEY_PREFIX + base64.b64encode(bytes(_SEED_KEY) + _PUBLIC)
+                    .decode())
+HMAC = HMAC_SECRET_PREFIX + base64.b64encode(b"\x02" * 32).decode()
 SIGNER = webhooks.Signer(ed25519=[ED.secret], hmac=[HMAC])
 VERIFIER = webhooks.Verifier(public_keys=[ED.public], hmac_secrets=[HMAC], tolerance=300)
 

@@ -17,6 +17,7 @@ from hypothesis import given
 
 from switchboard.model import Activity, activity_decoder, activity_encoder
 from switchboard.providers import messenger, slack, twilio
+from switchboard.retry import parse_retry_after
 from tests.fuzz.strategies import (
     accepts,
     cases,
@@ -275,16 +276,23 @@ class Answer(NamedTuple):
     status: int
     body: bytes
     retry_after: float | None
+    retry_after_header: str | None
 
 
 def answer_case(r: random.Random) -> Answer:
+    header = None if r.random() < 0.1 else text_like(
+        r, "120", "0", "Wed, 21 Oct 2015 07:28:00 GMT", "Mon, 99 Foo 99999 99:99:99 GMT",
+        "9" * 4301, "-1", "1.5", "Tue, 01 Jan 10000 00:00:00 GMT")
     return Answer(r.choice([200, 201, 204, 400, 401, 404, 408, 425, 429, 500, 503, 0, 999]),
-                  near_valid(r, *ANSWERS), r.choice([None, 0.0, 1.5, 1e9]))
+                  near_valid(r, *ANSWERS), r.choice([None, 0.0, 1.5, 1e9]), header)
 
 
 @given(cases(answer_case))
 def test_provider_answers(case: Answer) -> None:
     status, body = case.status, case.body
+    # A Retry-After from a provider or a tenant's endpoint is advice: a number or None.
+    wait = parse_retry_after(case.retry_after_header, NOW)
+    assert wait is None or wait >= 0
     err = twilio.parse_error(status, body)
     assert isinstance(err.reason, str) and isinstance(err.describe(), str)
     ours_or_result(twilio.parse_number, body)
