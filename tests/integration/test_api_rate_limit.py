@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
 from tests.conftest import RunningHub, make_settings
 
-RATE, BURST = 1.0, 5
+RATE, BURST = 0.5, 5  # a token every 2 s: room for a loaded machine
 
 
 async def test_a_hub_over_its_api_budget_gets_429_and_another_hub_is_served(
@@ -33,7 +34,7 @@ async def test_a_hub_over_its_api_budget_gets_429_and_another_hub_is_served(
             assert r.json()["errors"][0]["code"] == "rate_limited"
             assert r.headers["retry-after"].isdigit()
             retry_after = int(r.headers["retry-after"])
-            assert 1 <= retry_after <= 2
+            assert 1 <= retry_after <= math.ceil(1 / RATE)
             r = await hub.client.get(b_url, headers=b_auth)
             assert r.status_code == 200, r.text
         # (Each refusal costs nothing: A's bucket refills at RATE while it is refused.)
