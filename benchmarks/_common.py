@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import shutil
@@ -19,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -601,8 +602,11 @@ def webhook_id(value: bytes) -> str:
     return str(orjson.loads(value)["deliveryId"])
 
 
-async def produce(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]]) -> float:
-    """Write (key, value) records with acks=all, as fast as the broker takes them; seconds."""
+async def produce(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]], *,
+                  sign: Callable[[bytes, bytes], list[tuple[str, bytes]]] | None = None
+                  ) -> float:
+    """Write (key, value) records with acks=all, as fast as the broker takes them; seconds.
+    `sign` gives a record's headers (the hub's MAC: readers refuse records without it)."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
@@ -612,7 +616,8 @@ async def produce(bootstrap: str, topic: str, records: Sequence[tuple[bytes, byt
         start = time.perf_counter()
         pending = []
         for key, value in records:
-            pending.append(await producer.send(topic, value, key=key))
+            pending.append(await producer.send(topic, value, key=key,
+                                               headers=sign(key, value) if sign else None))
             if len(pending) >= 2000:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -748,6 +753,19 @@ class DeliverySetup:
         return dataclasses.replace(self, env=env,
                                    topic=env["SWITCHBOARD_TOPIC_PREFIX"] + DELIVERIES)
 
+    @functools.cached_property
+    def _guard(self) -> Any:
+        from switchboard.record_mac import guard_for
+        from switchboard.settings import Settings
+
+        return guard_for(Settings.from_env(self.env))
+
+    def mac(self, key: bytes, value: bytes) -> list[tuple[str, bytes]]:
+        """The headers of a delivery record as the hub writes it (with its MAC: the
+        deliverer refuses records without one)."""
+        headers: list[tuple[str, bytes]] = self._guard.sign_headers(self.topic, key, value, None)
+        return headers
+
     def deliverer(self, name: str = "deliverer", cpu: int | None = None,
                   extra_env: dict[str, str] | None = None) -> Child:
         """``switchboard serve deliverer`` (pinned to `cpu`); not waited for."""
@@ -781,8 +799,9 @@ async def copy_registry(src_env: dict[str, str], dst_env: dict[str, str]) -> int
         while await consumer.position(src) < end:
             batch = await consumer.getmany(src, timeout_ms=500)
             for rec in batch.get(src, []):
+                # With its MAC: it covers the topic without prefix, and the key is shared.
                 futures.append(await producer.send(dst.topic(REGISTRY), rec.value,
-                                                   key=rec.key))
+                                                   headers=list(rec.headers), key=rec.key))
         await asyncio.gather(*futures)
         return len(futures)
     finally:

@@ -126,7 +126,8 @@ def run_deliverer(setup: DeliverySetup, planned: list[Any], args: argparse.Names
     setup.receiver.reset()
     setup.receiver.set_keys({f"/d/{i}": [d["publicSigningKey"]]
                              for i, d in enumerate(setup.destinations)})
-    run(produce(setup.broker.bootstrap, setup.topic, [(p.key, p.value) for p in planned]))
+    run(produce(setup.broker.bootstrap, setup.topic, [(p.key, p.value) for p in planned],
+                sign=setup.mac))
     env = {"SWITCHBOARD_MAX_IN_FLIGHT": str(args.max_in_flight),
            "SWITCHBOARD_MAX_IN_FLIGHT_PER_DESTINATION": str(args.per_destination),
            "SWITCHBOARD_MAX_IN_FLIGHT_PER_HUB": str(args.per_hub),

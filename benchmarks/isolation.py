@@ -77,7 +77,8 @@ async def traffic(setup: DeliverySetup, planner: Planner, args: argparse.Namespa
             before = await asyncio.to_thread(recv.stats)
             p = planner.one(healthy[probes % len(healthy)], 0, time.time_ns() // 1000)
             probes += 1
-            await producer.send_and_wait(setup.topic, p.value, key=p.key)
+            await producer.send_and_wait(setup.topic, p.value, key=p.key,
+                                         headers=setup.mac(p.key, p.value))
             for _ in range(20):
                 await asyncio.sleep(0.1)
                 if (await asyncio.to_thread(recv.stats))["unique"] > before["unique"]:
@@ -107,7 +108,8 @@ async def traffic(setup: DeliverySetup, planner: Planner, args: argparse.Namespa
             pos = i % args.destinations
             planned = planner.one(pos, (i // args.destinations) % args.conversations,
                                   int(due * 1e6))
-            futures.append(await producer.send(setup.topic, planned.value, key=planned.key))
+            futures.append(await producer.send(setup.topic, planned.value, key=planned.key,
+                                               headers=setup.mac(planned.key, planned.value)))
             written.append((i, pos, planned.webhook_id, int(due * 1e6)))
         await asyncio.gather(*futures)
         wall = time.time() - (start + n_warm / args.rate)

@@ -59,7 +59,8 @@ def prefilled(setup: DeliverySetup, planner: Planner, count: int, args: argparse
     """Pre-fill `deliveries`, start `count` deliverers at once, wait for every record."""
     setup.receiver.reset()
     planned = planner.batch(args.deliveries)
-    run(produce(setup.broker.bootstrap, setup.topic, [(p.key, p.value) for p in planned]))
+    run(produce(setup.broker.bootstrap, setup.topic, [(p.key, p.value) for p in planned],
+                sign=setup.mac))
     deliverers = [setup.deliverer(f"deliverer{i + 1}", cpu=args.cpu) for i in range(count)]
     try:
         watch = watch_arrivals(setup.receiver, pids_of(setup, deliverers), args.deliveries,
@@ -115,7 +116,8 @@ async def open_loop(setup: DeliverySetup, planner: Planner, args: argparse.Names
             d = i % len(planner.destinations)
             p = planner.one(d, (i // len(planner.destinations)) % planner.conversations,
                             int(due * 1e6))
-            futures.append(await producer.send(setup.topic, p.value, key=p.key))
+            futures.append(await producer.send(setup.topic, p.value, key=p.key,
+                                               headers=setup.mac(p.key, p.value)))
             ids.append(p.webhook_id)
         await asyncio.gather(*futures)
         late = time.time() - (start + (n - 1) / args.rate)
@@ -132,7 +134,8 @@ def join_leave(setup: DeliverySetup, planner: Planner, args: argparse.Namespace
     try:
         # Wait until the first deliverer consumes (its group join) before the load starts.
         probe = planner.one(0, 0)
-        run(produce(setup.broker.bootstrap, setup.topic, [(probe.key, probe.value)]))
+        run(produce(setup.broker.bootstrap, setup.topic, [(probe.key, probe.value)],
+                    sign=setup.mac))
         deadline = time.monotonic() + 60
         while setup.receiver.stats()["unique"] < 1:
             first.check_alive()

@@ -175,7 +175,7 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
         "max_request_size": 2 * 1024 * 1024,
     }
     kwargs.update(overrides)
-    # Every record it writes carries its MAC (switchboard.record_mac).
+    # Every record it writes to a checked topic carries its MAC (switchboard.record_mac).
     return WakingProducer(guard=guard_for(settings), **kwargs)
 
 

@@ -62,7 +62,7 @@ class WakingProducer(AIOKafkaProducer):  # type: ignore[misc]
     """A producer that wakes this process's idle readers of a topic it wrote to.
 
     With a `guard` it is also the one place records get their MAC (`switchboard.record_mac`):
-    every record written to a topic of the deployment carries ``sb-mac``.
+    every record written to a topic whose readers check it carries ``sb-mac``.
     """
 
     def __init__(self, *, guard: RecordGuard | None = None, **kwargs: Any) -> None:

@@ -3,9 +3,10 @@
 Anyone who can write to the `registry` topic could otherwise add a hub whose token they
 know, point an integration's webhook at themselves, or rewrite a conversation; anyone who
 can write to `deliveries` could make the hub sign and send their payload. So every record
-the hub produces carries, in the Kafka header ``sb-mac``, an HMAC-SHA256 under a key
+the hub produces on those topics (`VERIFIED_KINDS`: the tables, `activities` and the
+delivery topics) carries, in the Kafka header ``sb-mac``, an HMAC-SHA256 under a key
 derived from the secret key for this purpose only (`PURPOSE_RECORDS`), and every reader
-of a table or of the delivery topics refuses a record without a valid one.
+of them refuses a record without a valid one.
 
 The MAC covers the topic's kind (its name without the deployment's prefix, so a record
 cannot move from `deliveries` to `deliveries.parked`), the record key and the value, each
@@ -185,9 +186,9 @@ class RecordGuard:
 
     def sign_headers(self, topic: str, key: bytes | None, value: bytes | None,
                      headers: list[tuple[str, bytes]] | None) -> list[tuple[str, bytes]] | None:
-        """`headers` plus this record's MAC (unchanged for a topic that is not the hub's)."""
+        """`headers` plus this record's MAC (unchanged for a topic no reader checks)."""
         kind = kind_of(topic, self.prefix)
-        if kind is None:
+        if kind is None or kind not in VERIFIED_KINDS:
             return headers
         mac = (MAC_HEADER, self.mac.sign(kind, key, value))
         if not headers:

@@ -95,8 +95,9 @@ def test_guard_signs_the_deployments_topics_and_replaces_a_forged_header() -> No
     assert headers is not None
     assert [h[0] for h in headers] == ["trace", MAC_HEADER]
     assert g.verdict("p.registry", KEY, VALUE, headers) is None
-    # A topic outside the deployment is left alone.
+    # A topic outside the deployment, or one no reader checks, is left alone.
     assert g.sign_headers("q.registry", KEY, VALUE, None) is None
+    assert g.sign_headers("p.deliveries.attempts", KEY, VALUE, None) is None
 
 
 def test_guard_refuses_unsigned_and_counts(caplog: pytest.LogCaptureFixture) -> None:
