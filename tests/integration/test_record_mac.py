@@ -20,6 +20,7 @@ import msgspec
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.structs import TopicPartition
+from websockets.asyncio.client import ClientConnection, connect
 
 from switchboard.conversations import ConversationRecord, conversation_encoder
 from switchboard.kafka import CONVERSATIONS, DELIVERIES, REGISTRY, ensure_topics
@@ -38,6 +39,7 @@ from switchboard.services.reseal import reseal
 from switchboard.settings import Settings
 from tests.conftest import RunningHub, make_settings
 from tests.support import Receiver, message, sign_with_cryptography
+from tests.topics import partitions
 
 Raw = ConsumerRecord[bytes, bytes]
 
@@ -49,11 +51,7 @@ async def _raw(settings: Settings, name: str) -> list[Raw]:
     await consumer.start()
     try:
         topic = settings.topic(name)
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer.topics()  # metadata refresh
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = [TopicPartition(topic, p) for p in (await partitions(settings, [topic]))[topic]]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
@@ -183,15 +181,57 @@ async def test_forged_registry_records_are_refused(hub: RunningHub, receiver: Re
 # ---- deliveries -----------------------------------------------------------------------------
 
 
+async def _stream_frame(ws: ClientConnection) -> dict[str, Any]:
+    async with asyncio.timeout(15):
+        while True:
+            frame: dict[str, Any] = orjson.loads(await ws.recv())
+            if frame["type"] != "ping":
+                return frame
+
+
 async def test_a_forged_delivery_is_never_sent(hub: RunningHub, receiver: Receiver) -> None:
+    """Neither by the deliverer (webhook) nor by the stream gateway (websocket)."""
     s = hub.settings
-    _hub_id, _auth, customer, _agent = await _desk(hub, receiver)
-    await _send(hub, customer, "first")
-    await receiver.wait_for("/agent", 1)
-    [legit] = [r for r in await _raw(s, DELIVERIES)]
+    hub_id, auth, customer, agent = await _desk(hub, receiver)
+    streamed = await hub.create_integration(hub_id, auth, channelId="Direct", name="ws-desk",
+                                            configuration={"integrationType": "Agent"})
+    url = (hub.base_url.replace("http://", "ws://")
+           + f"/v1/integrations/{streamed['integrationId']}/stream")
+    async with connect(url, additional_headers=auth) as ws:
+        assert (await _stream_frame(ws))["type"] == "ready"
+        await _send(hub, customer, "first")
+        await receiver.wait_for("/agent", 1)
+        frame = await _stream_frame(ws)
+        assert frame["payload"]["activity"]["message"]["text"] == "first"
+        records = await _raw(s, DELIVERIES)
+        for dest in (agent, streamed):
+            [legit] = [r for r in records
+                       if delivery_decoder.decode(r.value).destination_id
+                       == dest["integrationId"]]
+            conversation = await _forge_copies(s, legit)
+        # Sentinel: the next message of the same conversation arrives, alone and in order.
+        await _send(hub, customer, "second")
+        got = await receiver.wait_for("/agent", 2)
+        assert [g.json["conversationId"] for g in got] == [conversation] * 2
+        assert _texts(got) == ["first", "second"]
+        frame = await _stream_frame(ws)
+        assert frame["payload"]["activity"]["message"]["text"] == "second", frame
+    deliverer = next(w for w in hub.app.state.workers if hasattr(w, "attempter"))
+    assert deliverer.stats.skipped >= 3
+    # Each refused for its own reason: no MAC, a key the hub does not hold, another
+    # record's MAC.
+    guard = guard_for(s)
+    assert guard is not None
+    assert guard.refused[("deliveries", "unsigned")] >= 2
+    assert guard.refused[("deliveries", "unknown_key")] >= 2
+    assert guard.refused[("deliveries", "bad_mac")] >= 2
+
+
+async def _forge_copies(s: Settings, legit: Raw) -> str:
+    """Three forged deliveries on the lane of `legit` (same destination, conversation and
+    partition), with a payload the hub would sign: unsigned, with a MAC of a foreign key,
+    with `legit`'s own MAC. Returns the conversation."""
     d = delivery_decoder.decode(legit.value)
-    # The same lane (destination and conversation, same partition): a payload the hub
-    # would sign for the agent, unsigned; with a foreign MAC; with the legit record's MAC.
     forged = []
     for n in range(3):
         activity = msgspec.structs.replace(
@@ -205,20 +245,7 @@ async def test_a_forged_delivery_is_never_sent(hub: RunningHub, receiver: Receiv
                  headers=_foreign_mac("deliveries", key, forged[1]))
     await _forge(s, DELIVERIES, [(key, forged[2])], partition=legit.partition,
                  headers=list(legit.headers))
-    # Sentinel: the next message of the same conversation arrives, alone and in order.
-    await _send(hub, customer, "second")
-    got = await receiver.wait_for("/agent", 2)
-    assert [g.json["conversationId"] for g in got] == [d.conversation_id] * 2
-    assert _texts(got) == ["first", "second"]
-    deliverer = next(w for w in hub.app.state.workers if hasattr(w, "attempter"))
-    assert deliverer.stats.skipped >= 3
-    # A forged record whose MAC is of a record of another kind (a registry record's MAC
-    # does not make it a delivery) is refused as well.
-    guard = guard_for(s)
-    assert guard is not None
-    assert guard.refused[("deliveries", "unsigned")] >= 1
-    assert guard.refused[("deliveries", "unknown_key")] >= 1
-    assert guard.refused[("deliveries", "bad_mac")] >= 1
+    return d.conversation_id
 
 
 async def test_redeliver_does_not_launder_a_forged_delivery(hub: RunningHub,
