@@ -234,7 +234,7 @@ class RecordGuard:
         return sum(self.refused.values())
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=64)
 def guard_for(settings: Settings) -> RecordGuard | None:
     """This process's guard for `settings` (one per deployment, so counts add up); None
     without a secret key (a tool that neither signs nor reads internal records)."""
