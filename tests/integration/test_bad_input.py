@@ -17,7 +17,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from switchboard.jsonsafe import MAX_JSON_DEPTH
-from tests.conftest import RunningHub
+from tests.conftest import RunningHub, make_settings
+from tests.fakes.twilio import FakeTwilio
 from tests.support import Receiver, message, sign_with_cryptography
 
 JSON = {"content-type": "application/json"}
@@ -184,3 +185,30 @@ async def test_deep_websocket_frames_close_the_socket_with_4400(hub: RunningHub)
     async with connect(stream_url, additional_headers=auth) as ws:
         await ws.send('{"type":"ack","cursor":' + "[" * 5_000 + "]" * 5_000 + "}")
         assert await _closed_with(ws) == 4400
+
+
+async def test_a_create_refused_by_validation_touches_no_provider(broker: Any) -> None:
+    # Provisioning points the Twilio number at the new integration; a create refused for
+    # any of its fields must not get that far (else the number would point at nothing).
+    fake = await FakeTwilio().start()
+    hub = await RunningHub(make_settings(broker, twilio_api_url=fake.url,
+                                         public_url="https://hub.example.test"),
+                           services=["api"]).start()
+    try:
+        hub_id, auth = await hub.create_hub()
+        sid, token = fake.add_account()
+        number = fake.add_number(sid, "+14165550123")
+        config = {"accountSid": sid, "authToken": token, "numberSid": number.sid}
+        path = f"/api/v1/integrations/hubs/{hub_id}"
+        for extra, expected in (({"statusId": 1}, ("invalid_status", "statusId")),
+                                ({"integrationTypeId": "Agent"},
+                                 ("invalid_integration_type", "integrationTypeId"))):
+            r = await hub.client.post(path, headers=auth, json={
+                "channelId": "TwilioSMS", "name": "sms", "configuration": config, **extra})
+            assert _error(r)[1:] == expected, r.text
+            assert number.sms_url is None, "the number was pointed at a refused integration"
+        r = await hub.client.get(path, headers=auth)
+        assert r.status_code == 200 and r.json() == []
+    finally:
+        await hub.stop()
+        await fake.stop()

@@ -190,6 +190,9 @@ class Api:
         if view.name_holder(hub_id, body.name) is not None:
             raise Conflict("name_taken", f"an integration named {body.name!r} exists",
                            "name")
+        # Every field is checked before the provider is touched: provisioning acts at the
+        # provider (a Twilio number's SmsUrl, a Page's subscription).
+        status_id = parse_status(body.status_id)
         integration_id = new_id()
         plugin = self.plugins.get(channel)
         if plugin is not None:
@@ -204,14 +207,26 @@ class Api:
             channel_id=channel,
             integration_type=itype,
             name=body.name,
-            status_id=parse_status(body.status_id),
+            status_id=status_id,
             configuration=seal_config(self.runtime.sealer, integration_id, config),
             version=1,
             created_at=now,
             updated_at=now,
             keys=[keyset] if keyset else [],
         )
-        await self._write(rec)
+        try:
+            await self._write(rec)
+        except (Conflict, NotFound):
+            # Refused for certain (a name taken meanwhile, the hub deleted): undo what
+            # provisioning did, so nothing at the provider points at an integration that
+            # does not exist. (Not on 503: the record may have been written.)
+            if plugin is not None:
+                try:
+                    await plugin.deprovision(rec)
+                except Exception as exc:
+                    log.warning("refused create of %s: %s cleanup failed: %s",
+                                integration_id, channel.value, type(exc).__name__)
+            raise
         return JSON(self._out(rec, private), status_code=201)
 
     async def _update(self, request: Request, rec: IntegrationRecord) -> Response:
