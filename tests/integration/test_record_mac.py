@@ -23,9 +23,10 @@ from aiokafka.structs import TopicPartition
 from websockets.asyncio.client import ClientConnection, connect
 
 from switchboard.conversations import ConversationRecord, conversation_encoder
-from switchboard.kafka import CONVERSATIONS, DELIVERIES, REGISTRY, ensure_topics
+from switchboard.kafka import CONVERSATIONS, DELIVERIES, PARKED, REGISTRY, ensure_topics
 from switchboard.keys import generate_secret_key_b64, hash_token, new_access_token
-from switchboard.model import delivery_decoder
+from switchboard.model import DeliveryRef, delivery_decoder
+from switchboard.parking import ParkedDelivery, parked_encoder
 from switchboard.record_mac import MAC_HEADER, RecordMac, guard_for
 from switchboard.registry import (
     HubRecord,
@@ -225,6 +226,39 @@ async def test_a_forged_delivery_is_never_sent(hub: RunningHub, receiver: Receiv
     assert guard.refused[("deliveries", "unsigned")] >= 2
     assert guard.refused[("deliveries", "unknown_key")] >= 2
     assert guard.refused[("deliveries", "bad_mac")] >= 2
+
+
+async def test_a_forged_parked_delivery_is_never_sent(hub: RunningHub,
+                                                      receiver: Receiver) -> None:
+    """A parked lane is folded from `deliveries.parked` and its head sent when due: a
+    record there that the deliverer did not write is not part of any lane."""
+    s = hub.settings
+    _hub_id, _auth, customer, _agent = await _desk(hub, receiver)
+    await _send(hub, customer, "first")
+    await receiver.wait_for("/agent", 1)
+    [legit] = await _raw(s, DELIVERIES)
+    d = delivery_decoder.decode(legit.value)
+    activity = msgspec.structs.replace(
+        d.activity, activity_id="forged-parked",
+        message=msgspec.structs.replace(d.activity.message, text="forged parked"))
+    parked = parked_encoder.encode(ParkedDelivery(
+        delivery=msgspec.structs.replace(d, delivery_id="msg_forged_parked",
+                                         activity=activity),
+        attempts=1, due_at=0, source=DeliveryRef(legit.partition, legit.offset)))
+    await _forge(s, PARKED, [(legit.key, parked)], partition=legit.partition)
+    await _forge(s, PARKED, [(legit.key, parked)], partition=legit.partition,
+                 headers=_foreign_mac("deliveries.parked", legit.key, parked))
+    # A delivery's own MAC does not make it a parked record (the topic is part of it).
+    await _forge(s, PARKED, [(legit.key, legit.value)], partition=legit.partition,
+                 headers=list(legit.headers))
+    await _send(hub, customer, "second")
+    got = await receiver.wait_for("/agent", 2)
+    assert _texts(got) == ["first", "second"]
+    guard = guard_for(s)
+    assert guard is not None
+    assert guard.refused[("deliveries.parked", "unsigned")] == 1
+    assert guard.refused[("deliveries.parked", "unknown_key")] == 1
+    assert guard.refused[("deliveries.parked", "bad_mac")] == 1
 
 
 async def _forge_copies(s: Settings, legit: Raw) -> str:
