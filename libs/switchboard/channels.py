@@ -15,11 +15,20 @@ from switchboard.destinations import validate_webhook_url
 from switchboard.errors import BadRequest
 from switchboard.model import ChannelId, IntegrationType, Message, Url
 
+# Syncro's Notification Center triggers, as activity types (switchboard.providers.syncro).
+SYNCRO_EVENTS = (
+    "syncro:customer.created", "syncro:ticket.created", "syncro:ticket.updated",
+    "syncro:ticket.resolved", "syncro:invoice.created", "syncro:payment.created",
+    "syncro:rmm_alert.created",
+)
+# A type, its record kind (``syncro:ticket.*``) or them all (``syncro:*``).
+SYNCRO_EVENT_FILTERS = frozenset(
+    {*SYNCRO_EVENTS, "syncro:*"} | {e.split(".", 1)[0] + ".*" for e in SYNCRO_EVENTS})
 EVENT_FILTERS = frozenset({
     "message:customer", "message:agent", "message:bot", "message:*",
     "event:delivery_failed", "event:seen", "event:postback", "event:message_status", "event:*",
     "*",
-})
+}) | SYNCRO_EVENT_FILTERS
 Secret = Annotated[str, Meta(min_length=1, max_length=4096)]
 
 
@@ -106,6 +115,29 @@ class SlackConfig(_Config, tag="Slack", tag_field="channel"):
     bot_user_id: str | None = None
 
 
+# A Syncro account's domain name: the "xyz" of https://xyz.syncromsp.com.
+Subdomain = Annotated[str, Meta(
+    min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")]
+SyncroEvents = Annotated[list[str], Meta(min_length=1, max_length=16)]
+
+
+class SyncroConfig(_Config, tag="Syncro", tag_field="channel"):
+    """A Syncro account (PSA): its API token, and the secret of its inbound webhook URL
+    (``/ingress/{integrationId}/{inboundSecret}``, made by the hub, shown once)."""
+
+    SECRET_FIELDS = ("api_token", "inbound_secret")
+    subdomain: Subdomain
+    api_token: Secret
+    default_ticket_status: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
+    problem_type: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
+    comment_hidden: bool = False
+    # Which Syncro webhooks become activities (SYNCRO_EVENT_FILTERS); others are dropped.
+    events: SyncroEvents = field(default_factory=lambda: ["syncro:*"])
+    inbound_secret: Secret | None = None
+    # Filled by provisioning (GET /me): who the token acts as.
+    user_name: str | None = None
+
+
 def external_id(cfg: object) -> str | None:
     """The provider-side identity app-level webhooks are routed by (page, team, number)."""
     if isinstance(cfg, MessengerConfig):
@@ -119,6 +151,7 @@ def external_id(cfg: object) -> str | None:
 
 ChannelConfig = (
     DirectConfig | SystemConfig | TwilioSmsConfig | MessengerConfig | WebChatConfig | SlackConfig
+    | SyncroConfig
 )
 
 CONFIG_TYPES: dict[ChannelId, type[_Config]] = {
@@ -128,6 +161,7 @@ CONFIG_TYPES: dict[ChannelId, type[_Config]] = {
     ChannelId.MESSENGER: MessengerConfig,
     ChannelId.WEBCHAT: WebChatConfig,
     ChannelId.SLACK: SlackConfig,
+    ChannelId.SYNCRO: SyncroConfig,
 }
 
 # Channels whose identity is fixed by the channel itself.
@@ -137,6 +171,7 @@ FIXED_TYPES: dict[ChannelId, IntegrationType] = {
     ChannelId.MESSENGER: IntegrationType.CUSTOMER,
     ChannelId.WEBCHAT: IntegrationType.CUSTOMER,
     ChannelId.SLACK: IntegrationType.AGENT,
+    ChannelId.SYNCRO: IntegrationType.AGENT,
 }
 
 
@@ -161,7 +196,8 @@ def parse_config(channel: ChannelId, raw: object, *,
     data = _camel_keys(raw)
     # Request-only flags are handled by the caller, never stored.
     data.pop("regenerateKeys", None)
-    for generated in ("publicSigningKey", "privateSigningKey", "webhookSecret"):
+    for generated in ("publicSigningKey", "privateSigningKey", "webhookSecret",
+                      "inboundSecret", "inboundUrl", "userName"):
         data.pop(generated, None)
     try:
         cfg = msgspec.convert(data, CONFIG_TYPES[channel])
@@ -176,6 +212,14 @@ def parse_config(channel: ChannelId, raw: object, *,
             raise BadRequest(
                 "invalid_event_filter",
                 f"unknown event filter {unknown[0]!r}; use one of {sorted(EVENT_FILTERS)}",
+                "configuration.events",
+            )
+    if isinstance(cfg, SyncroConfig):
+        unknown = [e for e in cfg.events if e not in SYNCRO_EVENT_FILTERS]
+        if unknown:
+            raise BadRequest(
+                "invalid_event_filter",
+                f"unknown Syncro event {unknown[0]!r}; use one of {sorted(SYNCRO_EVENT_FILTERS)}",
                 "configuration.events",
             )
     if isinstance(cfg, DirectConfig | SystemConfig) and cfg.webhook_url is not None:

@@ -15,6 +15,7 @@ from switchboard.channels import (
     DirectConfig,
     MessengerConfig,
     SlackConfig,
+    SyncroConfig,
     SystemConfig,
     TwilioSmsConfig,
     WebChatConfig,
@@ -41,6 +42,7 @@ PUBLIC: dict[str, Any] = {
     "config-messenger": MessengerConfig,
     "config-webchat": WebChatConfig,
     "config-slack": SlackConfig,
+    "config-syncro": SyncroConfig,
 }
 
 

@@ -6,7 +6,7 @@ Field names are camelCase on the wire (Hubster's style) and snake_case in Python
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct, field
@@ -34,6 +34,7 @@ class ChannelId(enum.Enum):
     TWILIO_SMS = "TwilioSMS"
     WEBCHAT = "WebChat"
     SLACK = "Slack"
+    SYNCRO = "Syncro"
 
 
 # Hubster's numeric codes; the API accepts either form and answers with names.
@@ -44,6 +45,7 @@ CHANNEL_CODES: dict[int, ChannelId] = {
     102: ChannelId.TWILIO_SMS,
     106: ChannelId.WEBCHAT,
     1001: ChannelId.SLACK,
+    2001: ChannelId.SYNCRO,  # ours: Hubster has no code for Syncro
 }
 INTEGRATION_TYPE_CODES: dict[int, IntegrationType] = {
     2: IntegrationType.CUSTOMER,
@@ -134,12 +136,14 @@ class InboundActivity(Struct, rename="camel", forbid_unknown_fields=False, omit_
 class Event(Struct, rename="camel", omit_defaults=True):
     """What a non-message activity says happened (``event:<name>``).
 
-    `ref` names the activity it is about (the message that was seen, failed, …).
+    `ref` names the activity it is about (the message that was seen, failed, …). `data`
+    is JSON: flat for the hub's own events, a provider's whole record (nested objects and
+    lists) for provider events such as ``syncro:ticket.updated``.
     """
 
     name: str
     ref: str | None = None
-    data: dict[str, str | int | bool | None] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 class Activity(Struct, rename="camel", omit_defaults=True):
@@ -147,7 +151,8 @@ class Activity(Struct, rename="camel", omit_defaults=True):
 
     `type` is the name System filters match: ``message:customer``, ``message:agent``,
     ``message:bot``, or ``event:<name>`` (``event:delivery_failed``, ``event:seen``,
-    ``event:postback``, ``event:message_status``) with `event` set.
+    ``event:postback``, ``event:message_status``) with `event` set, or a provider's own
+    event (``syncro:ticket.updated``, …) with `event` set and its record in `event.data`.
     """
 
     activity_id: str

@@ -22,9 +22,11 @@ from switchboard.registry import IntegrationRecord
 
 
 def matches_filter(event_type: str, filters: Iterable[str]) -> bool:
-    """True if `event_type` (e.g. ``message:agent``) matches one of `filters`."""
+    """True if `event_type` (e.g. ``message:agent``) matches one of `filters`; a filter
+    ending ``.*`` takes a record kind (``syncro:ticket.*``)."""
     family = event_type.split(":", 1)[0]
-    return any(f in ("*", event_type, f"{family}:*") for f in filters)
+    return any(f in ("*", event_type, f"{family}:*")
+               or (f.endswith(".*") and event_type.startswith(f[:-1])) for f in filters)
 
 
 def _echo(rec: IntegrationRecord) -> bool:

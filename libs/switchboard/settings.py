@@ -109,6 +109,8 @@ class Settings(Struct, frozen=True, kw_only=True):
     slack_signing_secret: str = ""
     slack_client_id: str = ""
     slack_client_secret: str = ""
+    # Syncro's API per account: "{subdomain}" is replaced by the integration's subdomain.
+    syncro_api_url: str = "https://{subdomain}.syncromsp.com/api/v1"
     provider_timeout_s: float = 10.0
     # Kafka security (switchboard.broker_config): PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL.
     kafka_security_protocol: str = "PLAINTEXT"

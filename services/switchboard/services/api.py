@@ -201,6 +201,9 @@ class Api:
             config = await plugin.provision(integration_id, config)
         now = _now_ms()
         keyset, private = self._new_keys(integration_id, config, now)
+        revealed = plugin.reveal(integration_id, config) if plugin is not None else {}
+        if revealed:  # a channel's own secret (Syncro's inbound URL), shown once
+            private = {**(private or {}), **revealed}
         rec = IntegrationRecord(
             integration_id=integration_id,
             hub_id=hub_id,
@@ -262,6 +265,11 @@ class Api:
                 rotated = await self._rotate_credentials(rec, raw)
                 if rotated is not None:
                     changes["configuration"] = rotated
+                if _flag(body.configuration, "regenerateKeys"):
+                    fresh_secrets = self._regenerate_secrets(
+                        rec, changes.get("configuration", rec.configuration))
+                    if fresh_secrets is not None:
+                        changes["configuration"], private = fresh_secrets
             new_config = changes.get("configuration", rec.configuration)
             current = next((k for k in rec.keys if k.retired_at is None), None)
             # Turning HMAC signing on needs a secret: that is a new key generation.
@@ -308,6 +316,18 @@ class Api:
         return seal_config(self.runtime.sealer, rec.integration_id,
                            msgspec.structs.replace(rec.configuration, **accepted),
                            only=accepted.keys())
+
+    def _regenerate_secrets(self, rec: IntegrationRecord, config: ChannelConfig
+                            ) -> tuple[ChannelConfig, dict[str, str]] | None:
+        """A provider channel's own secrets made anew (``regenerateKeys``): the sealed
+        configuration and what the answer shows once; None if the channel has none."""
+        plugin = self.plugins.get(rec.channel_id)
+        fresh = plugin.regenerate(rec) if plugin is not None else {}
+        if plugin is None or not fresh:
+            return None
+        plain = msgspec.structs.replace(config, **fresh)
+        return (seal_config(self.runtime.sealer, rec.integration_id, plain, only=fresh.keys()),
+                plugin.reveal(rec.integration_id, plain))
 
     async def patch_integration(self, request: Request) -> Response:
         principal, view = await self._session(request)

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from switchboard.channels import DirectConfig, SystemConfig
+from switchboard.channels import DirectConfig, SyncroConfig, SystemConfig
 from switchboard.model import Activity, DirectEnvelope, InboundActivity, SystemEnvelope
 from switchboard.services.http import JSON
 
@@ -40,8 +40,8 @@ def openapi_spec() -> dict[str, Any]:
 
     _, components = msgspec.json.schema_components(
         [HubCreate, HubUpdate, IntegrationCreate, IntegrationUpdate, InboundActivity, Activity,
-         DirectEnvelope, SystemEnvelope, DirectConfig, SystemConfig, RedeliverRequest,
-         ReplayRequest],
+         DirectEnvelope, SystemEnvelope, DirectConfig, SystemConfig, SyncroConfig,
+         RedeliverRequest, ReplayRequest],
         ref_template="#/components/schemas/{name}",
     )
     components["Error"] = {
@@ -118,6 +118,15 @@ def openapi_spec() -> dict[str, Any]:
                         "the signature verifies, every refusal is the same 401",
                         "InboundActivity", 202, security=False,
                         responses=(400, 401, 409, 413, 429, 503)),
+        },
+        "/ingress/{integrationId}/{secret}": {
+            "parameters": [iid, {"name": "secret", "in": "path", "required": True,
+                                 "schema": {"type": "string"}}],
+            "post": _op("A Syncro Notification Center webhook (JSON {text, link, "
+                        "attributes}) to a Syncro integration's secret inbound URL: 200 "
+                        "{activityId, accepted}; a wrong or missing secret is the ingress's "
+                        "one 401", ok=200, security=False,
+                        responses=(400, 401, 409, 413, 415, 429, 503)),
         },
         "/v1/integrations/{integrationId}/stream": {
             "parameters": [iid],

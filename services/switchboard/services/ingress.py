@@ -53,7 +53,9 @@ class Ingress:
         # Provider app-level routes (/ingress/slack, /ingress/meta) first: they would
         # otherwise match /ingress/{integrationId}.
         own: list[BaseRoute] = [
-            Route("/ingress/{integrationId}", self.receive, methods=["POST"])]
+            Route("/ingress/{integrationId}", self.receive, methods=["POST"]),
+            # Channels whose webhooks carry no signature (Syncro): a secret in the URL.
+            Route("/ingress/{integrationId}/{secret}", self.receive, methods=["POST"])]
         return [r for p in self.plugins.values() for r in p.routes()] + own
 
     async def receive(self, request: Request) -> Response:
@@ -93,11 +95,15 @@ class Ingress:
             if rec is None:
                 raise NotFound("integration_not_found", "no such integration")
             if rec.channel_id is ChannelId.DIRECT:
+                if "secret" in request.path_params:
+                    raise NotFound("not_ingestible", "no secret URL for this integration")
                 return await self._direct(request, rec)
             plugin = self.plugins.get(rec.channel_id)
             if plugin is None:
                 raise NotFound("not_ingestible",
                                f"{rec.channel_id.value} integrations do not accept webhooks")
+            if "secret" in request.path_params and not plugin.path_secret:
+                raise NotFound("not_ingestible", "no secret URL for this integration")
             return await plugin.inbound(request, rec)
         except SwitchboardError as exc:
             if request.state.authenticated:

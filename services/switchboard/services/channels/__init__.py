@@ -1,4 +1,5 @@
-"""Provider channels (TwilioSMS, Messenger, WebChat, Slack) as plugins of the core."""
+"""Provider channels (TwilioSMS, Messenger, WebChat, Slack, Syncro) as plugins of the
+core."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ def load_plugins(runtime: Runtime) -> dict[ChannelId, ChannelPlugin]:
     """One plugin instance per provider channel, sharing `runtime`."""
     from switchboard.services.channels.messenger import MessengerPlugin
     from switchboard.services.channels.slack import SlackPlugin
+    from switchboard.services.channels.syncro import SyncroPlugin
     from switchboard.services.channels.twilio import TwilioPlugin
     from switchboard.services.channels.webchat import WebChatPlugin
 
     plugins: list[ChannelPlugin] = [
         TwilioPlugin(runtime), MessengerPlugin(runtime), WebChatPlugin(runtime),
-        SlackPlugin(runtime),
+        SlackPlugin(runtime), SyncroPlugin(runtime),
     ]
     return {p.channel: p for p in plugins}

@@ -64,6 +64,18 @@ class ChannelPlugin:
 
     # Configuration fields (Python names) an update may replace: provider credentials.
     rotatable: ClassVar[tuple[str, ...]] = ()
+    # Webhooks come to ``/ingress/{integrationId}/{secret}`` (the secret is the proof).
+    path_secret: ClassVar[bool] = False
+
+    def reveal(self, integration_id: str, config: ChannelConfig) -> dict[str, str]:
+        """What a create (or `regenerate`) answer shows once of `config`, whose secrets
+        are still plaintext here (an inbound URL with its secret): wire name → value."""
+        return {}
+
+    def regenerate(self, rec: IntegrationRecord) -> dict[str, str]:
+        """Fresh plaintext secrets (Python field names) for ``regenerateKeys`` on an update;
+        empty: the channel has none of its own."""
+        return {}
 
     async def rotate_credentials(self, rec: IntegrationRecord, given: dict[str, str]
                                  ) -> dict[str, str]:

@@ -1,0 +1,406 @@
+"""Syncro through the real hub: create (the token checked with Syncro), the secret inbound
+URL, every Notification Center trigger routed to System integrations by their filters,
+duplicates delivered once, regenerateKeys; and the client's rate and idempotency rules
+against the loopback fake (429 with Retry-After, a POST that times out after creating)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from switchboard.providers.syncro_rate import AccountWindows
+from switchboard.services.channels.syncro import SyncroPlugin
+from switchboard.services.channels.syncro_client import SyncroClient
+from switchboard.services.runtime import Runtime
+from tests.conftest import RunningHub, make_settings
+from tests.fakes.syncro import Account, FakeSyncro
+from tests.support import Receiver
+
+PUBLIC = "https://psa-hooks.example.test/sb"
+TICKET_EVENTS = ("syncro:ticket.created", "syncro:ticket.updated", "syncro:ticket.resolved")
+
+
+@dataclass
+class Env:
+    hub: RunningHub
+    syncro: FakeSyncro
+    receiver: Receiver
+
+    def local(self, url: str) -> str:
+        """The hub's address for a URL the hub gave out under its public URL."""
+        assert url.startswith(PUBLIC), url
+        return self.hub.base_url + url[len(PUBLIC):]
+
+    def plugin(self) -> SyncroPlugin:
+        return next(w for w in self.hub.app.state.workers if isinstance(w, SyncroPlugin))
+
+    @property
+    def runtime(self) -> Runtime:
+        runtime: Runtime = self.hub.app.state.runtime
+        return runtime
+
+
+@pytest.fixture(scope="module")
+async def env(broker: Any) -> AsyncIterator[Env]:
+    fake = await FakeSyncro().start()
+    receiver = await Receiver().start()
+    settings = make_settings(broker, syncro_api_url=fake.api_url(), public_url=PUBLIC,
+                             provider_timeout_s=1.0)
+    hub = await RunningHub(settings).start()
+    try:
+        yield Env(hub, fake, receiver)
+    finally:
+        await hub.stop()
+        await receiver.stop()
+        await fake.stop()
+
+
+@dataclass
+class Tenant:
+    hub_id: str
+    auth: dict[str, str]
+    account: Account
+    integration: dict[str, Any]
+    tag: str
+
+
+async def tenant(env: Env, **config: Any) -> Tenant:
+    tag = uuid.uuid4().hex[:8]
+    hub_id, auth = await env.hub.create_hub("msp-" + tag)
+    account = env.syncro.add_account("msp" + tag, "tok-" + uuid.uuid4().hex)
+    integration = await env.hub.create_integration(
+        hub_id, auth, channelId="Syncro", name="psa",
+        configuration={"subdomain": account.subdomain, "apiToken": account.token, **config})
+    return Tenant(hub_id, auth, account, integration, tag)
+
+
+async def observer(env: Env, t: Tenant, name: str, events: list[str]) -> str:
+    """A System integration of `t`'s hub; returns the receiver path it is delivered to."""
+    path = f"/{t.tag}/{name}"
+    await env.hub.create_integration(
+        t.hub_id, t.auth, channelId="System", name=name,
+        configuration={"webhookUrl": env.receiver.url + path, "events": events})
+    return path
+
+
+def types(received: list[Any]) -> list[str]:
+    return [a["type"] for r in received for a in r.json["activities"]]
+
+
+# ---- create, read, rotate ---------------------------------------------------------------
+
+
+async def test_create_checks_the_token_and_shows_the_inbound_url_once(env: Env) -> None:
+    t = await tenant(env, defaultTicketStatus="New", problemType="Remote Support")
+    out = t.integration
+    iid = out["integrationId"]
+    assert out["channelId"] == "Syncro" and out["integrationTypeId"] == "Agent"
+    cfg = out["configuration"]
+    assert cfg["apiToken"] == "********" and cfg["userName"] == "Tech Tina"
+    assert cfg["inboundUrl"] == f"{PUBLIC}/ingress/{iid}/{cfg['inboundSecret']}"
+    # Defaults are not shown (commentHidden false, every event), as for other channels.
+    assert cfg.get("commentHidden", False) is False
+    assert cfg.get("events", ["syncro:*"]) == ["syncro:*"]
+    got = (await env.hub.client.get(f"/api/v1/integrations/{iid}", headers=t.auth)).json()
+    assert got["configuration"]["apiToken"] == "********"
+    assert got["configuration"]["inboundSecret"] == "********"
+    assert "inboundUrl" not in got["configuration"]
+    assert got["configuration"]["problemType"] == "Remote Support"
+    # The numeric code works too.
+    other = env.syncro.add_account("code" + t.tag, "tok2")
+    r = await env.hub.client.post(f"/api/v1/integrations/hubs/{t.hub_id}", headers=t.auth, json={
+        "channelId": 2001, "name": "psa2",
+        "configuration": {"subdomain": other.subdomain, "apiToken": "tok2"}})
+    assert r.status_code == 201 and r.json()["channelId"] == "Syncro"
+
+
+async def test_a_refused_token_is_a_400_with_syncros_words_and_nothing_stored(env: Env
+                                                                             ) -> None:
+    tag = uuid.uuid4().hex[:8]
+    hub_id, auth = await env.hub.create_hub("bad-" + tag)
+    account = env.syncro.add_account("bad" + tag, "right")
+    r = await env.hub.client.post(f"/api/v1/integrations/hubs/{hub_id}", headers=auth, json={
+        "channelId": "Syncro", "name": "psa",
+        "configuration": {"subdomain": account.subdomain, "apiToken": "wrong"}})
+    assert r.status_code == 400, r.text
+    [err] = r.json()["errors"]
+    assert err["code"] == "provider_error" and err["field"] == "configuration.apiToken"
+    assert "Not authorized" in err["description"]
+    assert "wrong" not in r.text
+    listed = await env.hub.client.get(f"/api/v1/integrations/hubs/{hub_id}", headers=auth)
+    assert listed.json() == []
+
+
+async def test_syncro_down_or_unreachable_is_a_503(env: Env, broker: Any) -> None:
+    tag = uuid.uuid4().hex[:8]
+    hub_id, auth = await env.hub.create_hub("down-" + tag)
+    account = env.syncro.add_account("down" + tag, "tok")
+    body = {"channelId": "Syncro", "name": "psa",
+            "configuration": {"subdomain": account.subdomain, "apiToken": "tok"}}
+    env.syncro.fail_with = 502
+    try:
+        r = await env.hub.client.post(f"/api/v1/integrations/hubs/{hub_id}", headers=auth,
+                                      json=body)
+    finally:
+        env.syncro.fail_with = None
+    assert r.status_code == 503 and r.headers["retry-after"]
+    # Nothing listens at all.
+    from switchboard.brokers import free_port
+
+    settings = make_settings(broker, syncro_api_url=f"http://127.0.0.1:{free_port()}/"
+                             "{subdomain}/api/v1")
+    api = await RunningHub(settings, services=["api"]).start()
+    try:
+        h, a = await api.create_hub("x")
+        r = await api.client.post(f"/api/v1/integrations/hubs/{h}", headers=a, json=body)
+        assert r.status_code == 503, r.text
+        assert r.json()["errors"][0]["code"] == "provider_unavailable"
+        assert (await api.client.get(f"/api/v1/integrations/hubs/{h}", headers=a)).json() == []
+    finally:
+        await api.stop()
+
+
+async def test_the_token_is_rotated_by_update_after_syncro_accepts_it(env: Env) -> None:
+    t = await tenant(env)
+    iid = t.integration["integrationId"]
+    t.account.token = "rotated-" + t.tag
+    r = await env.hub.client.patch(f"/api/v1/integrations/{iid}", headers=t.auth,
+                                   json={"configuration": {"apiToken": "not-it"}})
+    assert r.status_code == 400 and "Not authorized" in r.text
+    r = await env.hub.client.patch(f"/api/v1/integrations/{iid}", headers=t.auth,
+                                   json={"configuration": {"apiToken": t.account.token}})
+    assert r.status_code == 200, r.text
+    assert r.json()["configuration"]["apiToken"] == "********"
+    plugin = env.plugin()
+    rec = env.runtime.registry.view.integrations[iid]
+    from switchboard.sealing import open_config_secret
+
+    assert open_config_secret(env.runtime.sealer, rec, "api_token") == t.account.token
+    assert plugin.channel.value == "Syncro"
+
+
+# ---- webhooks in ---------------------------------------------------------------------------
+
+TRIGGERS = ("customer.created", "ticket.created", "ticket.updated", "ticket.comment",
+            "ticket.resolved", "invoice.created", "payment.created", "rmm_alert.created")
+
+
+def record(trigger: str, n: int) -> dict[str, Any]:
+    base: dict[str, Any] = {"id": 500 + n, "updated_at": f"2026-12-02T10:00:0{n}.000-00:00"}
+    if trigger.startswith("ticket."):
+        base |= {"id": 77, "subject": "Printer", "customer_id": 4, "comments": [
+            {"id": 1, "body": "It jams", "hidden": False}],
+            "status": "Resolved" if trigger == "ticket.resolved" else "New"}
+    if trigger == "rmm_alert.created":
+        base["properties"] = {"disk": {"C:": {"free_gb": 1}}}
+    return base
+
+
+async def test_every_trigger_reaches_system_integrations_by_their_filter(env: Env) -> None:
+    t = await tenant(env)
+    everything = await observer(env, t, "all", ["syncro:*"])
+    tickets = await observer(env, t, "tickets", ["syncro:ticket.*"])
+    invoices = await observer(env, t, "invoices", ["syncro:invoice.created"])
+    url = env.local(t.integration["configuration"]["inboundUrl"])
+    for n, trigger in enumerate(TRIGGERS):
+        r = await env.syncro.send_webhook(url, t.account.subdomain, trigger, record(trigger, n))
+        assert r.status_code == 200, r.text
+        assert r.json()["accepted"] is True
+    expected = ["syncro:customer.created", "syncro:ticket.created", "syncro:ticket.updated",
+                "syncro:ticket.updated", "syncro:ticket.resolved", "syncro:invoice.created",
+                "syncro:payment.created", "syncro:rmm_alert.created"]
+    got = await env.receiver.wait_until(everything, lambda g: len(types(g)) >= 8)
+    assert sorted(types(got)) == sorted(expected)
+    got_tickets = await env.receiver.wait_until(tickets, lambda g: len(types(g)) >= 4)
+    # One ticket is one lane: its events arrive in the order Syncro sent them.
+    assert types(got_tickets) == [e for e in expected if e in TICKET_EVENTS]
+    got_invoices = await env.receiver.wait_for(invoices, 1)
+    [invoice] = [a for r in got_invoices for a in r.json["activities"]]
+    assert invoice["event"]["data"]["record"] == record("invoice.created", 5)
+    alert = next(a for r in got for a in r.json["activities"]
+                 if a["type"] == "syncro:rmm_alert.created")
+    assert alert["event"]["data"]["record"]["properties"] == {"disk": {"C:": {"free_gb": 1}}}
+    assert alert["channelId"] == "Syncro"
+
+
+async def test_the_integration_accepts_only_its_events(env: Env) -> None:
+    t = await tenant(env, events=["syncro:ticket.*"])
+    path = await observer(env, t, "all", ["syncro:*"])
+    url = env.local(t.integration["configuration"]["inboundUrl"])
+    r = await env.syncro.send_webhook(url, t.account.subdomain, "invoice.created",
+                                      record("invoice.created", 1))
+    assert r.status_code == 200 and r.json()["accepted"] is False
+    r = await env.syncro.send_webhook(url, t.account.subdomain, "ticket.created",
+                                      record("ticket.created", 2))
+    assert r.json()["accepted"] is True
+    got = await env.receiver.wait_for(path, 1)
+    assert types(got) == ["syncro:ticket.created"]
+
+
+async def test_the_secret_url_refuses_a_wrong_or_missing_secret_alike(env: Env) -> None:
+    t = await tenant(env)
+    iid = t.integration["integrationId"]
+    secret = t.integration["configuration"]["inboundSecret"]
+    path = await observer(env, t, "all", ["syncro:*"])
+    body = FakeSyncro.webhook_body(t.account.subdomain, "ticket.created",
+                                   record("ticket.created", 1))
+    answers = []
+    for url in (f"/ingress/{iid}/{secret[:-1]}x", f"/ingress/{iid}", f"/ingress/{iid}/",
+                f"/ingress/{iid}/{secret.upper()}", f"/ingress/{uuid.uuid4()}/{secret}"):
+        r = await env.hub.client.post(url, json=body)
+        answers.append((url, r.status_code, r.text))
+    refused = [a for a in answers if a[1] == 401]
+    # The trailing slash finds no route (404 from the router, not ours to shape).
+    assert len(refused) == 4, answers
+    assert len({a[2] for a in refused}) == 1  # the same body, whatever was wrong
+    # Nothing reached the observer; a right one does, after them.
+    r = await env.hub.client.post(f"/ingress/{iid}/{secret}", json=body)
+    assert r.status_code == 200
+    got = await env.receiver.wait_for(path, 1)
+    await asyncio.sleep(0.3)
+    assert types(env.receiver.at(path)) == ["syncro:ticket.created"] and len(got) == 1
+    # JSON only (once the secret is right).
+    r = await env.hub.client.post(f"/ingress/{iid}/{secret}", content=b"text=1",
+                                  headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415
+    r = await env.hub.client.post(f"/ingress/{iid}/{secret}", content=b"[" * 200,
+                                  headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == "invalid_json"
+
+
+async def test_other_channels_have_no_secret_url(env: Env) -> None:
+    t = await tenant(env)
+    system = await env.hub.create_integration(
+        t.hub_id, t.auth, channelId="Direct", name="desk",
+        configuration={"integrationType": "Agent", "webhookUrl": env.receiver.url + "/d"})
+    r = await env.hub.client.post(f"/ingress/{system['integrationId']}/anything",
+                                  json={"type": "message"})
+    assert r.status_code == 401
+
+
+async def test_a_duplicate_webhook_is_delivered_once(env: Env) -> None:
+    t = await tenant(env)
+    path = await observer(env, t, "all", ["syncro:*"])
+    url = env.local(t.integration["configuration"]["inboundUrl"])
+    first = await env.syncro.send_webhook(url, t.account.subdomain, "ticket.updated",
+                                          record("ticket.updated", 1))
+    again = await env.syncro.send_webhook(url, t.account.subdomain, "ticket.updated",
+                                          record("ticket.updated", 1))
+    assert first.json()["activityId"] == again.json()["activityId"]
+    # A later change of the same ticket (same lane) is the sentinel.
+    await env.syncro.send_webhook(url, t.account.subdomain, "ticket.resolved",
+                                  record("ticket.resolved", 2))
+    got = await env.receiver.wait_until(path, lambda g: "syncro:ticket.resolved" in types(g))
+    assert types(got) == ["syncro:ticket.updated", "syncro:ticket.resolved"]
+
+
+async def test_regenerate_keys_rotates_the_inbound_secret(env: Env) -> None:
+    t = await tenant(env)
+    iid = t.integration["integrationId"]
+    old = env.local(t.integration["configuration"]["inboundUrl"])
+    r = await env.hub.client.patch(f"/api/v1/integrations/{iid}", headers=t.auth,
+                                   json={"configuration": {"regenerateKeys": True}})
+    assert r.status_code == 200, r.text
+    cfg = r.json()["configuration"]
+    new = env.local(cfg["inboundUrl"])
+    assert new != old and cfg["inboundSecret"] in new
+    body = record("customer.created", 1)
+    assert (await env.syncro.send_webhook(old, t.account.subdomain, "customer.created",
+                                          body)).status_code == 401
+    assert (await env.syncro.send_webhook(new, t.account.subdomain, "customer.created",
+                                          body)).status_code == 200
+    got = (await env.hub.client.get(f"/api/v1/integrations/{iid}", headers=t.auth)).json()
+    assert got["configuration"]["inboundSecret"] == "********"
+
+
+# ---- the client: rate, 429, pagination, idempotent writes ----------------------------------
+
+
+def most_in_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while times[lo] + window <= t:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+async def test_the_client_keeps_each_account_within_its_window(env: Env) -> None:
+    account = env.syncro.add_account("rate" + uuid.uuid4().hex[:6], "tok")
+    # As in production (61 s for Syncro's 60): a margin for when requests arrive.
+    client = SyncroClient(env.runtime, AccountWindows(limit=5, window=1.05))
+    started = time.monotonic()
+    await asyncio.gather(*(client.me(account.subdomain, "tok") for _ in range(12)))
+    assert time.monotonic() - started >= 2.0  # 12 at 5 a second-window: three windows
+    assert len(account.requests) == 12
+    assert most_in_window(account.requests, 1.0) == 5
+
+
+async def test_a_429_is_honoured_with_its_retry_after(env: Env) -> None:
+    account = env.syncro.add_account("busy" + uuid.uuid4().hex[:6], "tok")
+    env.syncro.limit, env.syncro.window, env.syncro.retry_after = 2, 1.0, 1
+    try:
+        client = SyncroClient(env.runtime)
+        started = time.monotonic()
+        names = [await client.me(account.subdomain, "tok") for _ in range(4)]
+    finally:
+        env.syncro.limit = None
+    assert names == ["Tech Tina"] * 4
+    assert time.monotonic() - started >= 1.0
+    assert len(account.requests) == 5  # one 429, sent again after Retry-After
+
+
+async def test_listings_follow_every_page(env: Env) -> None:
+    account = env.syncro.add_account("pages" + uuid.uuid4().hex[:6], "tok")
+    made = [env.syncro.add_customer(account, firstname=f"c{i}") for i in range(60)]
+    client = SyncroClient(env.runtime)
+    got = await client.list_all(account.subdomain, "tok", "/customers", "customers")
+    assert [c["id"] for c in got] == [c["id"] for c in made]
+    assert len(account.requests) == 3
+
+
+async def test_a_comment_that_times_out_after_being_written_exists_once(env: Env) -> None:
+    account = env.syncro.add_account("idem" + uuid.uuid4().hex[:6], "tok")
+    customer = env.syncro.add_customer(account)
+    client = env.plugin().client
+    env.syncro.timeout_after_create, env.syncro.hold_s = 1, 2.0  # the hub waits 1 s
+    ticket = await client.create_ticket(
+        account.subdomain, "tok", {"customer_id": customer["id"], "subject": "Printer"},
+        comment_subject="Initial Issue", comment_body="It jams", key="activity-1")
+    assert len(account.tickets) == 1 and ticket["id"] == account.tickets[0]["id"]
+    env.syncro.timeout_after_create = 1
+    comment = await client.add_comment(account.subdomain, "tok", str(ticket["id"]),
+                                       subject="Update", body="Still jams", key="activity-2")
+    comments = account.tickets[0]["comments"]
+    assert len(comments) == 2 and comment["id"] == comments[1]["id"]
+    assert comments[1]["body"].startswith("Still jams\n\n[sb:")
+    # Without a timeout a new key writes a new comment, and the same key again would not
+    # be looked for (an answered POST is not ambiguous).
+    await client.add_comment(account.subdomain, "tok", str(ticket["id"]), subject="Update",
+                             body="Fixed", key="activity-3")
+    assert len(account.tickets[0]["comments"]) == 3
+
+
+async def test_a_refused_write_is_a_400_with_syncros_words(env: Env) -> None:
+    account = env.syncro.add_account("ref" + uuid.uuid4().hex[:6], "tok")
+    client = env.plugin().client
+    from switchboard.errors import BadRequest
+
+    with pytest.raises(BadRequest) as e:
+        await client.create_ticket(account.subdomain, "tok", {"customer_id": 1},
+                                   comment_subject="s", comment_body="b", key="k")
+    assert "Subject can't be blank" in e.value.description
+    assert account.tickets == []
+
+
+async def test_http_client_is_not_httpx(env: Env) -> None:
+    # The hub's outbound calls go through the process's aiohttp client.
+    assert not isinstance(env.runtime.http, httpx.AsyncClient)
