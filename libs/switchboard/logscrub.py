@@ -6,7 +6,8 @@ it called, and an exception text may quote either. `install()` scrubs every log 
 of the process when it is created, whichever logger made it and whichever handler prints
 it (a filter on a logger would miss its children; one on a handler, handlers added
 later): the message and each argument are scrubbed, and so is a traceback. Redacted:
-every query-string value, bearer/basic credentials (also the stream's
+every query-string value, the secret of an inbound URL (``/ingress/{id}/{secret}``),
+bearer/basic credentials (also the stream's
 ``switchboard.bearer.<token>`` subprotocol), credential header values (Authorization,
 Cookie, …), and the payload of every websocket frame a library logs at DEBUG.
 """
@@ -31,6 +32,11 @@ _HEADER = re.compile(r"(?im)\b(authorization|proxy-authorization|cookie|set-cook
                      r"x-auth-token)(\s*:\s*)[^\r\n]+")
 
 
+# The secret segment of an inbound URL (Syncro's ``/ingress/{integrationId}/{secret}``),
+# which uvicorn's access log would otherwise print whole.
+_INGRESS_SECRET = re.compile(r"(/ingress/[^/\s?#\"'<>`]+/)[^/\s?#\"'<>`]+")
+
+
 # What a format string has when its arguments can form a secret only together.
 _JOINS = re.compile(r"[?:]|earer|asic")
 
@@ -45,9 +51,12 @@ def _redact_query(m: re.Match[str]) -> str:
 
 
 def scrub(text: str) -> str:
-    """`text` without query-string values or bearer/basic credentials."""
+    """`text` without query-string values, inbound URL secrets or bearer/basic
+    credentials."""
     if "?" in text:
         text = _QUERY.sub(_redact_query, text)
+    if "/ingress/" in text:  # after the query: "[redacted]" would hide a "?" that follows
+        text = _INGRESS_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
     if "earer" in text or "asic" in text:
         text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     if ":" in text:

@@ -6,6 +6,7 @@ against the loopback fake (429 with Retry-After, a POST that times out after cre
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from switchboard.services.runtime import Runtime
 from tests.conftest import RunningHub, make_settings
 from tests.fakes.syncro import Account, FakeSyncro
 from tests.support import Receiver
+from tests.topics import read_topics
 
 PUBLIC = "https://psa-hooks.example.test/sb"
 TICKET_EVENTS = ("syncro:ticket.created", "syncro:ticket.updated", "syncro:ticket.resolved")
@@ -318,6 +320,34 @@ async def test_regenerate_keys_rotates_the_inbound_secret(env: Env) -> None:
                                           body)).status_code == 200
     got = (await env.hub.client.get(f"/api/v1/integrations/{iid}", headers=t.auth)).json()
     assert got["configuration"]["inboundSecret"] == "********"
+
+
+async def test_no_token_or_inbound_secret_reaches_a_topic_or_a_log_line(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    for name in ("", "switchboard", "uvicorn", "uvicorn.access", "uvicorn.error", "aiohttp"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    t = await tenant(env)
+    iid = t.integration["integrationId"]
+    secrets = [t.account.token, t.integration["configuration"]["inboundSecret"]]
+    t.account.token = "rotated-" + uuid.uuid4().hex
+    secrets.append(t.account.token)
+    await env.hub.client.patch(f"/api/v1/integrations/{iid}", headers=t.auth,
+                               json={"configuration": {"apiToken": t.account.token}})
+    r = await env.hub.client.patch(f"/api/v1/integrations/{iid}", headers=t.auth,
+                                   json={"configuration": {"regenerateKeys": True}})
+    secrets.append(r.json()["configuration"]["inboundSecret"])
+    for url in (t.integration["configuration"]["inboundUrl"],
+                r.json()["configuration"]["inboundUrl"]):
+        await env.syncro.send_webhook(env.local(url), t.account.subdomain, "ticket.created",
+                                      record("ticket.created", 1))
+    records = await read_topics(env.hub.settings)
+    everything = b"".join((k or b"") + b"\x00" + (v or b"") for _, k, v in records)
+    assert iid.encode() in everything  # the integration is there, sealed
+    for secret in secrets:
+        assert secret.encode() not in everything
+        assert secret not in caplog.text
+    if f"/ingress/{iid}/" in caplog.text:  # uvicorn's access log: the path, not its secret
+        assert f"/ingress/{iid}/[redacted]" in caplog.text
 
 
 # ---- the client: rate, 429, pagination, idempotent writes ----------------------------------

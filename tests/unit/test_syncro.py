@@ -321,3 +321,40 @@ def test_decisions() -> None:
     last = idem.after_post(idem.PostState(max_posts=1), idem.PostResult.AMBIGUOUS)
     assert idem.decide(last) is idem.Decision.LOOK
     assert idem.decide(idem.after_look(last, False)) is idem.Decision.FAIL
+
+
+# ---- hostile input and logs ---------------------------------------------------------------
+
+
+def test_damaged_webhooks_are_ours_to_refuse() -> None:
+    rng = random.Random(10)
+    valid = orjson.dumps(FakeSyncro.webhook_body("acme", "ticket.updated", TICKET))
+    for _ in range(2000):
+        body = bytearray(valid)
+        for _ in range(rng.randrange(1, 4)):
+            roll = rng.random()
+            at = rng.randrange(len(body))
+            if roll < 0.4:
+                body[at] = rng.randrange(256)
+            elif roll < 0.7:
+                del body[at:at + rng.randrange(1, 20)]
+            else:
+                body[at:at] = rng.choice([b"[", b"{", b'"', b"\xff", b"1e999", b"\\ud800"])
+        try:
+            hook = syncro_webhooks.parse_webhook(bytes(body))
+            syncro_webhooks.normalize(hook, hub_id="h", integration_id="i", subdomain="a",
+                                      now_ms=1)
+        except BadRequest:
+            pass
+
+
+def test_an_inbound_secret_never_reaches_a_log_line() -> None:
+    from switchboard.logscrub import scrub
+
+    line = '127.0.0.1:5 - "POST /ingress/0b1c-2/Zm9v_bar-9 HTTP/1.1" 200'
+    assert scrub(line) == '127.0.0.1:5 - "POST /ingress/0b1c-2/[redacted] HTTP/1.1" 200'
+    assert scrub("https://h.example/sb/ingress/i/s3cret?a=1") == \
+        "https://h.example/sb/ingress/i/[redacted]?a=[redacted]"
+    # Paths without a secret are left alone.
+    for plain in ("POST /ingress/0b1c-2 HTTP/1.1", "POST /ingress/slack", "/ingress/meta"):
+        assert scrub(plain) == plain
