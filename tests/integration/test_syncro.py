@@ -417,6 +417,15 @@ async def test_a_comment_that_times_out_after_being_written_exists_once(env: Env
     await client.add_comment(account.subdomain, "tok", str(ticket["id"]), subject="Update",
                              body="Fixed", key="activity-3")
     assert len(account.tickets[0]["comments"]) == 3
+    # A redelivery of a write an earlier call may have made (`retried`) looks first: the
+    # comment an earlier call wrote is found, not written again.
+    first = await client.add_comment(account.subdomain, "tok", str(ticket["id"]),
+                                     subject="Update", body="Slow", key="activity-4")
+    again = await client.add_comment(account.subdomain, "tok", str(ticket["id"]),
+                                     subject="Update", body="Slow", key="activity-4",
+                                     retried=True)
+    assert again["id"] == first["id"]
+    assert len(account.tickets[0]["comments"]) == 4
 
 
 async def test_a_refused_write_is_a_400_with_syncros_words(env: Env) -> None:

@@ -131,13 +131,17 @@ class SyncroClient:
 
     async def create_idempotent(self, subdomain: str, token: str, path: str,
                                 body: dict[str, Any], key: str, lookup: Lookup,
-                                *, max_posts: int = 3) -> dict[str, Any]:
+                                *, max_posts: int = 3, retried: bool = False
+                                ) -> dict[str, Any]:
         """POST `body` (already carrying the marker) at most once in effect: after an
         ambiguous failure `lookup` lists where the record would be, and a record carrying
-        the marker is taken as the earlier try's. Returns Syncro's answer (or the found
-        record); BadRequest if refused, Unavailable if out of tries."""
+        the marker is taken as the earlier try's. `retried`: an earlier call for the same
+        `key` may have written it (a redelivery), so look before the first POST too.
+        Returns Syncro's answer (or the found record); BadRequest if refused, Unavailable
+        if out of tries."""
         token_ = idem.token_for(key)
-        state = idem.PostState(max_posts=max_posts)
+        state = idem.PostState(max_posts=max_posts,
+                               last=idem.PostResult.AMBIGUOUS if retried else None)
         found: dict[str, Any] | None = None
         answer: dict[str, Any] = {}
         while True:
@@ -172,7 +176,8 @@ class SyncroClient:
 
     async def add_comment(self, subdomain: str, token: str, ticket_id: str, *,
                           subject: str, body: str, key: str, hidden: bool = False,
-                          do_not_email: bool = True) -> dict[str, Any]:
+                          do_not_email: bool = True, retried: bool = False
+                          ) -> dict[str, Any]:
         """``POST /tickets/{id}/comment`` once, whatever times out."""
         tag = idem.token_for(key)
         payload = {"subject": subject, "body": idem.mark(body, tag), "hidden": hidden,
@@ -185,13 +190,14 @@ class SyncroClient:
             return [c for c in comments if isinstance(c, dict)] if isinstance(
                 comments, list) else []
 
-        answer = await self.create_idempotent(subdomain, token, path, payload, key, lookup)
+        answer = await self.create_idempotent(subdomain, token, path, payload, key, lookup,
+                                              retried=retried)
         comment = answer.get("comment")
         return comment if isinstance(comment, dict) else answer
 
     async def create_ticket(self, subdomain: str, token: str, fields: dict[str, Any], *,
                             comment_subject: str, comment_body: str, key: str,
-                            hidden: bool = False) -> dict[str, Any]:
+                            hidden: bool = False, retried: bool = False) -> dict[str, Any]:
         """``POST /tickets`` once, its first comment carrying the marker; after an
         ambiguous failure the customer's tickets are searched for it."""
         tag = idem.token_for(key)
@@ -206,6 +212,6 @@ class SyncroClient:
                                        max_pages=5)
 
         answer = await self.create_idempotent(subdomain, token, "/tickets", payload, key,
-                                              lookup)
+                                              lookup, retried=retried)
         ticket = answer.get("ticket")
         return ticket if isinstance(ticket, dict) else answer
