@@ -53,6 +53,19 @@ def run(coro: Any) -> Any:
 # ------------------------------------------------------------------------ processes
 
 
+def rss_mib(pid: int | None) -> float:
+    """Resident memory of process `pid` in MiB (Linux /proc); NaN if unknown."""
+    if pid is None:
+        return float("nan")
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU time used so far by process `pid` (Linux /proc); NaN if unknown."""
     if pid is None:

@@ -53,11 +53,13 @@ from _common import (
     latency_summary,
     machine_note,
     raw_request,
+    rss_mib,
     run,
     signed_requests,
 )
 from switchboard.brokers import free_port
 from switchboard.kafka import ACTIVITIES, DELIVERIES
+from switchboard.settings import Settings
 
 # "single" is what `switchboard dev` runs; "split" is one process per stage, as in the chart.
 TOPOLOGIES = {
@@ -121,6 +123,90 @@ def hops(due: dict[str, float], arrived: dict[str, float], activities: TopicWatc
         "router (activity → delivery produced)": latency_summary([d[t] - a[t] for t in texts]),
         "deliverer (delivery → received)": latency_summary([arrived[t] - d[t] for t in texts]),
     }
+
+
+class BrokerFloor:
+    """What the broker alone costs at this rate: two hops, no hub.
+
+    Each message is produced (acks=all) to one topic, a relay consumer produces it to a
+    second, and a reader takes it from there: the two broker round trips the hub's path
+    needs at the least (ingress → router → deliverer), with the hub's producer and fetch
+    settings, in the same run on the same broker after the hub's own traffic (so the
+    broker holds at least as many records as during the hub's phase). Its latency is due
+    time → read from the second topic.
+    """
+
+    def __init__(self, bootstrap: str, prefix: str, fetch_wait_ms: int) -> None:
+        self.bootstrap = bootstrap
+        self.first, self.second = prefix + "floor.a", prefix + "floor.b"
+        self.fetch_wait_ms = fetch_wait_ms
+        self.arrived: dict[str, float] = {}
+        self._all_read = asyncio.Event()
+
+    async def run(self, texts: list[str], rate: float, senders: int) -> dict[str, float]:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(t, 4, 1) for t in (self.first, self.second)])
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
+                                    linger_ms=2)
+        consumers = [AIOKafkaConsumer(t, bootstrap_servers=self.bootstrap, group_id=None,
+                                      auto_offset_reset="earliest",
+                                      fetch_max_wait_ms=self.fetch_wait_ms)
+                     for t in (self.first, self.second)]
+        await producer.start()
+        for c in consumers:
+            await c.start()
+
+        async def relay() -> None:
+            while True:
+                batch = await consumers[0].getmany(timeout_ms=100)
+                futures = [await producer.send(self.second, r.value, key=r.key)
+                           for records in batch.values() for r in records]
+                if futures:
+                    await asyncio.gather(*futures)
+
+        async def read() -> None:
+            while True:
+                batch = await consumers[1].getmany(timeout_ms=100)
+                now = time.perf_counter()
+                for records in batch.values():
+                    for r in records:
+                        self.arrived.setdefault((r.value or b"").decode(), now)
+                if len(self.arrived) >= len(texts):
+                    self._all_read.set()
+
+        tasks = [asyncio.create_task(relay()), asyncio.create_task(read())]
+        due: dict[str, float] = {}
+        try:
+            start = time.perf_counter() + 0.5
+            sends = []
+            for i, text in enumerate(texts):
+                at = start + i / rate
+                delay = at - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                due[text] = at
+                sends.append(await producer.send(self.first, text.encode(),
+                                                 key=str(i % senders).encode()))
+            await asyncio.gather(*sends)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_read.wait(), 30)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for c in consumers:
+                await c.stop()
+            await producer.stop()
+        latencies = [self.arrived[t] - due[t] for t in texts if t in self.arrived]
+        return {**latency_summary(latencies), "sent": len(texts),
+                "lost": len(texts) - len(latencies)}
 
 
 class Sink:
@@ -276,6 +362,7 @@ async def bench(args: argparse.Namespace, sink: Sink, hub: Hub,
         pids = {"broker": hub.broker_pid, "bench": os.getpid()}
         pids.update({f"hub[{','.join(s.services)}]": s.proc.pid for s in hub.servers})
         cpu_before = {k: cpu_seconds(pid) for k, pid in pids.items()}
+        rss_before = rss_mib(hub.broker_pid)
         wall = time.perf_counter()
         due, status, rtts = await open_loop(hub_pool, signed, args.rate)
         accepted = [t for t in texts if status.get(t) == 202]
@@ -285,6 +372,7 @@ async def bench(args: argparse.Namespace, sink: Sink, hub: Hub,
         # Share of one core each process used from the first send to the last delivery.
         e2e["cpu_percent"] = {k: round(100 * (cpu_seconds(pid) - cpu_before[k]) / wall, 1)
                               for k, pid in pids.items()}
+        e2e["broker_rss_mib"] = [round(rss_before, 1), round(rss_mib(hub.broker_pid), 1)]
         result = {"baseline": baseline, "e2e": e2e, "unmatched": dict(sink.unmatched),
                   "customer_got": len(sink.arrivals["customer"]),
                   # Over the whole run, probes and warm-up included.
@@ -293,6 +381,14 @@ async def bench(args: argparse.Namespace, sink: Sink, hub: Hub,
         if watches:
             await asyncio.sleep(0.5)
             result["hops"] = hops(due, sink.arrivals["agent"], *watches)
+        if args.floor:
+            # 5. The broker alone, same rate and count, after the hub's traffic.
+            hub_env = dict(item.split("=", 1) for item in args.hub_env)
+            wait_ms = int(hub_env.get("SWITCHBOARD_FETCH_MAX_WAIT_MS",
+                                      Settings().fetch_max_wait_ms))
+            floor = BrokerFloor(hub.bootstrap, hub.topic_prefix, wait_ms)
+            result["broker_floor"] = await floor.run(
+                [f"floor {run_id} {i}" for i in range(n)], args.rate, args.senders)
         return result
     finally:
         hub_pool.close()
@@ -339,6 +435,14 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"CPU during the e2e phase (% of one core): {cpu} (bench = load generator + receiver)")
     print(f"ratio e2e / baseline: p50 {e2e['p50_ms'] / base['p50_ms']:.1f}x, "
           f"p99 {e2e['p99_ms'] / base['p99_ms']:.1f}x")
+    if "broker_floor" in result:
+        f = result["broker_floor"]
+        print(f"{'broker floor (2 hops)':24} {f['p50_ms']:8.2f} {f['p95_ms']:8.2f} "
+              f"{f['p99_ms']:8.2f} {f['max_ms']:8.2f} {f['sent']:6d} {f['lost']:5d}"
+              "   (the broker alone, after the hub's phase)")
+    rss = e2e["broker_rss_mib"]
+    print(f"broker resident memory: {rss[0]:.0f} MiB before the e2e phase, {rss[1]:.0f} MiB "
+          f"after ({(rss[1] - rss[0]) * 1024 / max(1, e2e['sent']):.1f} KiB per message)")
     for stage, r in result.get("hops", {}).items():
         print(f"  {stage:40} p50 {r['p50_ms']:8.2f}  p99 {r['p99_ms']:8.2f}  "
               f"max {r['max_ms']:8.2f} ms")
@@ -371,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hub-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the hub process, e.g. "
                              "SWITCHBOARD_MAX_IN_FLIGHT_PER_DESTINATION=32 (repeatable)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure the broker alone (two hops, no hub) afterwards")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     if any("=" not in item for item in args.hub_env):

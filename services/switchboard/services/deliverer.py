@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterable, Mapping
 
 import msgspec
@@ -106,6 +105,8 @@ class Deliverer:
         self._consumer: AIOKafkaConsumer | None = None
         self._pacer: Pacer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._committer: asyncio.Task[None] | None = None
+        self._commit_lock = asyncio.Lock()
         self.attempter = Attempter(runtime, self.policy)
         self._parked = ParkedLanes(runtime, self.attempter, self._parked_topic,
                                    self._partitions.get)
@@ -161,13 +162,15 @@ class Deliverer:
         self._pacer = Pacer(self._consumer, s, [self._topic, self._parked_topic],
                             hold=self._held)
         self._task = supervised(self._run(), name="deliverer")
+        self._committer = supervised(self._commit_periodically(), name="deliverer-commits")
 
     async def stop(self) -> None:
         """Stop consuming, abandon unfinished sends, commit what is final, leave the group."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in (self._task, self._committer):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._committer = None
         if self._pacer is not None:
             self._pacer.close()
         parts = list(self._partitions.values())
@@ -187,7 +190,6 @@ class Deliverer:
     async def _run(self) -> None:
         assert self._pacer is not None
         pacer = self._pacer
-        next_commit = time.monotonic() + COMMIT_INTERVAL_S
         while True:
             try:
                 batch = await pacer.getmany(timeout_ms=100, max_records=1000)
@@ -201,9 +203,6 @@ class Deliverer:
                         self._take(part, records)
                 for part in self._partitions.values():
                     self._check_caught_up(part)
-                if time.monotonic() >= next_commit:
-                    await self._commit(list(self._partitions.values()))
-                    next_commit = time.monotonic() + COMMIT_INTERVAL_S
             except asyncio.CancelledError:
                 raise
             except KafkaError as exc:
@@ -324,7 +323,23 @@ class Deliverer:
             return
         part.paused = paused
 
+    async def _commit_periodically(self) -> None:
+        """Commit what is final every COMMIT_INTERVAL_S, off the consume loop: a commit is
+        a broker round trip (plus the attempt log's flush) that new records must not wait for."""
+        while True:
+            await asyncio.sleep(COMMIT_INTERVAL_S)
+            try:
+                await self._commit(list(self._partitions.values()))
+            except Exception:
+                log.exception("deliverer: periodic commit failed; will retry")
+
     async def _commit(self, parts: Iterable[Partition]) -> None:
+        # One at a time: two commits in flight could land out of order and move a
+        # committed offset back.
+        async with self._commit_lock:
+            await self._commit_now(parts)
+
+    async def _commit_now(self, parts: Iterable[Partition]) -> None:
         consumer = self._consumer
         if consumer is None:
             return

@@ -8,6 +8,7 @@ conversation's activities in order and can deduplicate a provider's retries.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -38,6 +39,11 @@ from switchboard.supervision import supervised
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 0.2
+# Routed batches whose deliveries may be unacknowledged at once: their produce round
+# trips overlap the routing of the next ones.
+MAX_BATCHES_IN_FLIGHT = 4
+# Records routed between two yields to the event loop (the ingress shares it).
+YIELD_EVERY = 64
 GROUP = "switchboard-router"
 _encoder = msgspec.json.Encoder()
 SEEN_PER_PARTITION = 50_000
@@ -58,6 +64,38 @@ class _Seen:
         self._ids[activity_id] = None
         if len(self._ids) > SEEN_PER_PARTITION:
             self._ids.popitem(last=False)
+
+    def discard(self, activity_id: str) -> None:
+        self._ids.pop(activity_id, None)
+
+
+class _InFlight:
+    """One routed batch: the sends that make it durable, its next offsets, its new ids."""
+
+    def __init__(self) -> None:
+        self.pending: list[asyncio.Future[object]] = []
+        self.offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        self.ids: list[tuple[int, str]] = []
+
+    def done(self) -> bool:
+        return all(fut.done() for fut in self.pending)
+
+    async def wait(self) -> _InFlight:
+        """Return once every send is durable; raise the first send's failure."""
+        if self.pending:
+            await asyncio.gather(*self.pending)
+        return self
+
+    def forget(self, seen: dict[int, _Seen]) -> None:
+        """Never durable: its ids may be routed again, its failures are not news."""
+        for partition, activity_id in self.ids:
+            if partition in seen:
+                seen[partition].discard(activity_id)
+        for fut in self.pending:
+            if fut.done():
+                fut.exception()
+            else:
+                fut.cancel()
 
 
 class Router:
@@ -109,12 +147,21 @@ class Router:
     async def _run(self) -> None:
         assert self._consumer is not None and self._pacer is not None
         consumer, pacer = self._consumer, self._pacer
+        # Batches routed but not yet durable on `deliveries`, oldest first. The next batch
+        # is routed while earlier ones are in flight (their acks overlap its work); a
+        # batch's offsets become final only when it and every batch before it are durable.
+        window: collections.deque[_InFlight] = collections.deque()
         next_commit = 0.0
         while True:
             try:
-                batch = await pacer.getmany(timeout_ms=500, max_records=500)
+                while window and (len(window) >= MAX_BATCHES_IN_FLIGHT or window[0].done()):
+                    self._settle(await window.popleft().wait())
+                timeout = 0 if window else 500
+                batch = await pacer.getmany(timeout_ms=timeout, max_records=500)
                 if not batch:
-                    if self._final:
+                    if window:
+                        self._settle(await window.popleft().wait())
+                    elif self._final:
                         await self._commit_final(consumer)
                     continue
                 await self._seeded.wait()
@@ -123,39 +170,54 @@ class Router:
                     # recorded. Afterwards this router writes its own conversations.
                     await self.runtime.conversations.sync()
                     self._table_stale = False
-                offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-                pending: list[asyncio.Future[object]] = []
-                routed: dict[int, set[str]] = {}
-                for tp, records in batch.items():
-                    batch_ids = routed.setdefault(tp.partition, set())
-                    for rec in records:
-                        pending.extend(await self._route(tp, rec, batch_ids))
-                    offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
-                if pending:
-                    await asyncio.gather(*pending)
-                # Only now are these routed for good (their deliveries are durable): a
-                # failure before this point redoes them, after it skips their retries.
-                for partition, ids in routed.items():
-                    seen = self._seen.setdefault(partition, _Seen())
-                    for activity_id in ids:
-                        seen.add(activity_id)
-                self._final.update(offsets)
+                window.append(await self._route_batch(batch))
                 # Not per batch: a commit is a broker round trip the next batch would wait
                 # for. What is final is committed within COMMIT_INTERVAL_S (and on stop and
                 # revoke), and a redo before that is recognised by the seen ids.
-                if time.monotonic() >= next_commit:
+                if self._final and time.monotonic() >= next_commit:
                     await self._commit_final(consumer)
                     next_commit = time.monotonic() + COMMIT_INTERVAL_S
             except asyncio.CancelledError:
                 raise
             except (KafkaError, TimeoutError) as exc:
                 log.warning("router: %r; resuming from the last committed offsets", exc)
-                await asyncio.sleep(0.5)
-                await self._rewind()
+                await self._abandon(window)
             except Exception:
                 log.exception("router: unexpected error; resuming from the last commit")
-                await asyncio.sleep(0.5)
-                await self._rewind()
+                await self._abandon(window)
+
+    async def _route_batch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+                           ) -> _InFlight:
+        """Route every record of `batch`; what is returned is durable once it is done."""
+        flight = _InFlight()
+        for tp, records in batch.items():
+            seen = self._seen.setdefault(tp.partition, _Seen())
+            for i, rec in enumerate(records):
+                flight.pending.extend(await self._route(tp, rec, seen, flight))
+                if i % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)  # a big batch must not stall the ingress
+            flight.offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
+        return flight
+
+    def _settle(self, flight: _InFlight) -> None:
+        """`flight` is durable: its offsets are final (committed within the interval).
+
+        Only for partitions still ours: a revoked one is redone by its new owner.
+        """
+        assert self._consumer is not None
+        ours = self._consumer.assignment()
+        for tp, om in flight.offsets.items():
+            if tp in ours:
+                self._final[tp] = om
+
+    async def _abandon(self, window: collections.deque[_InFlight]) -> None:
+        """A send failed: forget what was routed but is not durable, and redo it from the
+        last commit (at-least-once; the seen ids skip what did become durable)."""
+        for flight in window:
+            flight.forget(self._seen)
+        window.clear()
+        await asyncio.sleep(0.5)
+        await self._rewind()
 
     async def _commit_final(self, consumer: AIOKafkaConsumer,
                             only: set[TopicPartition] | None = None) -> None:
@@ -184,7 +246,8 @@ class Router:
         return self._guard is None or self._guard.admit_record(rec)
 
     async def _route(
-        self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], batch_ids: set[str]
+        self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], seen: _Seen,
+        flight: _InFlight,
     ) -> list[asyncio.Future[object]]:
         if not self.admit(rec):
             return []  # not written by this hub (switchboard.record_mac)
@@ -193,11 +256,12 @@ class Router:
         except msgspec.DecodeError:
             log.error("router: undecodable activity at %s:%d skipped", tp.topic, rec.offset)
             return []
-        seen = self._seen.get(tp.partition)
-        if activity.activity_id in batch_ids or (seen is not None
-                                                 and activity.activity_id in seen):
+        if activity.activity_id in seen:
             return []
-        batch_ids.add(activity.activity_id)
+        # Seen at once, so a provider retry in the next batch is skipped even while this
+        # one is in flight; forgotten again if this batch never becomes durable.
+        seen.add(activity.activity_id)
+        flight.ids.append((tp.partition, activity.activity_id))
         view = self.runtime.registry.view
         if activity.hub_id not in view.hubs:
             # Written by an ingress whose view is ahead of ours: catch up once.
