@@ -41,6 +41,8 @@ CONVERSATIONS = "conversations"
 ACTIVITIES = "activities"
 DELIVERIES = "deliveries"
 DEAD = "deliveries.dead"
+# Activities the router gave up on (undecodable, or routing kept failing): kept, not lost.
+ACTIVITIES_DEAD = "activities.dead"
 # Lanes waiting for a retry: same partition count and key as `deliveries`, so partition p
 # of both is owned by the same deliverer (range assignment).
 PARKED = "deliveries.parked"
@@ -69,6 +71,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(ACTIVITIES), n, {}),
         TopicSpec(settings.topic(DELIVERIES), n, {}),
         TopicSpec(settings.topic(DEAD), 1, {}),
+        TopicSpec(settings.topic(ACTIVITIES_DEAD), 1, {}),
         TopicSpec(settings.topic(PARKED), n, {}),
         TopicSpec(settings.topic(ATTEMPTS), n, {}),
         TopicSpec(settings.topic(JOBS), 1, COMPACTED),

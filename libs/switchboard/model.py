@@ -193,6 +193,17 @@ class DeadLetter(Struct, rename="camel", omit_defaults=True):
     dead_at: int = 0
 
 
+class DeadActivity(Struct, rename="camel", omit_defaults=True):
+    """An activity the router could not route (`activities.dead`): undecodable, or its
+    routing kept failing inside the hub. `value` is the record as it was, base64."""
+
+    value: str
+    reason: str
+    partition: int
+    offset: int
+    dead_at: int = 0
+
+
 # ---- delivery bodies (what destinations receive) --------------------------
 
 

@@ -15,7 +15,7 @@ import random
 
 from msgspec import Struct
 
-__all__ = ["DEFAULT_SCHEDULE", "Circuit", "Outcome", "RetryPolicy", "classify_status",
+__all__ = ["DEFAULT_SCHEDULE", "Circuit", "Outcome", "RetryPolicy", "Strikes", "classify_status",
            "parse_retry_after"]
 
 # At once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: about 27 hours in all.
@@ -211,3 +211,38 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         # RFC 9110 dates are always GMT; "-0000" parses as naive.
         when = when.replace(tzinfo=datetime.UTC)
     return max(0.0, when.timestamp() - now)
+
+
+class Strikes:
+    """Internal errors per record, so a record that always fails (a bug, not a delivery
+    failure) is given up after `limit` tries instead of wedging its stage forever.
+
+    Keys are whatever names the record (partition and offset, a delivery id). Bounded:
+    the oldest keys are forgotten beyond `capacity` (a forgotten key starts again at 0,
+    which only delays giving up).
+    """
+
+    def __init__(self, limit: int, capacity: int = 10_000) -> None:
+        self.limit = max(1, limit)
+        self._capacity = capacity
+        self._counts: dict[object, int] = {}
+
+    def strike(self, key: object) -> int:
+        """Count one more failure of `key`; return how many it has had."""
+        n = self._counts.pop(key, 0) + 1
+        self._counts[key] = n  # re-inserted: most recent last
+        if len(self._counts) > self._capacity:
+            del self._counts[next(iter(self._counts))]
+        return n
+
+    def out(self, key: object) -> bool:
+        """`key` has failed `limit` times: give it up."""
+        return self._counts.get(key, 0) >= self.limit
+
+    def clear(self, key: object) -> None:
+        self._counts.pop(key, None)
+
+    def backoff_s(self, key: object) -> float:
+        """Wait before the next try: 0.5 s doubling, at most 10 s."""
+        n = self._counts.get(key, 0)
+        return 0.0 if n == 0 else min(10.0, 0.5 * 2 ** (n - 1))

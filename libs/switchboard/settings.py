@@ -63,6 +63,9 @@ class Settings(Struct, frozen=True, kw_only=True):
     # Deliveries the API's attempts view keeps (oldest forgotten first).
     delivery_log_max: int = 1_000_000
     max_pending_per_partition: int = 2000
+    # Tries of a record that fails with an internal error (a bug, not a delivery failure)
+    # before it is dead-lettered with reason `internal_error` and its stage moves on.
+    internal_error_tries: int = 5
     stream_max_connections_per_integration: int = 8
     ingress_rate_per_s: float = 200.0
     ingress_burst: int = 400

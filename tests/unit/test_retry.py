@@ -6,7 +6,14 @@ import random
 
 import pytest
 
-from switchboard.retry import Circuit, Outcome, RetryPolicy, classify_status, parse_retry_after
+from switchboard.retry import (
+    Circuit,
+    Outcome,
+    RetryPolicy,
+    Strikes,
+    classify_status,
+    parse_retry_after,
+)
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
@@ -158,3 +165,26 @@ def test_parse_retry_after(value: str, expected: float) -> None:
                                    "Tue, 99 Nov 2023 22:13:50 GMT"])
 def test_malformed_retry_after_is_none(value: str | None) -> None:
     assert parse_retry_after(value, NOW) is None
+
+
+def test_strikes_give_up_after_the_limit_with_doubling_waits() -> None:
+    strikes = Strikes(3)
+    key = ("activities", 7)
+    assert strikes.backoff_s(key) == 0.0
+    assert strikes.strike(key) == 1 and not strikes.out(key)
+    assert strikes.backoff_s(key) == 0.5
+    assert strikes.strike(key) == 2 and not strikes.out(key)
+    assert strikes.backoff_s(key) == 1.0
+    assert strikes.strike(key) == 3 and strikes.out(key)
+    strikes.clear(key)
+    assert not strikes.out(key) and strikes.strike(key) == 1
+
+
+def test_strikes_are_bounded_and_waits_capped() -> None:
+    strikes = Strikes(100, capacity=2)
+    for _ in range(30):
+        strikes.strike("a")
+    assert strikes.backoff_s("a") == 10.0
+    strikes.strike("b")
+    strikes.strike("c")  # "a" is the oldest: forgotten
+    assert strikes.backoff_s("a") == 0.0 and strikes.strike("a") == 1

@@ -41,7 +41,7 @@ from switchboard.parking import (
     parked_decoder,
 )
 from switchboard.record_mac import guard_for
-from switchboard.retry import RetryPolicy
+from switchboard.retry import RetryPolicy, Strikes
 from switchboard.services.delivery_attempts import (
     FAILED_EVENT,
     Attempter,
@@ -107,6 +107,7 @@ class Deliverer:
         self._task: asyncio.Task[None] | None = None
         self._committer: asyncio.Task[None] | None = None
         self._commit_lock = asyncio.Lock()
+        self._strikes = Strikes(s.internal_error_tries)
         self.attempter = Attempter(runtime, self.policy)
         self._parked = ParkedLanes(runtime, self.attempter, self._parked_topic,
                                    self._partitions.get)
@@ -430,11 +431,21 @@ class Deliverer:
                 try:
                     result = await self.attempter.deliver(delivery, source, attempts=0)
                 except Exception:
-                    # A bug, not a delivery failure: keep the head (order, invariant 3),
-                    # say so loudly, and try it again rather than wedge the partition.
-                    log.exception("delivery %s: unexpected error; retrying",
-                                  delivery.delivery_id)
-                    await asyncio.sleep(1.0)
+                    # A bug, not a delivery failure: keep the head (order, invariant 3) and
+                    # try again, a bounded number of times, then dead-letter it and move on.
+                    strike = (part.tp, offset)
+                    n = self._strikes.strike(strike)
+                    if not self._strikes.out(strike):
+                        log.exception("delivery %s: unexpected error (try %d); retrying",
+                                      delivery.delivery_id, n)
+                        await asyncio.sleep(self._strikes.backoff_s(strike))
+                        continue
+                    log.exception("delivery %s: unexpected error %d times; dead-lettered",
+                                  delivery.delivery_id, n)
+                    self._strikes.clear(strike)
+                    await self.attempter.give_up(delivery, source)
+                    lane.queue.popleft()
+                    self._finish(part, offset)
                     continue
                 if isinstance(result, Park | Hold):
                     # Park the head, then let the rest of the lane follow it.

@@ -45,6 +45,8 @@ log = logging.getLogger("switchboard.services.deliverer")
 
 FAILED_EVENT = "event:delivery_failed"
 DISABLED_EVENT = "event:integration_disabled"
+# Dead-letter reason of a record that kept failing inside the hub (a bug).
+INTERNAL_ERROR = "internal_error"
 # A paused (or disabled) destination's deliveries are held; this often we look again.
 HOLD_RECHECK_MS = 2000
 RESPONSE_LOG_BYTES = 1024
@@ -555,6 +557,16 @@ class Attempter:
         log.warning("delivery %s to %s dead-lettered: %s after %d attempts (last: %s)",
                     delivery.delivery_id, delivery.destination_id, reason, attempts,
                     last_error or last_status)
+
+    async def give_up(self, delivery: Delivery, source: DeliveryRef) -> None:
+        """Dead-letter a delivery that keeps failing inside the hub (reason
+        `internal_error`). Best effort: a failure here is logged, and the stage moves on
+        anyway, since retrying is what failed."""
+        try:
+            await self.dead_letter(delivery, source, INTERNAL_ERROR, attempts=0)
+        except Exception:
+            log.exception("delivery %s: could not dead-letter it; dropped",
+                          delivery.delivery_id)
 
     async def _announce(self, event: Activity) -> None:
         """Publish an event activity for the hub's System integrations (retrying)."""

@@ -9,6 +9,7 @@ the fold that says what is parked, and the deliverer for when a lane parks).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -31,6 +32,7 @@ from switchboard.parking import (
     parked_decoder,
     parked_encoder,
 )
+from switchboard.retry import Strikes
 from switchboard.services.delivery_attempts import Attempter, Final, Hold
 from switchboard.services.runtime import Runtime
 from switchboard.supervision import supervised
@@ -142,6 +144,7 @@ class ParkedLanes:
         self._timer_seq = 0
         self._timer_wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._strikes = Strikes(self._settings.internal_error_tries)
 
     async def start(self, fetch_consumer: AIOKafkaConsumer) -> None:
         self.fetcher = ParkedFetcher(fetch_consumer)
@@ -231,6 +234,7 @@ class ParkedLanes:
     async def _drain(self, part: Partition, lane: ParkedLane) -> None:
         """Deliver a parked lane from its head while its records are due."""
         assert self.fetcher is not None
+        record: ParkedDelivery | None = None
         try:
             while self._owner(part.tp.partition) is part:
                 head = lane.head
@@ -240,11 +244,11 @@ class ParkedLanes:
                     self.schedule(part, lane)
                     break
                 value = await self.fetcher.get(part.parked_tp, head.offset)
-                try:
-                    record = parked_decoder.decode(value or b"")
-                except msgspec.DecodeError:
-                    record = None
-                if not isinstance(record, ParkedDelivery):
+                record = None
+                with contextlib.suppress(msgspec.DecodeError):
+                    decoded = parked_decoder.decode(value or b"")
+                    record = decoded if isinstance(decoded, ParkedDelivery) else None
+                if record is None:
                     log.error("deliverer: parked record %d@%d unreadable; dropped",
                               part.parked_tp.partition, head.offset)
                     part.parked.resolve(lane, head.delivery_id)
@@ -271,9 +275,29 @@ class ParkedLanes:
                 break
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("deliverer: draining a parked lane failed; retrying in 1 s")
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("deliverer: draining a parked lane failed (%r); retrying in 1 s", exc)
             self.schedule(part, lane, due_at=_now_ms() + 1000)
+        except Exception:
+            # Kafka blips pass; a head that always fails (a bug) must not hold its lane
+            # forever: after `internal_error_tries` it is dead-lettered and resolved.
+            head = lane.head
+            key = (part.parked_tp, head.offset if head is not None else -1)
+            n = self._strikes.strike(key)
+            if head is not None and record is not None and self._strikes.out(key):
+                log.exception("deliverer: parked delivery %s failed %d times; dead-lettered",
+                              head.delivery_id, n)
+                self._strikes.clear(key)
+                await self._attempter.give_up(record.delivery, record.source)
+                await self.write(part, lane, Resolved(
+                    delivery_id=head.delivery_id, destination_id=lane.key[0],
+                    conversation_id=lane.key[1]))
+                part.parked.resolve(lane, head.delivery_id)
+                self.schedule(part, lane, due_at=_now_ms())
+            else:
+                log.exception("deliverer: draining a parked lane failed (try %d); retrying", n)
+                self.schedule(part, lane, due_at=_now_ms() + int(
+                    1000 * max(1.0, self._strikes.backoff_s(key))))
         finally:
             lane.busy = False
             part.parked.drop_if_drained(lane)

@@ -8,6 +8,7 @@ conversation's activities in order and can deduplicate a provider's retries.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import logging
@@ -24,14 +25,23 @@ from switchboard.ids import activity_id as make_activity_id
 from switchboard.ids import delivery_id
 from switchboard.kafka import (
     ACTIVITIES,
+    ACTIVITIES_DEAD,
     DELIVERIES,
     make_consumer,
     start_group_consumer,
     stop_consuming,
 )
-from switchboard.model import Activity, Delivery, IntegrationType, Sender, activity_decoder
+from switchboard.model import (
+    Activity,
+    DeadActivity,
+    Delivery,
+    IntegrationType,
+    Sender,
+    activity_decoder,
+)
 from switchboard.pacing import Pacer
 from switchboard.record_mac import guard_for
+from switchboard.retry import Strikes
 from switchboard.routing import conversation_allowed, deliveries_for
 from switchboard.services.runtime import Runtime
 from switchboard.supervision import supervised
@@ -106,6 +116,8 @@ class Router:
         s = runtime.settings
         self._activities = s.topic(ACTIVITIES)
         self._deliveries = s.topic(DELIVERIES)
+        self._dead_topic = s.topic(ACTIVITIES_DEAD)
+        self._strikes = Strikes(s.internal_error_tries)
         self._seen: dict[int, _Seen] = {}
         self._guard = guard_for(s)  # refuses activities the hub did not write
         # Routed (deliveries durable) but not committed yet: committed on stop and revoke
@@ -190,14 +202,38 @@ class Router:
                            ) -> _InFlight:
         """Route every record of `batch`; what is returned is durable once it is done."""
         flight = _InFlight()
-        for tp, records in batch.items():
-            seen = self._seen.setdefault(tp.partition, _Seen())
-            for i, rec in enumerate(records):
-                flight.pending.extend(await self._route(tp, rec, seen, flight))
-                if i % YIELD_EVERY == YIELD_EVERY - 1:
-                    await asyncio.sleep(0)  # a big batch must not stall the ingress
-            flight.offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
+        try:
+            for tp, records in batch.items():
+                seen = self._seen.setdefault(tp.partition, _Seen())
+                for i, rec in enumerate(records):
+                    flight.pending.extend(await self._route_or_give_up(tp, rec, seen, flight))
+                    if i % YIELD_EVERY == YIELD_EVERY - 1:
+                        await asyncio.sleep(0)  # a big batch must not stall the ingress
+                flight.offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
+        except BaseException:
+            flight.forget(self._seen)  # redone from the last commit
+            raise
         return flight
+
+    async def _route_or_give_up(
+        self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], seen: _Seen,
+        flight: _InFlight,
+    ) -> list[asyncio.Future[object]]:
+        try:
+            return await self._route(tp, rec, seen, flight)
+        except (KafkaError, TimeoutError):
+            raise
+        except Exception as exc:
+            # A bug, not a broker blip: redo from the last commit a bounded number of
+            # times, then keep the record on `activities.dead` and move on.
+            strike = (tp, rec.offset)
+            n = self._strikes.strike(strike)
+            if not self._strikes.out(strike):
+                raise
+            log.exception("router: activity at %s:%d failed %d times; dead-lettered",
+                          tp.topic, rec.offset, n)
+            self._strikes.clear(strike)
+            return [await self._dead(tp, rec, f"internal_error: {type(exc).__name__}")]
 
     def _settle(self, flight: _InFlight) -> None:
         """`flight` is durable: its offsets are final (committed within the interval).
@@ -254,8 +290,9 @@ class Router:
         try:
             activity = activity_decoder.decode(rec.value or b"")
         except msgspec.DecodeError:
-            log.error("router: undecodable activity at %s:%d skipped", tp.topic, rec.offset)
-            return []
+            log.error("router: undecodable activity at %s:%d dead-lettered",
+                      tp.topic, rec.offset)
+            return [await self._dead(tp, rec, "undecodable")]
         if activity.activity_id in seen:
             return []
         # Seen at once, so a provider retry in the next batch is skipped even while this
@@ -326,6 +363,16 @@ class Router:
                 created_at=now_ms,
             )))
         return futures
+
+    async def _dead(self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes],
+                    reason: str) -> asyncio.Future[object]:
+        """Keep an activity the router gives up on, as it was, on `activities.dead`."""
+        value = _encoder.encode(DeadActivity(
+            value=base64.b64encode(rec.value or b"").decode(), reason=reason,
+            partition=tp.partition, offset=rec.offset, dead_at=int(time.time() * 1000)))
+        fut: asyncio.Future[object] = await self.runtime.producer.send(
+            self._dead_topic, value, key=rec.key)
+        return fut
 
     async def _send(self, delivery: Delivery) -> asyncio.Future[object]:
         fut: asyncio.Future[object] = await self.runtime.producer.send(
