@@ -105,6 +105,9 @@ class RegistryView:
     """In-memory hubs and integrations, folded from the registry topic in offset order."""
 
     OUTCOMES_KEPT = 10_000
+    # Deleted integration ids remembered to refuse a late write racing the delete. Ids are
+    # never reused, so only recent deletes matter; bounded, oldest forgotten first.
+    DELETED_KEPT = 100_000
 
     def __init__(self) -> None:
         self.hubs: dict[str, HubRecord] = {}
@@ -112,8 +115,8 @@ class RegistryView:
         self._hub_by_token: dict[str, str] = {}
         self._by_hub: dict[str, dict[str, IntegrationRecord]] = {}
         self._names: dict[tuple[str, str], str] = {}
-        self._deleted: set[str] = set()
-        self._deleted_hubs: set[str] = set()
+        self._deleted: OrderedDict[str, None] = OrderedDict()
+        self._deleted_hubs: OrderedDict[str, None] = OrderedDict()
         self._by_external: dict[tuple[ChannelId, str], str] = {}
         self._outcomes: OrderedDict[int, Outcome] = OrderedDict()
         self.applied_offset = -1
@@ -178,16 +181,21 @@ class RegistryView:
         self._by_hub.setdefault(rec.hub_id, {})[rec.integration_id] = rec
         return ACCEPTED
 
+    def _forget_later(self, deleted: OrderedDict[str, None], ident: str) -> None:
+        deleted[ident] = None
+        if len(deleted) > self.DELETED_KEPT:
+            deleted.popitem(last=False)
+
     def _delete(self, key: bytes) -> Outcome:
         kind, _, ident = key.decode(errors="replace").partition(":")
         if kind == "integration":
-            self._deleted.add(ident)
+            self._forget_later(self._deleted, ident)
             rec = self.integrations.pop(ident, None)
             if rec is not None:
                 self._unindex(rec)
                 self._by_hub.get(rec.hub_id, {}).pop(ident, None)
         elif kind == "hub":
-            self._deleted_hubs.add(ident)
+            self._forget_later(self._deleted_hubs, ident)
             hub = self.hubs.pop(ident, None)
             if hub is not None:
                 self._hub_by_token.pop(hub.token_hash, None)

@@ -73,3 +73,15 @@ def test_unknown_hub_and_garbage_do_not_stop_the_fold() -> None:
                            put(integ("a", "x"))])
     assert verdicts == [False, False, True, True]
     assert view.hub_for_token_hash("t" * 64) == HUB
+
+
+def test_deleted_ids_are_remembered_within_a_bound() -> None:
+    view = RegistryView()
+    view.DELETED_KEPT = 3  # type: ignore[misc]
+    view.apply(0, *put(HUB))
+    for i, iid in enumerate("abcd", start=1):
+        view.apply(i, integration_key(iid), None)
+    # The three most recent deletes still refuse a late write; the oldest is forgotten.
+    assert not view.apply(10, *put(integ("d", "x", version=2))).accepted
+    assert not view.apply(11, *put(integ("b", "y", version=2))).accepted
+    assert view.apply(12, *put(integ("a", "z", version=2))).accepted
