@@ -7,7 +7,12 @@ import asyncio
 import msgspec
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
-from switchboard.conversations import ConversationRecord, ConversationTable, conversation_encoder
+from switchboard.conversations import (
+    ConversationRecord,
+    ConversationTable,
+    conversation_encoder,
+    touch_due,
+)
 from switchboard.errors import Unavailable
 from switchboard.kafka import CONVERSATIONS, TableReader
 from switchboard.settings import Settings
@@ -21,7 +26,10 @@ class ConversationStore:
     """
 
     def __init__(self, settings: Settings, producer: AIOKafkaProducer) -> None:
-        self.table = ConversationTable()
+        self.table = ConversationTable(settings.conversation_cache_size,
+                                       settings.state_dir or None)
+        # Refresh `last_active_at` this often at most: a thirtieth of the timeout.
+        self._touch_ms = int(settings.conversation_timeout_s * 1000 / 30)
         self._settings = settings
         self._producer = producer
         self._topic = settings.topic(CONVERSATIONS)
@@ -35,6 +43,7 @@ class ConversationStore:
 
     async def stop(self) -> None:
         await self._reader.stop()
+        self.table.close()
 
     def get(self, conversation_id: str) -> ConversationRecord | None:
         return self.table.get(conversation_id)
@@ -68,3 +77,30 @@ class ConversationStore:
             return
         threads = {**current.threads, integration_id: thread}
         await self.put(msgspec.structs.replace(current, threads=threads))
+
+    async def touch(self, rec: ConversationRecord, now_ms: int) -> asyncio.Future[object] | None:
+        """Note activity on `rec` if its last note is old enough; the future says when
+        the note is durable (None: nothing to write)."""
+        if not touch_due(rec, now_ms, self._touch_ms):
+            return None
+        fresh = msgspec.structs.replace(rec, last_active_at=now_ms)
+        fut: asyncio.Future[object] = await self._producer.send(
+            self._topic, conversation_encoder.encode(fresh), key=rec.conversation_id.encode())
+        self.table.put(fresh)
+        return fut
+
+    def inactive(self, now_ms: int, limit: int = 1000) -> list[ConversationRecord]:
+        """Conversations past the inactivity timeout at `now_ms`, oldest first."""
+        before = now_ms - int(self._settings.conversation_timeout_s * 1000)
+        return self.table.inactive(before, limit)
+
+    async def end(self, conversation_id: str) -> None:
+        """End a conversation: a tombstone (durable), and gone from this process's view."""
+        timeout = self._settings.produce_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                await self._producer.send_and_wait(self._topic, None,
+                                                   key=conversation_id.encode())
+        except Exception as exc:
+            raise Unavailable("broker_unavailable", "could not end the conversation") from exc
+        self.table.delete(conversation_id)

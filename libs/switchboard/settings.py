@@ -63,6 +63,16 @@ class Settings(Struct, frozen=True, kw_only=True):
     # Deliveries the API's attempts view keeps (oldest forgotten first).
     delivery_log_max: int = 1_000_000
     max_pending_per_partition: int = 2000
+    # A conversation with no activity for this long ends (a tombstone on `conversations`);
+    # a customer who writes again starts a new one. Default 30 days.
+    conversation_timeout_s: float = 30 * 24 * 3600
+    # How often each router looks for ended conversations among those it owns.
+    conversation_sweep_s: float = 3600.0
+    # Conversations each process keeps in memory; the rest wait in a local index file
+    # (in `state_dir`, rebuilt from the topic at every start).
+    conversation_cache_size: int = 10_000
+    # Where processes keep rebuildable local files ("" = the system's temporary directory).
+    state_dir: str = ""
     # Tries of a record that fails with an internal error (a bug, not a delivery failure)
     # before it is dead-lettered with reason `internal_error` and its stage moves on.
     internal_error_tries: int = 5

@@ -131,6 +131,8 @@ class Router:
         self._consumer: AIOKafkaConsumer | None = None
         self._pacer: Pacer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.ended = 0  # conversations ended for inactivity
         self.running = False
 
     async def start(self) -> None:
@@ -141,10 +143,14 @@ class Router:
         )
         self._pacer = Pacer(self._consumer, self.runtime.settings, [self._activities])
         self._task = supervised(self._run(), name="router")
+        self._sweeper = supervised(self._sweep(), name="router-sweep")
         self.running = True
 
     async def stop(self) -> None:
         self.running = False
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         await stop_consuming(self._task, None)
         if self._pacer is not None:
             self._pacer.close()
@@ -255,6 +261,26 @@ class Router:
         await asyncio.sleep(0.5)
         await self._rewind()
 
+    async def _sweep(self) -> None:
+        """End the conversations of our partitions that saw no activity for the timeout.
+
+        The owner of a conversation's `activities` partition is the one that notes its
+        activity, so it alone decides; after a rebalance the new owner takes over.
+        """
+        store = self.runtime.conversations
+        while True:
+            await asyncio.sleep(self.runtime.settings.conversation_sweep_s)
+            try:
+                assert self._consumer is not None
+                ours = {tp.partition for tp in self._consumer.assignment()}
+                for conv in store.inactive(int(time.time() * 1000)):
+                    key = conv.conversation_id.encode()
+                    if await self.runtime.activities_partition(key) in ours:
+                        await store.end(conv.conversation_id)
+                        self.ended += 1
+            except Exception as exc:  # the next sweep tries again
+                log.warning("router: ending inactive conversations failed: %r", exc)
+
     async def _commit_final(self, consumer: AIOKafkaConsumer,
                             only: set[TopicPartition] | None = None) -> None:
         """Commit the offsets whose deliveries are durable (all, or those of `only`)."""
@@ -312,9 +338,13 @@ class Router:
             log.warning("router: activity %s of integration %s names a conversation that is "
                         "not its own; dropped", activity.activity_id, activity.integration_id)
             return []
-        if conversation is None and activity.type == "message:customer":
+        if conversation is not None:
+            touched = await self.runtime.conversations.touch(conversation, now_ms)
+            if touched is not None:
+                futures.append(touched)
+        elif activity.type == "message:customer":
             conversation = await self._open_conversation(activity, now_ms)
-            futures.extend(await self._start_messages(activity, now_ms))
+            futures.extend(await self._start_messages(activity, conversation))
         hub_integrations = view.integrations_of(activity.hub_id)
         for delivery in deliveries_for(activity, hub_integrations, conversation, now_ms):
             futures.append(await self._send(delivery))
@@ -333,18 +363,22 @@ class Router:
         return conv
 
     async def _start_messages(
-        self, activity: Activity, now_ms: int
+        self, activity: Activity, conversation: ConversationRecord
     ) -> list[asyncio.Future[object]]:
         """A new conversation gets its Customer integration's `start` messages, as the bot."""
         source = self.runtime.registry.view.integrations.get(activity.integration_id)
         if source is None or source.integration_type is not IntegrationType.CUSTOMER:
             return []
         start = getattr(source.configuration, "start", [])
+        now_ms = conversation.created_at
         futures = []
         for i, message in enumerate(start):
             greeting = Activity(
-                activity_id=make_activity_id(source.integration_id,
-                                             f"start:{activity.conversation_id}:{i}"),
+                # Per conversation opening: one that ended and starts again is greeted
+                # again, under new ids.
+                activity_id=make_activity_id(
+                    source.integration_id,
+                    f"start:{activity.conversation_id}:{conversation.created_at}:{i}"),
                 hub_id=activity.hub_id,
                 integration_id=source.integration_id,
                 channel_id=source.channel_id.value,

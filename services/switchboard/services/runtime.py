@@ -75,11 +75,11 @@ class Runtime:
             async with asyncio.timeout(self.settings.produce_timeout_s):
                 await self.producer.send_and_wait(
                     self._activities, activity_encoder.encode(activity), key=key,
-                    partition=await self._partition(key))
+                    partition=await self.activities_partition(key))
         except Exception as exc:  # KafkaError, TimeoutError: either way not durable
             raise Unavailable("broker_unavailable", "could not store the activity; retry") from exc
 
-    async def _partition(self, key: bytes) -> int:
+    async def activities_partition(self, key: bytes) -> int:
         """The `activities` partition of a conversation: Kafka's default partitioner
         (murmur2, in pure Python in aiokafka), remembered per key."""
         partition = self._partitions.get(key)
