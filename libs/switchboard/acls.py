@@ -19,6 +19,7 @@ from msgspec import Struct
 
 from switchboard.kafka import (
     ACTIVITIES,
+    ACTIVITIES_DEAD,
     ATTEMPTS,
     CONVERSATIONS,
     DEAD,
@@ -57,8 +58,8 @@ WRITES: Final[dict[str, tuple[str, ...]]] = {
     # activities from every channel
     "ingress": (ACTIVITIES,),
     "stream": (STREAM_CURSORS,),
-    # deliveries, and a conversation's first record
-    "router": (DELIVERIES, CONVERSATIONS),
+    # deliveries; conversations opened, noted active and ended; activities kept aside
+    "router": (DELIVERIES, CONVERSATIONS, ACTIVITIES_DEAD),
     # parked lanes, the delivery log, dead letters, events (delivery_failed,
     # integration_disabled), a disabled destination's statusId, Slack thread ids
     "deliverer": (PARKED, ATTEMPTS, DEAD, ACTIVITIES, REGISTRY, CONVERSATIONS),
