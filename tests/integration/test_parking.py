@@ -349,7 +349,8 @@ async def test_a_hub_schedule_overrides_the_deployment_one(broker: Any, endpoint
     async with harness(broker, endpoint) as h:  # the deployment: four attempts
         hub = (await h.runtime.registry.sync()).hubs[h.hub_id]
         assert (await h.runtime.registry.put(
-            msgspec.structs.replace(hub, retry_schedule="0,0.01"))).accepted
+            msgspec.structs.replace(hub, retry_schedule="0,0.01", version=hub.version + 1)
+        )).accepted
         dest = await h.integration("fail", path=fail)
         await h.deliverer()
         await h.produce([h.delivery(dest, "c", "twice")])
