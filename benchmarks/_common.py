@@ -213,21 +213,24 @@ def hub_env(bootstrap: str, kind: str, extra_env: Sequence[str] = (),
 
 
 @contextlib.contextmanager
-def broker_and_hub(kind: str, groups: Sequence[Sequence[str]], extra_env: Sequence[str] = ()
+def broker_and_hub(kind: str, groups: Sequence[Sequence[str]], extra_env: Sequence[str] = (),
+                   *, hub_cpu: int | None = None, broker_cpu: int | None = None
                    ) -> Iterator[Hub]:
     """A development broker and the hub on it: one process per group of services.
 
     The first group must contain ``api`` and ``ingress``. `extra_env` are ``NAME=value``
-    settings for every hub process (e.g. from ``--hub-env``).
+    settings for every hub process (e.g. from ``--hub-env``). With `hub_cpu` every hub
+    process runs on that core, with `broker_cpu` the broker's threads on that one.
     """
     data = Path(tempfile.mkdtemp(prefix="switchboard-bench-broker-"))
     broker = start_broker("kafka" if kind == "kafka" else "tansu", data)
+    pin_pid(broker.process.pid if broker.process is not None else None, broker_cpu)
     env = hub_env(broker.bootstrap, broker.kind, extra_env)
     prefix = env["SWITCHBOARD_TOPIC_PREFIX"]
     servers: list[ServerProcess] = []
     try:
         for group in groups:
-            servers.append(ServerProcess("hub", services=group, env=env))
+            servers.append(ServerProcess("hub", services=group, env=env, cpu=hub_cpu))
         for server in servers:
             server.wait_ready(timeout=120 if kind == "kafka" else 60)
         pid = broker.process.pid if broker.process is not None else None

@@ -52,6 +52,7 @@ from _common import (
     create_integrations,
     latency_summary,
     machine_note,
+    pin_pid,
     raw_request,
     rss_mib,
     run,
@@ -401,7 +402,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sink = await Sink().start()
     try:
         # Servers are started by blocking code; keep the receiver serving meanwhile.
-        hub_cm = broker_and_hub(args.broker, TOPOLOGIES[args.topology], args.hub_env)
+        hub_cm = broker_and_hub(args.broker, TOPOLOGIES[args.topology], args.hub_env,
+                                hub_cpu=args.cpu, broker_cpu=args.aux_cpu)
         hub = await asyncio.to_thread(hub_cm.__enter__)
         try:
             integ = await asyncio.to_thread(create_integrations, hub.main.base_url,
@@ -475,6 +477,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hub-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the hub process, e.g. "
                              "SWITCHBOARD_MAX_IN_FLIGHT_PER_DESTINATION=32 (repeatable)")
+    parser.add_argument("--cpu", type=int, default=None,
+                        help="run the hub process(es) on this core (e.g. 0)")
+    parser.add_argument("--aux-cpu", type=int, default=None,
+                        help="run the broker, receiver and load generator on this core (e.g. 1)")
     parser.add_argument("--floor", action="store_true",
                         help="also measure the broker alone (two hops, no hub) afterwards")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -485,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rate, --duration and --senders must be positive")
 
     load_before = machine_note()
+    pin_pid(os.getpid(), args.aux_cpu)  # the load generator and receiver stay off the hub's core
     result = run(main_async(args))
     report(result, args)
     print(f"machine: before {load_before}; after {machine_note()}")
