@@ -47,12 +47,14 @@ from starlette.routing import Route
 from _common import (
     Hub,
     Pool,
+    PySpy,
     broker_and_hub,
     cpu_seconds,
     create_integrations,
     latency_summary,
     machine_note,
     pin_pid,
+    print_profile,
     raw_request,
     rss_mib,
     run,
@@ -362,6 +364,14 @@ async def bench(args: argparse.Namespace, sink: Sink, hub: Hub,
                           strict=True))
         pids = {"broker": hub.broker_pid, "bench": os.getpid()}
         pids.update({f"hub[{','.join(s.services)}]": s.proc.pid for s in hub.servers})
+        spies: dict[str, PySpy] = {}
+        if args.profile is not None:
+            # One sampler per hub process (with --topology split: per stage), off its core.
+            args.profile.mkdir(parents=True, exist_ok=True)
+            for server in hub.servers:
+                name = "-".join(server.services)
+                spies[name] = PySpy(server.proc.pid, args.profile / f"e2e-{name}.svg",
+                                    args.duration, cpu=args.aux_cpu)
         cpu_before = {k: cpu_seconds(pid) for k, pid in pids.items()}
         rss_before = rss_mib(hub.broker_pid)
         wall = time.perf_counter()
@@ -374,7 +384,10 @@ async def bench(args: argparse.Namespace, sink: Sink, hub: Hub,
         e2e["cpu_percent"] = {k: round(100 * (cpu_seconds(pid) - cpu_before[k]) / wall, 1)
                               for k, pid in pids.items()}
         e2e["broker_rss_mib"] = [round(rss_before, 1), round(rss_mib(hub.broker_pid), 1)]
+        for spy in spies.values():
+            await asyncio.to_thread(spy.wait)
         result = {"baseline": baseline, "e2e": e2e, "unmatched": dict(sink.unmatched),
+                  "profiles": {name: spy.top(30) for name, spy in spies.items()},
                   "customer_got": len(sink.arrivals["customer"]),
                   # Over the whole run, probes and warm-up included.
                   "agent_requests": len(sink.arrivals["agent"]) + sink.duplicates["agent"],
@@ -448,6 +461,10 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     for stage, r in result.get("hops", {}).items():
         print(f"  {stage:40} p50 {r['p50_ms']:8.2f}  p99 {r['p99_ms']:8.2f}  "
               f"max {r['max_ms']:8.2f} ms")
+    for name, top in result.get("profiles", {}).items():
+        print(f"\n== hub process [{name}], e2e phase (flame graph: "
+              f"{args.profile}/e2e-{name}.svg)")
+        print_profile(top)
     if result["customer_got"] or result["unmatched"]:
         print(f"unexpected: {result['customer_got']} deliveries to the customer, "
               f"unmatched bodies {result['unmatched']}")
@@ -481,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the hub process(es) on this core (e.g. 0)")
     parser.add_argument("--aux-cpu", type=int, default=None,
                         help="run the broker, receiver and load generator on this core (e.g. 1)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="py-spy each hub process during the e2e phase (SVG + table)")
     parser.add_argument("--floor", action="store_true",
                         help="also measure the broker alone (two hops, no hub) afterwards")
     parser.add_argument("--json", type=Path, help="also write the results here")
