@@ -192,6 +192,11 @@ def topic_problems(wanted: Mapping[str, Mapping[str, str]], states: Iterable[Top
         have = state.configs.get("cleanup.policy")
         if policy is not None and have is not None and policy not in have.split(","):
             problems.append(f"topic {state.name}: cleanup.policy {have}, needs {policy}")
+        # Parked lanes wait as long as their destination is disabled: a finite retention
+        # would drop held deliveries.
+        retention = state.configs.get("retention.ms")
+        if want.get("retention.ms") == "-1" and retention not in (None, "-1"):
+            problems.append(f"topic {state.name}: retention.ms {retention}, needs -1")
     return problems
 
 

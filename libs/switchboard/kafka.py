@@ -62,18 +62,24 @@ class TopicSpec(Struct, frozen=True):
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Every topic the hub uses. Tables are single-partition so their order is total."""
+    """Every topic the hub uses. Tables are single-partition so their order is total.
+
+    Logs keep `retention_hours` of history (what redelivery, replay and the delivery log
+    reach back to); parked lanes are kept until resolved however long that takes (a
+    disabled destination holds its deliveries), so `deliveries.parked` never expires.
+    """
     n = settings.partitions
+    log = {"retention.ms": str(int(settings.retention_hours * 3600 * 1000))}
     return [
         TopicSpec(settings.topic(REGISTRY), 1, COMPACTED),
         TopicSpec(settings.topic(CONVERSATIONS), 1, COMPACTED),
         TopicSpec(settings.topic(STREAM_CURSORS), 1, COMPACTED),
-        TopicSpec(settings.topic(ACTIVITIES), n, {}),
-        TopicSpec(settings.topic(DELIVERIES), n, {}),
-        TopicSpec(settings.topic(DEAD), 1, {}),
-        TopicSpec(settings.topic(ACTIVITIES_DEAD), 1, {}),
-        TopicSpec(settings.topic(PARKED), n, {}),
-        TopicSpec(settings.topic(ATTEMPTS), n, {}),
+        TopicSpec(settings.topic(ACTIVITIES), n, log),
+        TopicSpec(settings.topic(DELIVERIES), n, log),
+        TopicSpec(settings.topic(DEAD), 1, log),
+        TopicSpec(settings.topic(ACTIVITIES_DEAD), 1, log),
+        TopicSpec(settings.topic(PARKED), n, {"retention.ms": "-1"}),
+        TopicSpec(settings.topic(ATTEMPTS), n, log),
         TopicSpec(settings.topic(JOBS), 1, COMPACTED),
     ]
 

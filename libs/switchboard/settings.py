@@ -71,6 +71,9 @@ class Settings(Struct, frozen=True, kw_only=True):
     # Conversations each process keeps in memory; the rest wait in a local index file
     # (in `state_dir`, rebuilt from the topic at every start).
     conversation_cache_size: int = 10_000
+    # History kept on the log topics (activities, deliveries, attempts, dead letters):
+    # how far back replay, redelivery and the delivery log reach. Set at topic creation.
+    retention_hours: float = 168.0
     # Where processes keep rebuildable local files ("" = the system's temporary directory).
     state_dir: str = ""
     # Tries of a record that fails with an internal error (a bug, not a delivery failure)

@@ -19,6 +19,7 @@ from switchboard.brokers.kafka import KafkaBroker
 from switchboard.kafka import (
     CONVERSATIONS,
     JOBS,
+    PARKED,
     REGISTRY,
     STREAM_CURSORS,
     describe_topics,
@@ -102,6 +103,12 @@ async def test_registry_rebuilds_from_a_compacted_topic(broker: KafkaBroker) -> 
                 } == {"delete"}
         assert {(t.replication_factor, t.configs["min.insync.replicas"])
                 for t in states.values()} == {(1, "1")}  # auto on a single broker
+        # Logs keep SWITCHBOARD_RETENTION_HOURS; parked lanes never expire (a disabled
+        # destination holds its deliveries however long it stays disabled).
+        parked = settings.topic(PARKED)
+        assert states[parked].configs["retention.ms"] == "-1"
+        assert {t.configs["retention.ms"] for n, t in states.items()
+                if n not in tables and n != parked} == {str(168 * 3600 * 1000)}
         # Only the cleaner's timing is changed here. AlterConfigs replaces a topic's whole
         # set of overrides, so the hub's own cleanup.policy is carried over as it was
         # created: had the hub not made the topic compacted, nothing would be compacted.

@@ -144,3 +144,13 @@ def test_acls_name_the_services_real_groups_and_topics() -> None:
                for a in required_acls(s, svc))
     with pytest.raises(ValueError, match="unknown service"):
         required_acls(s, "worker")
+
+
+def test_parked_lanes_must_never_expire() -> None:
+    wanted = {"deliveries.parked": {"retention.ms": "-1"}, "deliveries": {"retention.ms": "1"}}
+    states = [TopicState("deliveries.parked", 1, {"retention.ms": "604800000"}),
+              TopicState("deliveries", 1, {"retention.ms": "604800000"})]
+    assert topic_problems(wanted, states, Replication(1, 1)) == [
+        "topic deliveries.parked: retention.ms 604800000, needs -1"]
+    ok = [TopicState("deliveries.parked", 1, {"retention.ms": "-1"})]
+    assert topic_problems(wanted, ok, Replication(1, 1)) == []
