@@ -398,8 +398,9 @@ async def bench(args: argparse.Namespace, sink: Sink, hub: Hub,
         if args.floor:
             # 5. The broker alone, same rate and count, after the hub's traffic.
             hub_env = dict(item.split("=", 1) for item in args.hub_env)
-            wait_ms = int(hub_env.get("SWITCHBOARD_FETCH_MAX_WAIT_MS",
-                                      Settings().fetch_max_wait_ms))
+            wait_ms = Settings(broker_kind="kafka" if args.broker == "kafka" else "tansu",
+                               fetch_max_wait_ms=int(hub_env.get(
+                                   "SWITCHBOARD_FETCH_MAX_WAIT_MS", "0"))).fetch_wait_ms
             floor = BrokerFloor(hub.bootstrap, hub.topic_prefix, wait_ms)
             result["broker_floor"] = await floor.run(
                 [f"floor {run_id} {i}" for i in range(n)], args.rate, args.senders)

@@ -14,8 +14,8 @@ process. Each system, one after the other, is pinned alone to the measured core
 for the run; the broker, the webhook receiver (``_receiver.py``) and this load generator
 share the other core (``--aux-cpu``). Each gets a Direct Customer integration (that signs
 what it sends) and a Direct Agent integration whose webhook URL is the receiver, 4
-partitions per topic, and the same consumer fetch wait (20 ms on Tansu, which always
-waits a fetch out; 500 ms on Kafka, which answers early).
+partitions per topic, and the same consumer fetch wait (Switchboard's: 10 ms on Tansu,
+which always waits a fetch out; 500 ms on Kafka, which answers early).
 
 For each: signed customer messages are sent open loop (message *i* due at
 ``start + i/rate``, whatever happened to the others; e2e_latency.py's load generator) over
@@ -81,6 +81,7 @@ from _common import (
 from e2e_latency import TOPOLOGIES, open_loop
 from switchboard.brokers import free_port
 from switchboard.keys import generate_signing_keypair
+from switchboard.settings import Settings
 from switchboard.webhooks import Signer
 
 PARTITIONS = 4
@@ -529,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
             or args.rounds < 1:
         parser.error("--rates, --duration and --attempts must be positive")
     if args.peer_fetch_max_wait_ms is None:
-        args.peer_fetch_max_wait_ms = 500 if args.broker == "kafka" else 20
+        args.peer_fetch_max_wait_ms = 500 if args.broker == "kafka" else Settings(
+            broker_kind="tansu").fetch_wait_ms
 
     pin_pid(os.getpid(), args.aux_cpu)  # the load generator stays off the measured core
     load_before = machine_note()

@@ -207,7 +207,7 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
         # Short even on Kafka, which answers a fetch as soon as data arrives: aiokafka sends
         # every request of a consumer on one connection, so a commit or an end-offsets
         # query waits behind a long fetch (measured: the Kafka test tier 3.5x slower).
-        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        "fetch_max_wait_ms": settings.fetch_wait_ms,
     }
     kwargs.update(overrides)
     return AIOKafkaConsumer(*topics, **kwargs)

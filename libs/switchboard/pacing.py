@@ -1,7 +1,7 @@
 """Idle consumers that cost next to nothing, busy ones that wait for nothing (invariant 10).
 
 The embedded broker (Tansu) answers a fetch only when its wait runs out, so consumers use
-a short wait (`fetch_max_wait_ms`, 20 ms): right under load, but idle it means 50 fetches
+a short wait (`fetch_wait_ms`, 10 ms): right under load, but idle it means 50 fetches
 a second per consumer, for nothing. A `Pacer` pauses its consumer's partitions after a
 few empty polls and then looks only every `fetch_idle_poll_ms`, or at once when woken:
 a producer of this process that writes to a topic wakes every pacer reading it as soon
@@ -101,7 +101,7 @@ class Pacer:
         self._hold = hold or (lambda tp: False)
         self._enabled = settings.broker_kind == "tansu"
         self._idle_poll_s = settings.fetch_idle_poll_ms / 1000
-        self._look_ms = 3 * settings.fetch_max_wait_ms + 20
+        self._look_ms = 3 * settings.fetch_wait_ms + 20
         self._last_data = time.monotonic()
         self._ours: set[TopicPartition] = set()
         self._woken = asyncio.Event()

@@ -33,9 +33,12 @@ class Settings(Struct, frozen=True, kw_only=True):
     key_grace_s: int = 24 * 3600
     produce_timeout_s: float = 5.0
     session_timeout_ms: int = 6000
-    # How long a fetch may wait for data. Kafka answers as soon as data arrives, so this
-    # only bounds idle polling; the embedded Tansu always waits it out, so it is latency.
-    fetch_max_wait_ms: int = 20
+    # How long a fetch may wait for data (0 = by broker: 10 ms on Tansu, 20 on Kafka).
+    # Kafka answers as soon as data arrives, so there it only bounds idle polling; the
+    # embedded Tansu always waits it out, so there it is latency on every hop (measured:
+    # two hops at 300/s p50 18 ms at 20, 14 ms at 10, for a third more broker CPU while
+    # busy; idle consumers pause on Tansu, so idle costs nothing either way).
+    fetch_max_wait_ms: int = 0
     # Tansu only: an idle consumer (nothing read for 10 polls) pauses and looks again this
     # often, or at once when a producer of the same process writes to its topic.
     fetch_idle_poll_ms: int = 5000
@@ -158,6 +161,13 @@ class Settings(Struct, frozen=True, kw_only=True):
         if self.kafka_idempotence == "auto":
             return self.broker_kind != "tansu"
         return self.kafka_idempotence == "on"
+
+    @property
+    def fetch_wait_ms(self) -> int:
+        """`fetch_max_wait_ms`, or the broker's default when it is 0."""
+        if self.fetch_max_wait_ms > 0:
+            return self.fetch_max_wait_ms
+        return 10 if self.broker_kind == "tansu" else 20
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
