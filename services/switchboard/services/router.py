@@ -13,7 +13,6 @@ import collections
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
@@ -43,6 +42,7 @@ from switchboard.pacing import Pacer
 from switchboard.record_mac import guard_for
 from switchboard.retry import Strikes
 from switchboard.routing import conversation_allowed, deliveries_for
+from switchboard.services.router_batches import InFlight, Seen
 from switchboard.services.runtime import Runtime
 from switchboard.supervision import supervised
 
@@ -56,56 +56,8 @@ MAX_BATCHES_IN_FLIGHT = 4
 YIELD_EVERY = 64
 GROUP = "switchboard-router"
 _encoder = msgspec.json.Encoder()
-SEEN_PER_PARTITION = 50_000
 SEED_RECORDS = 10_000  # how far back a new owner looks for already-routed activity ids
 SEED_TIMEOUT_S = 10.0
-
-
-class _Seen:
-    """Recently routed activity ids of one partition (a provider retry is routed once)."""
-
-    def __init__(self) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def __contains__(self, activity_id: str) -> bool:
-        return activity_id in self._ids
-
-    def add(self, activity_id: str) -> None:
-        self._ids[activity_id] = None
-        if len(self._ids) > SEEN_PER_PARTITION:
-            self._ids.popitem(last=False)
-
-    def discard(self, activity_id: str) -> None:
-        self._ids.pop(activity_id, None)
-
-
-class _InFlight:
-    """One routed batch: the sends that make it durable, its next offsets, its new ids."""
-
-    def __init__(self) -> None:
-        self.pending: list[asyncio.Future[object]] = []
-        self.offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        self.ids: list[tuple[int, str]] = []
-
-    def done(self) -> bool:
-        return all(fut.done() for fut in self.pending)
-
-    async def wait(self) -> _InFlight:
-        """Return once every send is durable; raise the first send's failure."""
-        if self.pending:
-            await asyncio.gather(*self.pending)
-        return self
-
-    def forget(self, seen: dict[int, _Seen]) -> None:
-        """Never durable: its ids may be routed again, its failures are not news."""
-        for partition, activity_id in self.ids:
-            if partition in seen:
-                seen[partition].discard(activity_id)
-        for fut in self.pending:
-            if fut.done():
-                fut.exception()
-            else:
-                fut.cancel()
 
 
 class Router:
@@ -118,7 +70,7 @@ class Router:
         self._deliveries = s.topic(DELIVERIES)
         self._dead_topic = s.topic(ACTIVITIES_DEAD)
         self._strikes = Strikes(s.internal_error_tries)
-        self._seen: dict[int, _Seen] = {}
+        self._seen: dict[int, Seen] = {}
         self._guard = guard_for(s)  # refuses activities the hub did not write
         # Routed (deliveries durable) but not committed yet: committed on stop and revoke
         # too, so a successor does not route them again.
@@ -168,7 +120,7 @@ class Router:
         # Batches routed but not yet durable on `deliveries`, oldest first. The next batch
         # is routed while earlier ones are in flight (their acks overlap its work); a
         # batch's offsets become final only when it and every batch before it are durable.
-        window: collections.deque[_InFlight] = collections.deque()
+        window: collections.deque[InFlight] = collections.deque()
         next_commit = 0.0
         while True:
             try:
@@ -205,12 +157,12 @@ class Router:
                 await self._abandon(window)
 
     async def _route_batch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-                           ) -> _InFlight:
+                           ) -> InFlight:
         """Route every record of `batch`; what is returned is durable once it is done."""
-        flight = _InFlight()
+        flight = InFlight()
         try:
             for tp, records in batch.items():
-                seen = self._seen.setdefault(tp.partition, _Seen())
+                seen = self._seen.setdefault(tp.partition, Seen())
                 for i, rec in enumerate(records):
                     flight.pending.extend(await self._route_or_give_up(tp, rec, seen, flight))
                     if i % YIELD_EVERY == YIELD_EVERY - 1:
@@ -222,8 +174,8 @@ class Router:
         return flight
 
     async def _route_or_give_up(
-        self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], seen: _Seen,
-        flight: _InFlight,
+        self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], seen: Seen,
+        flight: InFlight,
     ) -> list[asyncio.Future[object]]:
         try:
             return await self._route(tp, rec, seen, flight)
@@ -241,7 +193,7 @@ class Router:
             self._strikes.clear(strike)
             return [await self._dead(tp, rec, f"internal_error: {type(exc).__name__}")]
 
-    def _settle(self, flight: _InFlight) -> None:
+    def _settle(self, flight: InFlight) -> None:
         """`flight` is durable: its offsets are final (committed within the interval).
 
         Only for partitions still ours: a revoked one is redone by its new owner.
@@ -252,7 +204,7 @@ class Router:
             if tp in ours:
                 self._final[tp] = om
 
-    async def _abandon(self, window: collections.deque[_InFlight]) -> None:
+    async def _abandon(self, window: collections.deque[InFlight]) -> None:
         """A send failed: forget what was routed but is not durable, and redo it from the
         last commit (at-least-once; the seen ids skip what did become durable)."""
         for flight in window:
@@ -308,8 +260,8 @@ class Router:
         return self._guard is None or self._guard.admit_record(rec)
 
     async def _route(
-        self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], seen: _Seen,
-        flight: _InFlight,
+        self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], seen: Seen,
+        flight: InFlight,
     ) -> list[asyncio.Future[object]]:
         if not self.admit(rec):
             return []  # not written by this hub (switchboard.record_mac)
@@ -466,7 +418,7 @@ class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
                 start = max((await reader.beginning_offsets([tp]))[tp], committed - SEED_RECORDS)
                 reader.assign([tp])
                 reader.seek(tp, start)
-                seen = self._router._seen.setdefault(tp.partition, _Seen())
+                seen = self._router._seen.setdefault(tp.partition, Seen())
                 while (await reader.position(tp)) < committed:
                     batch = await reader.getmany(tp, timeout_ms=500)
                     for rec in batch.get(tp, []):
