@@ -5,6 +5,11 @@ dies of an exception nobody awaits, the process keeps answering HTTP while doing
 Loops started with `supervised()` are recorded by the process's `Supervisor` (found through
 a context variable that the app sets before starting its services), and the liveness
 probe fails as soon as one of them has ended, so the orchestrator restarts the process.
+
+Loops started later, on demand (the stream fan-out and WebChat tails start with their first
+socket, outside the start-up context), are watched by the supervisor their owner captured
+at start (`current.get()`); one stopped on purpose (its last socket gone) is `release`d
+first, so it does not count as dead.
 """
 
 from __future__ import annotations
@@ -31,6 +36,12 @@ class Supervisor:
         self._loops[task.get_name()] = task
         task.add_done_callback(self._ended)
         return task
+
+    def release(self, task: asyncio.Task[Any]) -> None:
+        """Stop watching `task`: it is about to end on purpose (it was not needed any more).
+        A newer loop of the same name stays watched."""
+        if self._loops.get(task.get_name()) is task:
+            del self._loops[task.get_name()]
 
     def _ended(self, task: asyncio.Task[Any]) -> None:
         if self._loops.get(task.get_name()) is not task or task.cancelled():
@@ -64,10 +75,13 @@ current: contextvars.ContextVar[Supervisor | None] = contextvars.ContextVar(
     "switchboard_supervisor", default=None)
 
 
-def supervised(coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
-    """`asyncio.create_task`, recorded by the current process's supervisor (if any)."""
+def supervised(coro: Coroutine[Any, Any, T], *, name: str,
+               supervisor: Supervisor | None = None) -> asyncio.Task[T]:
+    """`asyncio.create_task`, recorded by `supervisor`, else by the current process's
+    supervisor (if any)."""
     task = asyncio.create_task(coro, name=name)
-    supervisor = current.get()
+    if supervisor is None:
+        supervisor = current.get()
     if supervisor is not None:
         supervisor.watch(task)
     return task

@@ -48,6 +48,7 @@ from aiokafka.structs import TopicPartition
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from switchboard import supervision
 from switchboard.kafka import DELIVERIES
 from switchboard.keys import hash_token, looks_like_access_token, tokens_equal
 from switchboard.model import ChannelId
@@ -74,6 +75,7 @@ from switchboard.services.stream_protocol import (
     token_of,
 )
 from switchboard.socket_policy import SocketCounter
+from switchboard.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +99,17 @@ class StreamGateway:
         self._started = False
         self._warned_query_token = False
         self._stopping: set[asyncio.Task[None]] = set()
+        self._supervisor: Supervisor | None = None
 
     # ---- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
         """Load every integration's acked cursor; the runtime must already be started."""
         await self._acks.start()
+        # The fan-out starts with the first socket, outside the start-up context: it is
+        # watched by the supervisor of this start (a dead reader fails liveness).
+        self._supervisor = supervision.current.get()
+        self._fanout = Fanout(self._settings, self._deliveries, self._supervisor)
         self._started = True
 
     async def stop(self) -> None:
@@ -366,7 +373,7 @@ class StreamGateway:
         """The process's fan-out; a new one if the last one's reader died."""
         if self._fanout.failed:
             dead = self._fanout
-            self._fanout = Fanout(self._settings, self._deliveries)
+            self._fanout = Fanout(self._settings, self._deliveries, self._supervisor)
             task = asyncio.create_task(dead.stop())
             self._stopping.add(task)  # a reference until it is done
             task.add_done_callback(self._stopping.discard)

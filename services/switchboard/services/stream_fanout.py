@@ -25,6 +25,7 @@ from aiokafka.structs import TopicPartition
 
 from switchboard.kafka import make_consumer, stop_consuming
 from switchboard.settings import Settings
+from switchboard.supervision import Supervisor, supervised
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,10 @@ class Subscriber:
 class Fanout:
     """Follows `topic` for this process's sockets; one consumer whatever their number."""
 
-    def __init__(self, settings: Settings, topic: str) -> None:
+    def __init__(self, settings: Settings, topic: str,
+                 supervisor: Supervisor | None = None) -> None:
         self._settings = settings
+        self._supervisor = supervisor  # watches the reader: liveness fails if it dies
         self.topic = topic
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -94,6 +97,8 @@ class Fanout:
     async def stop(self) -> None:
         task, consumer = self._task, self._consumer
         self._task = self._consumer = None
+        if task is not None and self._supervisor is not None:
+            self._supervisor.release(task)  # stopped on purpose: not a dead loop
         await stop_consuming(task, consumer)
 
     async def _start(self) -> AIOKafkaConsumer:
@@ -108,7 +113,8 @@ class Fanout:
             await consumer.stop()
             raise
         self._consumer = consumer
-        self._task = asyncio.create_task(self._run(consumer), name=f"stream-fanout:{self.topic}")
+        self._task = supervised(self._run(consumer), name=f"stream-fanout:{self.topic}",
+                                supervisor=self._supervisor)
         return consumer
 
     def _assign(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:

@@ -43,6 +43,7 @@ from switchboard.services.stream_protocol import (
     Cursor,
 )
 from switchboard.socket_policy import replay_start
+from switchboard.supervision import Supervisor, supervised
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,10 @@ class Visitor:
 class Tail:
     """Follows the live end of one integration's partition; fans records out by conversation."""
 
-    def __init__(self, runtime: Runtime, tp: TopicPartition, integration_id: str) -> None:
+    def __init__(self, runtime: Runtime, tp: TopicPartition, integration_id: str,
+                 supervisor: Supervisor | None = None) -> None:
         self._settings = runtime.settings
+        self._supervisor = supervisor  # watches the reader: liveness fails if it dies
         self._guard = runtime.records
         self.tp = tp
         self.integration_id = integration_id
@@ -141,9 +144,12 @@ class Tail:
             await consumer.stop()
             raise
         self._consumer = consumer
-        self._task = asyncio.create_task(self._run(), name=f"webchat-tail:{self.integration_id}")
+        self._task = supervised(self._run(), name=f"webchat-tail:{self.integration_id}",
+                                supervisor=self._supervisor)
 
     async def stop(self) -> None:
+        if self._task is not None and self._supervisor is not None:
+            self._supervisor.release(self._task)  # stopped on purpose: not a dead loop
         await stop_consuming(self._task, self._consumer)
 
     def subscribe(self, v: Visitor) -> int:

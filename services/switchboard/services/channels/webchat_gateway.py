@@ -37,6 +37,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from switchboard import supervision
 from switchboard.channels import WebChatConfig
 from switchboard.errors import Unavailable
 from switchboard.ids import customer_conversation_id
@@ -59,6 +60,7 @@ from switchboard.services.stream_protocol import (
     parse_cursor,
 )
 from switchboard.socket_policy import SocketCounter, VisitorLimits, address_key
+from switchboard.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +98,12 @@ class WebChatGateway:
         own = wc.public_origin(self._settings.public_url)
         self._own_origins = [own] if own else []
         self._started = False
+        self._supervisor: Supervisor | None = None
 
     async def start(self) -> None:
+        # Tails start with a socket, outside the start-up context: they are watched by the
+        # supervisor of this start (a dead tail fails liveness).
+        self._supervisor = supervision.current.get()
         self._started = True
 
     async def stop(self) -> None:
@@ -375,7 +381,7 @@ class WebChatGateway:
                 if tail is not None:
                     # Its sockets see `failed` (or their partition changed) and reconnect.
                     del self._tails[integration_id]
-                tail = Tail(self._runtime, tp, integration_id)
+                tail = Tail(self._runtime, tp, integration_id, self._supervisor)
                 try:
                     await tail.start()
                 except Exception as exc:
