@@ -25,6 +25,12 @@ from switchboard.registry import IntegrationRecord, record_decoder
 from switchboard.sealing import sealed_values
 from switchboard.services.reseal import reseal
 from tests.conftest import RunningHub, make_settings
+from tests.fakes.messenger import FakeGraph, meta_signature, text_event
+from tests.fakes.messenger import entry as meta_entry
+from tests.fakes.messenger import webhook as meta_webhook
+from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import message_event as slack_message_event
+from tests.fakes.slack import signed as slack_signed_request
 from tests.fakes.twilio import FakeTwilio
 from tests.support import Receiver, message, sign_with_cryptography, verify_with_cryptography
 from tests.topics import read_topics
@@ -572,3 +578,88 @@ async def test_a_sealed_value_moved_to_another_integration_does_not_open(broker:
     finally:
         await h.stop()
         await fake.stop()
+
+
+async def test_unsigned_floods_to_slack_and_meta_spend_the_address_budget(
+        broker: Any, receiver: Receiver) -> None:
+    """/ingress/slack and /ingress/meta (one URL for every workspace, every Page) charge a
+    request refused before its signature holds to the client address, like
+    /ingress/{integrationId}: that address then gets 429 before any work, while correctly
+    signed events from elsewhere still get through."""
+    slack_secret, meta_secret = "slack-" + uuid.uuid4().hex, "meta-" + uuid.uuid4().hex
+    fake_slack = await FakeSlack().start()
+    graph = await FakeGraph("v19.0").start()
+    graph.add_app("1001", meta_secret)
+    h = await RunningHub(make_settings(
+        broker, ingress_unverified_rate_per_s=0.01, ingress_unverified_burst=4,
+        slack_api_url=fake_slack.url, slack_signing_secret=slack_secret,
+        slack_client_id=fake_slack.client_id, slack_client_secret=fake_slack.client_secret,
+        meta_graph_url=graph.url, meta_graph_version="v19.0", meta_app_secret=meta_secret,
+        meta_verify_token="vt-" + uuid.uuid4().hex)
+    ).start()
+    try:
+        hub_id, auth = await h.create_hub()
+        cust = await h.create_integration(
+            hub_id, auth, channelId="Direct", name="site",
+            configuration={"integrationType": "Customer",
+                           "webhookUrl": receiver.url + "/customer"})
+        await h.create_integration(
+            hub_id, auth, channelId="Direct", name="desk",
+            configuration={"integrationType": "Agent", "webhookUrl": receiver.url + "/agent"})
+        code, install = fake_slack.grant("T0FLOOD")
+        await h.create_integration(hub_id, auth, channelId="Slack", name="slack",
+                                   configuration={"code": code, "defaultPublicChannel": "general"})
+        page = graph.add_page("123456789012345", "1001")
+        await h.create_integration(hub_id, auth, channelId="Messenger", name="fb",
+                                   configuration={"pageAccessToken": page.token})
+        # A customer message opens a Slack thread (for the Slack sentinel below).
+        opener = message("hello", sender="+15550001")
+        r = await h.client.post(f"/ingress/{cust['integrationId']}", content=opener,
+                                headers=sign_with_cryptography(
+                                    cust["configuration"]["privateSigningKey"], opener))
+        assert r.status_code == 202, r.text
+        (parent,) = await fake_slack.wait_for_posts(1)
+
+        reply = slack_message_event(install.team_id, parent.channel, text="slack sentinel",
+                                    thread_ts=parent.ts, event_id="EvFLOOD1")
+        meta_event = meta_webhook(meta_entry(page.page_id, text_event(
+            "5550001000000001", page.page_id, "meta sentinel")))
+        slack_body, slack_signed = slack_signed_request(slack_secret, reply)
+        floods = {
+            "/ingress/slack": (slack_body, slack_signed, [
+                {"content-type": "application/json"},  # unsigned
+                {**slack_signed, "X-Slack-Signature": "v0=" + "0" * 64},
+                {**slack_signed, "X-Slack-Request-Timestamp": "1"}]),
+            "/ingress/meta": (meta_event, meta_signature(meta_secret, meta_event), [
+                {"content-type": "application/json"},  # unsigned
+                meta_signature("not-the-app-secret", meta_event),
+                {"x-hub-signature-256": "sha256=zz"}]),
+        }
+        for n, (path, (body, good, bad)) in enumerate(floods.items()):
+            address = f"203.0.113.{20 + n}"
+            codes = []
+            for i in range(6):
+                r = await h.client.post(path, content=body,
+                                        headers=bad[i % len(bad)] | {"x-forwarded-for": address})
+                codes.append(r.status_code)
+            assert codes == [401] * 4 + [429] * 2, (path, codes)
+            assert int(r.headers["retry-after"]) >= 1
+            # That address is refused before any work, correctly signed or not ...
+            r = await h.client.post(path, content=body, headers=good | {
+                "x-forwarded-for": address})
+            assert r.status_code == 429, (path, r.status_code)
+        # ... while correctly signed events from elsewhere still get through and arrive.
+        r = await h.client.post("/ingress/slack", content=slack_body, headers=slack_signed)
+        assert r.status_code == 200, r.text
+        r = await h.client.post("/ingress/meta", content=meta_event,
+                                headers=meta_signature(meta_secret, meta_event))
+        assert r.status_code == 200 and r.text == "EVENT_RECEIVED", r.text
+        back = (await receiver.wait_for("/customer", 1))[0].json
+        assert back["activity"]["message"]["text"] == "slack sentinel"
+        got = await receiver.wait_for("/agent", 2)  # the opener, then the sentinel
+        assert [g.json["activity"]["message"]["text"] for g in got] == ["hello",
+                                                                         "meta sentinel"]
+    finally:
+        await h.stop()
+        await graph.stop()
+        await fake_slack.stop()

@@ -56,7 +56,38 @@ class Ingress:
             Route("/ingress/{integrationId}", self.receive, methods=["POST"]),
             # Channels whose webhooks carry no signature (Syncro): a secret in the URL.
             Route("/ingress/{integrationId}/{secret}", self.receive, methods=["POST"])]
-        return [r for p in self.plugins.values() for r in p.routes()] + own
+        return [self._guarded(r) for p in self.plugins.values() for r in p.routes()] + own
+
+    def _guarded(self, route: BaseRoute) -> BaseRoute:
+        """A provider app-level route (/ingress/slack, /ingress/meta) under the same
+        per-address budget as `handle`: an address over it gets 429 before any work, and a
+        request refused before its signature is verified (`verified`) is charged to it."""
+        if not isinstance(route, Route):
+            return route
+        endpoint = route.endpoint
+
+        async def guarded(request: Request) -> Response:
+            client = self._admit(request)
+            request.state.authenticated = False
+            try:
+                response: Response = await endpoint(request)
+            except SwitchboardError as exc:
+                if not request.state.authenticated and exc.status < 500:
+                    self._unverified.take(client, time.monotonic())
+                raise
+            return response
+
+        return Route(route.path, guarded, methods=list(route.methods or ()), name=route.name)
+
+    def _admit(self, request: Request) -> str:
+        """The client address, unless it is over its budget of unauthenticated requests
+        (429 before any work)."""
+        client = request.client.host if request.client else ""
+        wait = self._unverified.peek(client, time.monotonic())
+        if wait is not None:
+            raise TooManyRequests("rate_limited", "too many unauthenticated requests from "
+                                  "this address; slow down", retry_after=max(1, math.ceil(wait)))
+        return client
 
     async def receive(self, request: Request) -> Response:
         return await self.handle(request, request.path_params["integrationId"])
@@ -82,12 +113,7 @@ class Ingress:
         settings = self.runtime.settings
         inbound.check_content_length(request.headers.get("content-length"),
                                      settings.max_body_bytes)
-        client = request.client.host if request.client else ""
-        now = time.monotonic()
-        wait = self._unverified.peek(client, now)
-        if wait is not None:
-            raise TooManyRequests("rate_limited", "too many unauthenticated requests from "
-                                  "this address; slow down", retry_after=max(1, math.ceil(wait)))
+        client = self._admit(request)
         rec = await self.runtime.registry.lookup_integration(integration_id)
         request.state.authenticated = False
         request.state.on_authenticated = self._on_authenticated(request)

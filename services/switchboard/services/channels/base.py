@@ -35,6 +35,13 @@ def authenticated(request: Request, rec: IntegrationRecord) -> None:
         hook(rec)
 
 
+def verified(request: Request) -> None:
+    """Say that a request to an app-level route (`ChannelPlugin.routes`) carries a valid
+    provider signature: refusals after this are not charged to the client address's budget
+    of unauthenticated requests."""
+    request.state.authenticated = True
+
+
 class ChannelPlugin:
     """Defaults: nothing to provision, no own routes, no inbound, no sender."""
 

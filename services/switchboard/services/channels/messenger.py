@@ -33,7 +33,7 @@ from switchboard.providers import messenger as fb
 from switchboard.registry import IntegrationRecord
 from switchboard.retry import Outcome, parse_retry_after
 from switchboard.sealing import open_config_secret
-from switchboard.services.channels.base import ChannelPlugin
+from switchboard.services.channels.base import ChannelPlugin, verified
 from switchboard.services.http import read_body
 from switchboard.services.http_client import HttpError, HttpTimeout
 from switchboard.services.runtime import Runtime
@@ -215,6 +215,7 @@ class MessengerPlugin(ChannelPlugin):
                         "(SWITCHBOARD_META_APP_SECRET or the integration's appSecret)")
         signer = fb.verify_signature(request.headers.get(fb.SIGNATURE_HEADER), body,
                                      candidates)
+        verified(request)
         events, skipped = fb.parse_webhook(body)
         now_ms = int(time.time() * 1000)
         by_conversation: dict[str, list[Activity]] = {}

@@ -36,7 +36,7 @@ from switchboard.providers import slack
 from switchboard.registry import IntegrationRecord
 from switchboard.retry import Outcome, parse_retry_after
 from switchboard.sealing import open_config_secret
-from switchboard.services.channels.base import ChannelPlugin
+from switchboard.services.channels.base import ChannelPlugin, verified
 from switchboard.services.http import JSON, read_body
 from switchboard.services.http_client import HttpError, HttpTimeout
 from switchboard.services.runtime import Runtime
@@ -149,6 +149,7 @@ class SlackPlugin(ChannelPlugin):
         body = await read_body(request, s.max_body_bytes)
         slack.verify_request(s.slack_signing_secret, request.headers, body,
                              now_s=int(time.time()), tolerance_s=s.timestamp_tolerance_s)
+        verified(request)
         env = slack.parse_envelope(body)
         if env.type == "url_verification":
             return JSON({"challenge": env.challenge or ""})
