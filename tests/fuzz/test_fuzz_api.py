@@ -38,6 +38,9 @@ CONFIGS: dict[str, Any] = {
     "Messenger": {"pageAccessToken": "x", "appSecret": "s", "pageId": "1"},
     "WebChat": {"allowedOrigins": ["example.com", "*.x.test"], "echo": True},
     "Slack": {"code": "c", "defaultPublicChannel": "general", "botAccessToken": "xoxb"},
+    "Syncro": {"subdomain": "acme", "apiToken": "T0k3n", "defaultTicketStatus": "New",
+               "problemType": "Other", "commentHidden": True,
+               "events": ["syncro:ticket.*", "syncro:customer.created"]},
 }
 BODIES: list[Any] = [
     *({"channelId": channel, "name": "n", "configuration": config, "statusId": 3000,
