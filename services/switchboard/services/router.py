@@ -125,12 +125,12 @@ class Router:
         while True:
             try:
                 while window and (len(window) >= MAX_BATCHES_IN_FLIGHT or window[0].done()):
-                    self._settle(await window.popleft().wait())
+                    await self._settle_oldest(window)
                 timeout = 0 if window else 500
                 batch = await pacer.getmany(timeout_ms=timeout, max_records=500)
                 if not batch:
                     if window:
-                        self._settle(await window.popleft().wait())
+                        await self._settle_oldest(window)
                     elif self._final:
                         await self._commit_final(consumer)
                     continue
@@ -192,6 +192,12 @@ class Router:
                           tp.topic, rec.offset, n)
             self._strikes.clear(strike)
             return [await self._dead(tp, rec, f"internal_error: {type(exc).__name__}")]
+
+    async def _settle_oldest(self, window: collections.deque[InFlight]) -> None:
+        """Wait for the oldest batch to be durable, then count it final. It leaves the
+        window only then: if a send failed, `_abandon` must still see (and forget) it."""
+        await window[0].wait()
+        self._settle(window.popleft())
 
     def _settle(self, flight: InFlight) -> None:
         """`flight` is durable: its offsets are final (committed within the interval).
