@@ -6,7 +6,7 @@ import asyncio
 import random
 from collections import Counter
 
-from switchboard.services.delivery_attempts import Slots
+from switchboard.services.delivery_slots import Slots
 
 
 async def test_bounds_hold_and_every_waiter_is_served_under_churn() -> None:

@@ -345,7 +345,7 @@ class Deliverer:
         if consumer is None:
             return
         # What is committed must have its attempt records written too.
-        await self.attempter.flush_log()
+        await self.attempter.records.flush_log()
         offsets: dict[TopicPartition, int] = {}
         owners: list[tuple[PartitionOffsets, int]] = []
         for part in parts:
@@ -443,7 +443,7 @@ class Deliverer:
                     log.exception("delivery %s: unexpected error %d times; dead-lettered",
                                   delivery.delivery_id, n)
                     self._strikes.clear(strike)
-                    await self.attempter.give_up(delivery, source)
+                    await self.attempter.records.give_up(delivery, source)
                     lane.queue.popleft()
                     self._finish(part, offset)
                     continue
@@ -471,7 +471,7 @@ class Deliverer:
             futures.append(await self._parked.send(part, parked, ParkedDelivery(
                 delivery=delivery, attempts=0, due_at=0,
                 source=DeliveryRef(partition=part.tp.partition, offset=offset))))
-            await self.attempter.log_status(delivery, "pending", error="parked_behind_lane",
+            await self.attempter.records.log_status(delivery, "pending", error="parked_behind_lane",
                                       source=DeliveryRef(partition=part.tp.partition,
                                                          offset=offset))
         await self._parked.await_durable(futures)

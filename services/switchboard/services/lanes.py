@@ -288,7 +288,7 @@ class ParkedLanes:
                 log.exception("deliverer: parked delivery %s failed %d times; dead-lettered",
                               head.delivery_id, n)
                 self._strikes.clear(key)
-                await self._attempter.give_up(record.delivery, record.source)
+                await self._attempter.records.give_up(record.delivery, record.source)
                 await self.write(part, lane, Resolved(
                     delivery_id=head.delivery_id, destination_id=lane.key[0],
                     conversation_id=lane.key[1]))
