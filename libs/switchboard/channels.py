@@ -27,6 +27,7 @@ SYNCRO_EVENT_FILTERS = frozenset(
 EVENT_FILTERS = frozenset({
     "message:customer", "message:agent", "message:bot", "message:*",
     "event:delivery_failed", "event:seen", "event:postback", "event:message_status", "event:*",
+    "event:conversation_closed",
     "*",
 }) | SYNCRO_EVENT_FILTERS
 Secret = Annotated[str, Meta(min_length=1, max_length=4096)]
@@ -131,6 +132,9 @@ class SyncroConfig(_Config, tag="Syncro", tag_field="channel"):
     default_ticket_status: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
     problem_type: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
     comment_hidden: bool = False
+    # A customer writing after their ticket was resolved: reopen it (true) or open a new
+    # ticket (false).
+    reopen: bool = False
     # Which Syncro webhooks become activities (SYNCRO_EVENT_FILTERS); others are dropped.
     events: SyncroEvents = field(default_factory=lambda: ["syncro:*"])
     inbound_secret: Secret | None = None

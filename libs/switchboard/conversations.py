@@ -33,10 +33,27 @@ class ConversationRecord(Struct, rename="camel", omit_defaults=True):
     # When an activity last touched it (ms; 0 = never since created_at). Refreshed at most
     # once per `touch_interval_ms`, so a busy conversation costs no extra writes.
     last_active_at: int = 0
+    # Per integration, how far a provider's items were already relayed into the
+    # conversation (the last Syncro comment id sent to the customer).
+    cursors: dict[str, str] = msgspec.field(default_factory=dict)
+    # When it was closed (`CONVERSATION_CLOSED`, ms; 0 = open). The record stays, so what
+    # is on its way to the customer still finds them; their next message opens anew.
+    closed_at: int = 0
 
     @property
     def active_at(self) -> int:
         return self.last_active_at or self.created_at
+
+
+# An activity that ends its conversation (a Syncro ticket resolved): the router marks the
+# conversation closed once it has routed it, in order with the conversation's others.
+CONVERSATION_CLOSED = "event:conversation_closed"
+
+
+def reopened_by(rec: ConversationRecord, activity_type: str) -> bool:
+    """Whether an activity starts a new conversation over a closed one: a customer
+    writing again after the close."""
+    return rec.closed_at > 0 and activity_type == "message:customer"
 
 
 conversation_encoder = msgspec.json.Encoder()

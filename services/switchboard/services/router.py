@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from switchboard.conversations import ConversationRecord
+from switchboard.conversations import CONVERSATION_CLOSED, ConversationRecord, reopened_by
 from switchboard.ids import activity_id as make_activity_id
 from switchboard.ids import delivery_id
 from switchboard.kafka import (
@@ -296,7 +296,11 @@ class Router:
             log.warning("router: activity %s of integration %s names a conversation that is "
                         "not its own; dropped", activity.activity_id, activity.integration_id)
             return []
-        if conversation is not None:
+        if conversation is not None and reopened_by(conversation, activity.type):
+            # Written after its close: a new conversation (new tickets, greeted again).
+            conversation = await self._open_conversation(activity, now_ms)
+            futures.extend(await self._start_messages(activity, conversation))
+        elif conversation is not None:
             touched = await self.runtime.conversations.touch(conversation, now_ms)
             if touched is not None:
                 futures.append(touched)
@@ -306,7 +310,21 @@ class Router:
         hub_integrations = view.integrations_of(activity.hub_id)
         for delivery in deliveries_for(activity, hub_integrations, conversation, now_ms):
             futures.append(await self._send(delivery))
+        if activity.type == CONVERSATION_CLOSED and conversation is not None:
+            await self._close(conversation, now_ms)
         return futures
+
+    async def _close(self, conversation: ConversationRecord, now_ms: int) -> None:
+        """Mark `conversation` closed, after everything routed before in it. Not a
+        tombstone: deliveries still on their way to the customer need the record."""
+        store = self.runtime.conversations
+        # Other processes write to the record too (a provider thread, a cursor): start
+        # from the latest, not from this process's possibly older copy.
+        await store.sync()
+        current = store.get(conversation.conversation_id)
+        if current is None or current.closed_at or current.created_at != conversation.created_at:
+            return
+        await store.put(msgspec.structs.replace(current, closed_at=now_ms))
 
     async def _open_conversation(self, activity: Activity, now_ms: int) -> ConversationRecord:
         conv = ConversationRecord(

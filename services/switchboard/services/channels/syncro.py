@@ -30,6 +30,7 @@ from switchboard.routing import matches_filter
 from switchboard.sealing import open_config_secret
 from switchboard.services.channels.base import ChannelPlugin, authenticated
 from switchboard.services.channels.syncro_client import SyncroClient
+from switchboard.services.channels.syncro_sync import SyncroSender, TicketSync
 from switchboard.services.http import JSON, read_body
 from switchboard.services.runtime import Runtime
 
@@ -53,6 +54,13 @@ class SyncroPlugin(ChannelPlugin):
     def __init__(self, runtime: Runtime) -> None:
         super().__init__(runtime)
         self.client = SyncroClient(runtime)
+        # Tickets ⇄ conversations (syncro_sync): customer messages out, comments back.
+        self._sender = SyncroSender(runtime, self.client)
+        self.tickets = TicketSync(runtime)
+
+    @property
+    def sender(self) -> SyncroSender:
+        return self._sender
 
     # ---- provisioning ------------------------------------------------------------
 
@@ -95,9 +103,12 @@ class SyncroPlugin(ChannelPlugin):
         inbound_checks.check_json_content_type(request.headers.get("content-type"))
         body = await read_body(request, self.runtime.settings.max_body_bytes)
         hook = syncro_webhooks.parse_webhook(body)
+        now_ms = int(time.time() * 1000)
         activity = syncro_webhooks.normalize(
             hook, hub_id=rec.hub_id, integration_id=rec.integration_id,
-            subdomain=cfg.subdomain, now_ms=int(time.time() * 1000))
+            subdomain=cfg.subdomain, now_ms=now_ms)
+        # Whatever `events` lets through: a technician's comment reaches the customer.
+        await self.tickets.on_webhook(rec, hook, now_ms)
         if activity is None or not matches_filter(activity.type, cfg.events):
             # Acknowledged, so Syncro does not retry what the integration does not take.
             out: dict[str, Any] = {"activityId": None, "accepted": False}
