@@ -28,6 +28,7 @@ from switchboard.model import (
     InboundActivity,
     SystemEnvelope,
 )
+from switchboard.providers import syncro_call, syncro_records
 
 PUBLIC: dict[str, Any] = {
     "activity": Activity,
@@ -43,6 +44,13 @@ PUBLIC: dict[str, Any] = {
     "config-webchat": WebChatConfig,
     "config-slack": SlackConfig,
     "config-syncro": SyncroConfig,
+    # The Syncro actions' request bodies (/integrations/{id}/syncro/...).
+    "syncro-customer": syncro_records.CustomerFields,
+    "syncro-ticket-create": syncro_records.TicketCreate,
+    "syncro-ticket-update": syncro_records.TicketUpdate,
+    "syncro-lead": syncro_records.LeadFields,
+    "syncro-comment": syncro_records.CommentCreate,
+    "syncro-call": syncro_call.RawCall,
 }
 
 

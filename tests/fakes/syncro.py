@@ -12,6 +12,8 @@ OpenAPI document ("Syncro v1") gives for the calls the hub makes:
   ``GET /tickets/{id}`` → ``{"ticket": {…, "comments": […]}}``;
 - ``POST /tickets/{id}/comment`` (``subject``, ``body`` required, ``hidden``,
   ``do_not_email``) → ``{"comment": {…}}``.
+- customers, tickets and leads CRUD with Syncro's search filters (``tests/fakes/
+  syncro_records.py``); every request's method, path and query kept in ``calls``.
 
 Bearer token auth (401 ``{"error": "Not authorized"}``); Syncro's error bodies. Knobs:
 `limit` requests per `window` seconds per account (then 429 with ``Retry-After``),
@@ -36,6 +38,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from switchboard.brokers import free_port
+from tests.fakes.syncro_records import (
+    filter_customers,
+    filter_tickets,
+    records_routes,
+    ticket_fields,
+)
 from tests.support import LoopbackServer
 
 WEBHOOK_HEADLINES = {
@@ -58,7 +66,10 @@ class Account:
     token: str
     customers: list[dict[str, Any]] = field(default_factory=list)
     tickets: list[dict[str, Any]] = field(default_factory=list)
+    leads: list[dict[str, Any]] = field(default_factory=list)
     requests: list[float] = field(default_factory=list)  # monotonic time of each request
+    # (method, path under /api/v1, query parameters) of each request, in order.
+    calls: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     recent: deque[float] = field(default_factory=deque)
 
 
@@ -83,6 +94,7 @@ class FakeSyncro:
             Route("/{sub}/api/v1/tickets", self._tickets, methods=["GET", "POST"]),
             Route("/{sub}/api/v1/tickets/{id:int}", self._ticket, methods=["GET"]),
             Route("/{sub}/api/v1/tickets/{id:int}/comment", self._comment, methods=["POST"]),
+            *records_routes(self),
         ])
         self._http = LoopbackServer(app, self.port)
 
@@ -109,6 +121,9 @@ class FakeSyncro:
             return JSONResponse({"error": "Account not found"}, status_code=404)
         now = time.monotonic()
         account.requests.append(now)
+        account.calls.append((request.method,
+                              request.url.path.split("/api/v1", 1)[1],
+                              dict(request.query_params)))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.fail_with is not None:
@@ -145,7 +160,7 @@ class FakeSyncro:
         account = await self._gate(request)
         if isinstance(account, Response):
             return account
-        return self._page(request, "customers", account.customers)
+        return self._page(request, "customers", filter_customers(request, account.customers))
 
     async def _customer(self, request: Request) -> Response:
         account = await self._gate(request)
@@ -167,6 +182,7 @@ class FakeSyncro:
             wanted = request.query_params.get("customer_id")
             found = [t for t in account.tickets
                      if wanted is None or str(t["customer_id"]) == wanted]
+            found = filter_tickets(request, found)
             return self._page(request, "tickets", found)
         body = await request.json()
         if not body.get("subject") or not body.get("customer_id"):
@@ -175,7 +191,8 @@ class FakeSyncro:
         ticket_id = next(self._ids)
         comments = [self._new_comment(ticket_id, c)
                     for c in body.get("comments_attributes") or []]
-        ticket = {"id": ticket_id, "number": ticket_id, "subject": body["subject"],
+        ticket = {**ticket_fields(body),  # the other fields given, as Syncro keeps them
+                  "id": ticket_id, "number": ticket_id, "subject": body["subject"],
                   "customer_id": body["customer_id"], "status": body.get("status", "New"),
                   "problem_type": body.get("problem_type"), "comments": comments,
                   "created_at": _now_iso(), "updated_at": _now_iso()}

@@ -40,6 +40,7 @@ from switchboard.registry import IntegrationRecord, KeySet, RegistryView
 from switchboard.sealing import new_keyset, seal_config
 from switchboard.services.api_auth import Authenticator, Principal
 from switchboard.services.channels.base import ChannelPlugin
+from switchboard.services.channels.syncro_actions import SyncroActions
 from switchboard.services.deliveries_api import DeliveriesApi
 from switchboard.services.http import JSON, read_body
 from switchboard.services.hubs_api import HubCreate, HubsApi, HubUpdate
@@ -121,6 +122,7 @@ class Api:
         self.auth = Authenticator(runtime)
         self.hubs = HubsApi(self)
         self.deliveries = DeliveriesApi(runtime, self)
+        self.syncro = SyncroActions(self)  # /integrations/{id}/syncro/...
 
     async def start(self) -> None:
         await self.deliveries.start()
@@ -139,6 +141,7 @@ class Api:
             Route("/api/v1/integrations/{integrationId}", self.delete_integration,
                   methods=["DELETE"]),
             *self.deliveries.routes(),
+            *self.syncro.routes(),
         ]
 
     # ---- auth ------------------------------------------------------------------

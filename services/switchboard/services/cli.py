@@ -332,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
 
     add_deliveries(sub)
 
+    from switchboard.services.syncro_cli import add_parser as add_syncro
+
+    add_syncro(sub)
+
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

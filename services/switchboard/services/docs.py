@@ -35,6 +35,7 @@ def _op(summary: str, body: str | None = None, ok: int = 200, security: bool = T
 def openapi_spec() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the public HTTP surface."""
     from switchboard.services.api import IntegrationCreate, IntegrationUpdate
+    from switchboard.services.channels.syncro_actions import BODY_TYPES, openapi_paths
     from switchboard.services.deliveries_api import RedeliverRequest, ReplayRequest
     from switchboard.services.hubs_api import HubCreate, HubUpdate
 
@@ -44,6 +45,9 @@ def openapi_spec() -> dict[str, Any]:
          RedeliverRequest, ReplayRequest],
         ref_template="#/components/schemas/{name}",
     )
+    # The Syncro actions' request bodies (Syncro's own field names).
+    components.update(msgspec.json.schema_components(
+        BODY_TYPES, ref_template="#/components/schemas/{name}")[1])
     components["Error"] = {
         "type": "object",
         "properties": {"status": {"type": "integer"}, "errors": {"type": "array", "items": {
@@ -137,6 +141,7 @@ def openapi_spec() -> dict[str, Any]:
         "/readyz": {"get": _op("Readiness: broker reachable, registry caught up",
                                security=False, responses=(503,))},
     }
+    paths.update(openapi_paths(_op, iid))  # /integrations/{id}/syncro/...
     return {
         "openapi": "3.1.0",
         "info": {"title": "Switchboard", "version": "0.1.0"},
