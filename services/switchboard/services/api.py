@@ -45,6 +45,7 @@ from switchboard.services.deliveries_api import DeliveriesApi
 from switchboard.services.http import JSON, read_body
 from switchboard.services.hubs_api import HubCreate, HubsApi, HubUpdate
 from switchboard.services.runtime import Runtime
+from switchboard.services.stats_api import StatsApi
 
 log = logging.getLogger(__name__)
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -121,18 +122,22 @@ class Api:
         self.plugins = dict(plugins or {})
         self.auth = Authenticator(runtime)
         self.hubs = HubsApi(self)
-        self.deliveries = DeliveriesApi(runtime, self)
+        self.stats = StatsApi(runtime, self)  # the console's charts
+        self.deliveries = DeliveriesApi(runtime, self, observe=self.stats.observe_attempt)
         self.syncro = SyncroActions(self)  # /integrations/{id}/syncro/...
 
     async def start(self) -> None:
         await self.deliveries.start()
+        await self.stats.start()
 
     async def stop(self) -> None:
+        await self.stats.stop()
         await self.deliveries.stop()
 
     def routes(self) -> list[Route]:
         return [
             *self.hubs.routes(),
+            *self.stats.routes(),
             Route("/api/v1/integrations/hubs/{id}", self.create_or_update, methods=["POST"]),
             Route("/api/v1/integrations/hubs/{hubId}", self.list_integrations, methods=["GET"]),
             Route("/api/v1/integrations/{integrationId}", self.get_integration, methods=["GET"]),

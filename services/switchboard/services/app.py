@@ -62,12 +62,14 @@ def build_app(settings: Settings, services: Iterable[str] = SERVICES) -> Starlet
     # Imported per service so a process loads only what it runs.
     if "api" in names:
         from switchboard.services.api import Api
+        from switchboard.services.console import console_routes
         from switchboard.services.docs import docs_routes
 
         api = Api(runtime, plugins)
         routes += api.routes()
         workers.append(api)  # the delivery log and redelivery jobs
         routes += docs_routes()
+        routes += console_routes()  # static files: a client of the API above
     fast_path = None
     if "ingress" in names:
         from switchboard.services.ingress import Ingress

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, cast, get_args
 
 from msgspec import Meta, Struct
@@ -24,7 +25,7 @@ from switchboard.delivery_log import (
 )
 from switchboard.errors import BadRequest, Conflict, NotFound, Unavailable
 from switchboard.jobs import MAX_JOB_RECORDS, MAX_REPLAY_WINDOW_MS, JobRecord
-from switchboard.model import DeliveryStatus
+from switchboard.model import AttemptRecord, DeliveryStatus
 from switchboard.services.delivery_jobs import Jobs, Progress, Target
 from switchboard.services.delivery_log_reader import DeliveryLogReader
 from switchboard.services.http import JSON
@@ -108,12 +109,14 @@ def _int_param(request: Request, name: str, lo: int, hi: int | None = None) -> i
 class DeliveriesApi:
     """Routes, the attempts reader and the job runner of one API process."""
 
-    def __init__(self, runtime: Runtime, api: Api) -> None:
+    def __init__(self, runtime: Runtime, api: Api,
+                 observe: Callable[[AttemptRecord], None] | None = None) -> None:
         self.runtime = runtime
         self.api = api
         self.log = DeliveryLog(runtime.settings.delivery_log_max)
         self.reader = DeliveryLogReader(runtime.settings, self.log,
-                                        lambda topic: runtime.producer.partitions_for(topic))
+                                        lambda topic: runtime.producer.partitions_for(topic),
+                                        observe)
         self.jobs = Jobs(runtime)
 
     def routes(self) -> list[Route]:

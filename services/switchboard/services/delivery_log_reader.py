@@ -17,7 +17,7 @@ from aiokafka.structs import TopicPartition
 
 from switchboard.delivery_log import DeliveryLog
 from switchboard.kafka import ATTEMPTS, make_consumer, run_with_broker_retry, stop_consuming
-from switchboard.model import attempt_decoder
+from switchboard.model import AttemptRecord, attempt_decoder
 from switchboard.pacing import Pacer
 from switchboard.settings import Settings
 from switchboard.supervision import supervised
@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 
 class DeliveryLogReader:
     def __init__(self, settings: Settings, delivery_log: DeliveryLog,
-                 partitions_for: Callable[[str], Awaitable[set[int]]]) -> None:
+                 partitions_for: Callable[[str], Awaitable[set[int]]],
+                 observe: Callable[[AttemptRecord], None] | None = None) -> None:
         self._settings = settings
+        self._observe = observe  # also sees every record (the hub's per-minute counters)
         self._partitions_for = partitions_for
         self._topic = settings.topic(ATTEMPTS)
         self.log = delivery_log
@@ -82,7 +84,10 @@ class DeliveryLogReader:
             for tp, records in batch.items():
                 for rec in records:
                     try:
-                        self.log.apply(attempt_decoder.decode(rec.value or b""))
+                        attempt = attempt_decoder.decode(rec.value or b"")
+                        self.log.apply(attempt)
+                        if self._observe is not None:
+                            self._observe(attempt)
                     except msgspec.DecodeError:  # one bad record must not stop the fold
                         log.error("delivery log: undecodable record at %s:%d",
                                   tp.partition, rec.offset)

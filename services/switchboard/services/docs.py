@@ -10,7 +10,17 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from switchboard.channels import DirectConfig, SyncroConfig, SystemConfig
+from switchboard.channels import (
+    CONFIG_TYPES,
+    DirectConfig,
+    MessengerConfig,
+    SlackConfig,
+    SyncroConfig,
+    SystemConfig,
+    TwilioSmsConfig,
+    WebChatConfig,
+)
+from switchboard.hub_stats import HubWindow
 from switchboard.model import Activity, DirectEnvelope, InboundActivity, SystemEnvelope
 from switchboard.services.http import JSON
 
@@ -42,9 +52,17 @@ def openapi_spec() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [HubCreate, HubUpdate, IntegrationCreate, IntegrationUpdate, InboundActivity, Activity,
          DirectEnvelope, SystemEnvelope, DirectConfig, SystemConfig, SyncroConfig,
-         RedeliverRequest, ReplayRequest],
+         TwilioSmsConfig, MessengerConfig, WebChatConfig, SlackConfig,
+         RedeliverRequest, ReplayRequest, HubWindow],
         ref_template="#/components/schemas/{name}",
     )
+    # Each channel's configuration (the console builds its forms from these): secrets are
+    # write-only, shown masked on reads.
+    for cls in CONFIG_TYPES.values():
+        props = components[cls.__name__]["properties"]
+        for name in cls.SECRET_FIELDS:
+            wire = cls.__struct_encode_fields__[cls.__struct_fields__.index(name)]
+            props[wire] = {**props[wire], "writeOnly": True}
     # The Syncro actions' request bodies (Syncro's own field names).
     components.update(msgspec.json.schema_components(
         BODY_TYPES, ref_template="#/components/schemas/{name}")[1])
@@ -68,6 +86,18 @@ def openapi_spec() -> dict[str, Any]:
                          responses=(400, 401, 404, 409)),
             "delete": _op("Delete a hub and all its integrations (admin token)", ok=204,
                           responses=(401, 403, 404, 503)),
+        },
+        "/api/v1/hubs/{hubId}/stats": {
+            "parameters": [{"name": "hubId", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "get": {**_op("The hub's last hour in one-minute buckets: activities in, delivery "
+                          "attempts out, outcomes and latency (the console's charts)",
+                          responses=(401, 404, 429)),
+                    "responses": {"200": {"description": "OK", "content": {
+                        "application/json": {"schema": {
+                            "$ref": "#/components/schemas/HubWindow"}}}}}
+                    | {str(c): {"$ref": "#/components/responses/Error"}
+                       for c in (401, 404, 429)}},
         },
         "/api/v1/hubs/{hubId}/rotateToken": {
             "post": _op("Replace the hub's access token (admin or the hub's token); the new "
@@ -137,6 +167,14 @@ def openapi_spec() -> dict[str, Any]:
             "get": _op("Websocket: deliveries for a Direct integration without webhookUrl",
                        ok=101),
         },
+        "/v1/integrations/{integrationId}/feed": {
+            "parameters": [iid],
+            "get": _op("Websocket: a live, read-only view of the deliveries to any "
+                       "integration (the console's feed); the first frame authenticates: "
+                       '{"type":"auth","token":"…"}', ok=101, security=False, responses=()),
+        },
+        "/console": {"get": _op("The web console (static files; it acts through this API)",
+                                security=False, responses=())},
         "/healthz": {"get": _op("Liveness", security=False, responses=())},
         "/readyz": {"get": _op("Readiness: broker reachable, registry caught up",
                                security=False, responses=(503,))},

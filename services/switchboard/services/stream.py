@@ -56,6 +56,7 @@ from switchboard.services.runtime import Runtime
 from switchboard.services.stream_acks import AckTable
 from switchboard.services.stream_connection import Connection, ConnectionIO, Refusal
 from switchboard.services.stream_fanout import Fanout
+from switchboard.services.stream_feed import FEED_PATH, FeedEndpoint
 from switchboard.services.stream_protocol import (
     BEARER_SUBPROTOCOL_PREFIX,
     CLOSE_BAD_REQUEST,
@@ -100,6 +101,8 @@ class StreamGateway:
         self._warned_query_token = False
         self._stopping: set[asyncio.Task[None]] = set()
         self._supervisor: Supervisor | None = None
+        # The console's read-only live view of an integration, on the same fan-out.
+        self.feed = FeedEndpoint(self, heartbeat_s=heartbeat_s)
 
     # ---- lifecycle ---------------------------------------------------------------
 
@@ -121,11 +124,13 @@ class StreamGateway:
         if conns:
             await asyncio.wait([asyncio.create_task(c.done.wait()) for c in conns],
                                timeout=self._settings.produce_timeout_s + 5)
+        await self.feed.stop()
         await self._fanout.stop()
         await self._acks.stop()
 
     def routes(self) -> list[BaseRoute]:
-        return [WebSocketRoute(STREAM_PATH, self._endpoint)]
+        return [WebSocketRoute(STREAM_PATH, self._endpoint),
+                WebSocketRoute(FEED_PATH, self.feed.endpoint)]
 
     # ---- introspection (metrics, tests) ------------------------------------------------
 
