@@ -236,6 +236,19 @@ class FakeSyncro:
             await asyncio.sleep(self.hold_s)
         return JSONResponse(payload)
 
+    def tech_comment(self, ticket: dict[str, Any], body: str, *, hidden: bool = False,
+                     tech: str = "Tina Tech", status: str | None = None) -> dict[str, Any]:
+        """A technician comments on `ticket` in Syncro's web app (and may change its
+        status, as *Resolve* does); returns the comment."""
+        comment = {**self._new_comment(ticket["id"], {
+            "subject": "Resolved" if status == "Resolved" else "Update", "body": body,
+            "hidden": hidden}), "tech": tech, "user_id": 7}
+        ticket["comments"].append(comment)
+        if status is not None:
+            ticket["status"] = status
+        ticket["updated_at"] = _now_iso()
+        return comment
+
     # ---- the Notification Center -------------------------------------------------------
 
     @staticmethod
