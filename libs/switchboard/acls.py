@@ -28,6 +28,7 @@ from switchboard.kafka import (
     PARKED,
     REGISTRY,
     STREAM_CURSORS,
+    SYNCRO_SLOTS,
     topic_specs,
 )
 from switchboard.settings import Settings
@@ -43,26 +44,29 @@ class Acl(Struct, frozen=True, order=True):
 
 # Topics each service reads and writes beyond the runtime's own (registry, conversations).
 READS: Final[dict[str, tuple[str, ...]]] = {
-    # delivery log, redelivery and replay (read back by offset), job progress
-    "api": (DELIVERIES, ATTEMPTS, JOBS),
+    # delivery log, redelivery and replay (read back by offset), job progress; Syncro's
+    # budget (claims read back) where the API calls Syncro, as the deliverer does
+    "api": (DELIVERIES, ATTEMPTS, JOBS, SYNCRO_SLOTS),
     # web chat: a visitor's history and live answers
     "ingress": (DELIVERIES,),
     # websocket delivery and its acked cursors
     "stream": (DELIVERIES, STREAM_CURSORS),
     "router": (ACTIVITIES,),
-    "deliverer": (DELIVERIES, PARKED),
+    "deliverer": (DELIVERIES, PARKED, SYNCRO_SLOTS),
 }
 WRITES: Final[dict[str, tuple[str, ...]]] = {
-    # hubs and integrations; redelivered and replayed deliveries; job progress
-    "api": (REGISTRY, DELIVERIES, JOBS),
+    # hubs and integrations; redelivered and replayed deliveries; job progress; claims
+    # and 429 blocks of Syncro's budget
+    "api": (REGISTRY, DELIVERIES, JOBS, SYNCRO_SLOTS),
     # activities from every channel
     "ingress": (ACTIVITIES,),
     "stream": (STREAM_CURSORS,),
     # deliveries; conversations opened, noted active and ended; activities kept aside
     "router": (DELIVERIES, CONVERSATIONS, ACTIVITIES_DEAD),
     # parked lanes, the delivery log, dead letters, events (delivery_failed,
-    # integration_disabled), a disabled destination's statusId, Slack thread ids
-    "deliverer": (PARKED, ATTEMPTS, DEAD, ACTIVITIES, REGISTRY, CONVERSATIONS),
+    # integration_disabled), a disabled destination's statusId, Slack thread ids, Syncro
+    # budget claims
+    "deliverer": (PARKED, ATTEMPTS, DEAD, ACTIVITIES, REGISTRY, CONVERSATIONS, SYNCRO_SLOTS),
 }
 # Consumer groups (prefixed like the topics; the services' GROUP constants).
 GROUPS: Final[dict[str, tuple[str, ...]]] = {

@@ -197,6 +197,12 @@ def topic_problems(wanted: Mapping[str, Mapping[str, str]], states: Iterable[Top
         retention = state.configs.get("retention.ms")
         if want.get("retention.ms") == "-1" and retention not in (None, "-1"):
             problems.append(f"topic {state.name}: retention.ms {retention}, needs -1")
+        # Syncro's budget compares timestamps written by many hosts: one clock, the broker's.
+        stamp = want.get("message.timestamp.type")
+        have_stamp = state.configs.get("message.timestamp.type")
+        if stamp is not None and have_stamp is not None and have_stamp != stamp:
+            problems.append(f"topic {state.name}: message.timestamp.type {have_stamp}, "
+                            f"needs {stamp}")
     return problems
 
 

@@ -30,6 +30,7 @@ from switchboard.broker_config import (
 )
 from switchboard.errors import ConfigError
 from switchboard.pacing import Pacer, WakingProducer
+from switchboard.providers.syncro_budget import Rule
 from switchboard.record_mac import guard_for
 from switchboard.settings import Settings
 from switchboard.supervision import supervised
@@ -51,6 +52,9 @@ ATTEMPTS = "deliveries.attempts"
 # Redeliver / replay job progress, keyed by job id.
 JOBS = "jobs"
 STREAM_CURSORS = "stream-cursors"
+# Syncro's request budget shared by every process: claims and 429 blocks, keyed by account
+# (switchboard.providers.syncro_budget). Short-lived; stamped by the broker's clock.
+SYNCRO_SLOTS = "syncro.slots"
 
 COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
 
@@ -81,7 +85,17 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(PARKED), n, {"retention.ms": "-1"}),
         TopicSpec(settings.topic(ATTEMPTS), n, log),
         TopicSpec(settings.topic(JOBS), 1, COMPACTED),
+        TopicSpec(settings.topic(SYNCRO_SLOTS), n, {
+            "retention.ms": str(slots_retention_ms(settings)),
+            "message.timestamp.type": "LogAppendTime"}),
     ]
+
+
+def slots_retention_ms(settings: Settings) -> int:
+    """`syncro.slots` is read back one `Rule.lookback` (minutes) at most: keep an hour, or
+    twice that."""
+    rule = Rule.for_budget(settings.syncro_rate_limit, settings.syncro_rate_window_s)
+    return max(3600 * 1000, int(2 * rule.lookback * 1000))
 
 
 def make_admin(settings: Settings) -> AIOKafkaAdminClient:

@@ -130,6 +130,10 @@ class Settings(Struct, frozen=True, kw_only=True):
     slack_client_secret: str = ""
     # Syncro's API per account: "{subdomain}" is replaced by the integration's subdomain.
     syncro_api_url: str = "https://{subdomain}.syncromsp.com/api/v1"
+    # Syncro's budget per account, across every process (switchboard.providers.
+    # syncro_budget): requests in any window of that many seconds.
+    syncro_rate_limit: int = 180
+    syncro_rate_window_s: float = 60.0
     provider_timeout_s: float = 10.0
     # Kafka security (switchboard.broker_config): PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL.
     kafka_security_protocol: str = "PLAINTEXT"
@@ -199,6 +203,9 @@ class Settings(Struct, frozen=True, kw_only=True):
             raise ConfigError(str(exc)) from None
         if settings.kafka_idempotence not in ("auto", "on", "off"):
             raise ConfigError("SWITCHBOARD_KAFKA_IDEMPOTENCE must be auto, on or off")
+        if settings.syncro_rate_limit < 2 or not settings.syncro_rate_window_s > 0:
+            raise ConfigError("SWITCHBOARD_SYNCRO_RATE_LIMIT must be at least 2 and "
+                              "SWITCHBOARD_SYNCRO_RATE_WINDOW_S above 0")
         if settings.record_mac not in ("enforce", "accept-unsigned"):
             raise ConfigError("SWITCHBOARD_RECORD_MAC must be enforce or accept-unsigned")
         return settings

@@ -68,6 +68,7 @@ class Account:
     tickets: list[dict[str, Any]] = field(default_factory=list)
     leads: list[dict[str, Any]] = field(default_factory=list)
     requests: list[float] = field(default_factory=list)  # monotonic time of each request
+    paths: list[str] = field(default_factory=list)  # and its path, in the same order
     # (method, path under /api/v1, query parameters) of each request, in order.
     calls: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     recent: deque[float] = field(default_factory=deque)
@@ -86,6 +87,7 @@ class FakeSyncro:
         self.timeout_after_create = 0  # how many POSTs to hold after creating
         self.hold_s = 5.0
         self.fail_with: int | None = None
+        self.refuse_next = 0  # answer that many requests 429 (Retry-After), whatever the rate
         self._ids = itertools.count(1000)
         app = Starlette(routes=[
             Route("/{sub}/api/v1/me", self._me, methods=["GET"]),
@@ -121,11 +123,16 @@ class FakeSyncro:
             return JSONResponse({"error": "Account not found"}, status_code=404)
         now = time.monotonic()
         account.requests.append(now)
+        account.paths.append(request.url.path.split("/api/v1", 1)[-1])
         account.calls.append((request.method,
                               request.url.path.split("/api/v1", 1)[1],
                               dict(request.query_params)))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if self.refuse_next > 0:
+            self.refuse_next -= 1
+            return JSONResponse({"error": "Rate limit exceeded"}, status_code=429,
+                                headers={"Retry-After": str(self.retry_after)})
         if self.fail_with is not None:
             return JSONResponse({"error": "Service unavailable"}, status_code=self.fail_with)
         auth = request.headers.get("authorization", "")

@@ -22,6 +22,7 @@ from switchboard.kafka import (
     PARKED,
     REGISTRY,
     STREAM_CURSORS,
+    SYNCRO_SLOTS,
     describe_topics,
     topic_specs,
 )
@@ -107,8 +108,12 @@ async def test_registry_rebuilds_from_a_compacted_topic(broker: KafkaBroker) -> 
         # destination holds its deliveries however long it stays disabled).
         parked = settings.topic(PARKED)
         assert states[parked].configs["retention.ms"] == "-1"
+        # Syncro's budget: claims of the last minutes, stamped by the broker.
+        slots = settings.topic(SYNCRO_SLOTS)
+        assert states[slots].configs["retention.ms"] == str(3600 * 1000)
+        assert states[slots].configs["message.timestamp.type"] == "LogAppendTime"
         assert {t.configs["retention.ms"] for n, t in states.items()
-                if n not in tables and n != parked} == {str(168 * 3600 * 1000)}
+                if n not in tables and n not in (parked, slots)} == {str(168 * 3600 * 1000)}
         # Only the cleaner's timing is changed here. AlterConfigs replaces a topic's whole
         # set of overrides, so the hub's own cleanup.policy is carried over as it was
         # created: had the hub not made the topic compacted, nothing would be compacted.

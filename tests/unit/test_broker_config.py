@@ -154,3 +154,18 @@ def test_parked_lanes_must_never_expire() -> None:
         "topic deliveries.parked: retention.ms 604800000, needs -1"]
     ok = [TopicState("deliveries.parked", 1, {"retention.ms": "-1"})]
     assert topic_problems(wanted, ok, Replication(1, 1)) == []
+
+
+def test_syncros_budget_needs_the_brokers_clock() -> None:
+    from switchboard.kafka import SYNCRO_SLOTS, topic_specs
+
+    s = Settings(topic_prefix="p.")
+    [slots] = [t for t in topic_specs(s) if t.name == s.topic(SYNCRO_SLOTS)]
+    assert slots.config["message.timestamp.type"] == "LogAppendTime"
+    assert int(slots.config["retention.ms"]) >= 3600 * 1000
+    wanted = {slots.name: slots.config}
+    stale = [TopicState(slots.name, 1, {"message.timestamp.type": "CreateTime"})]
+    assert topic_problems(wanted, stale, Replication(1, 1)) == [
+        "topic p.syncro.slots: message.timestamp.type CreateTime, needs LogAppendTime"]
+    ok = [TopicState(slots.name, 1, {"message.timestamp.type": "LogAppendTime"})]
+    assert topic_problems(wanted, ok, Replication(1, 1)) == []

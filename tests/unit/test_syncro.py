@@ -1,4 +1,5 @@
-"""Syncro pure core: the sliding window, pagination, errors, webhooks, idempotency."""
+"""Syncro pure core: pagination, errors, webhooks, idempotency (the request budget:
+`test_syncro_budget`)."""
 
 from __future__ import annotations
 
@@ -15,81 +16,8 @@ from switchboard.errors import BadRequest
 from switchboard.model import CHANNEL_CODES, Activity, ChannelId, activity_decoder
 from switchboard.providers import syncro, syncro_webhooks
 from switchboard.providers import syncro_idempotency as idem
-from switchboard.providers.syncro_rate import AccountWindows, SlidingWindow
 from switchboard.routing import matches_filter
 from tests.fakes.syncro import FakeSyncro
-
-# ---- the sliding window ---------------------------------------------------------------
-
-
-def max_in_any_window(times: list[float], window: float) -> int:
-    """The most of `times` inside any half-open interval [t, t + window)."""
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while times[lo] + window <= t:  # the same sum the window computes: no rounding gap
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
-
-
-def test_1000_requests_never_more_than_180_in_any_60_s() -> None:
-    w = SlidingWindow()
-    sent = [w.reserve(0.0) for _ in range(1000)]  # all asked for at once
-    assert max_in_any_window(sent, 60.0) == 180
-    assert sent[:180] == [0.0] * 180
-    assert sent[180] == 60.0  # not 60 s after the first second's worth: a window, not a bucket
-    # 1,000 requests take 5 full windows and part of a sixth.
-    assert sent[-1] == 5 * 60.0
-
-
-def test_random_arrivals_never_exceed_the_window() -> None:
-    rng = random.Random(7)
-    w = SlidingWindow()
-    now, sent = 0.0, []
-    for _ in range(1000):
-        now += rng.expovariate(5.0)  # about 5 a second asked: more than 3 a second allowed
-        at = w.reserve(now)
-        assert at >= now
-        sent.append(at)
-    assert max_in_any_window(sent, 60.0) <= 180
-    assert sent == sorted(sent)
-
-
-def test_a_token_bucket_would_send_360_in_the_first_minute() -> None:
-    # What the window forbids: a bucket of 180 refilling at 3/s, asked 1,000 times at once,
-    # sends its 180 at once and then one every third of a second.
-    times = [0.0] * 180 + [k / 3.0 for k in range(1, 821)]
-    assert max_in_any_window(times, 60.0) == 359
-    assert max_in_any_window(times, 60.0) > 180
-    w = SlidingWindow()
-    assert max_in_any_window([w.reserve(0.0) for _ in range(1000)], 60.0) == 180
-
-
-def test_a_429_blocks_the_window_until_retry_after() -> None:
-    w = SlidingWindow()
-    assert w.reserve(0.0) == 0.0
-    w.block(30.0)
-    assert w.reserve(1.0) == 30.0
-    assert w.reserve(40.0) == 40.0
-
-
-def test_accounts_have_their_own_windows() -> None:
-    windows = AccountWindows(limit=2, window=10.0, max_accounts=2)
-    assert [windows.reserve("a", 0.0) for _ in range(3)] == [0.0, 0.0, 10.0]
-    assert windows.reserve("b", 0.0) == 0.0
-    # A busy account is never forgotten to make room for another.
-    windows.reserve("c", 1.0)
-    assert windows.reserve("a", 1.0) == 10.0
-
-
-def test_window_arguments() -> None:
-    with pytest.raises(ValueError):
-        SlidingWindow(0, 60.0)
-    w = SlidingWindow(1, 1.0)
-    w.reserve(0.0)
-    assert not w.idle(0.5) and w.idle(1.0)
-
 
 # ---- API answers ------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ Syncro wraps what it answers: one record as ``{"customer": {…}}``, a list as
 ``?page=N``. Errors come as ``{"error": "…"}``, ``{"message": "…"}`` or
 ``{"errors": ["…"]}`` (or ``{"errors": {"field": ["…"]}}``). The token goes in a Bearer
 header. Webhooks in are in `switchboard.providers.syncro_webhooks`; the rate and
-idempotency rules in `syncro_rate` and `syncro_idempotency`.
+idempotency rules in `syncro_budget` and `syncro_idempotency`.
 """
 
 from __future__ import annotations

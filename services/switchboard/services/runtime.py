@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
@@ -43,6 +44,8 @@ class Runtime:
         self._activities = settings.topic(ACTIVITIES)
         self._partitions: dict[bytes, int] = {}
         self._partition_count = 0
+        # Stopped before the producer: parts started on demand (the Syncro budget reader).
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def producer(self) -> AIOKafkaProducer:
@@ -93,6 +96,10 @@ class Runtime:
             self._partitions[key] = partition
         return partition
 
+    def on_stop(self, stop: Callable[[], Awaitable[None]]) -> None:
+        """Run `stop` when the runtime stops (before its producer and views)."""
+        self._on_stop.append(stop)
+
     async def start(self) -> None:
         if self._started:
             return
@@ -119,7 +126,8 @@ class Runtime:
         self._started = False
         try:
             # Each part stops on its own: one failing (broker gone) must not leak the rest.
-            for part in (self.conversations.stop, self.registry.stop, self.http.close):
+            for part in (*self._on_stop, self.conversations.stop, self.registry.stop,
+                         self.http.close):
                 try:
                     await part()
                 except Exception as exc:

@@ -1,20 +1,17 @@
 """Syncro's REST API through the process's aiohttp client: the I/O shell around
 `switchboard.providers.syncro*`.
 
-- Every request of an account waits for its slot in the account's sliding window (180
-  in any 60 s, `syncro_rate`); a 429 blocks the account's window until its
-  ``Retry-After`` and the request is sent again (up to `MAX_429` times).
+- Every request of an account waits for a slot of the account's budget, shared by every
+  process through Kafka (180 in any 60 s, `syncro_slots`); a 429 blocks the account for
+  every process until its ``Retry-After`` and the request is sent again (up to `MAX_429`
+  times).
 - Listings follow ``meta.total_pages``.
 - `create_idempotent` writes a record at most once (`syncro_idempotency`): after an
   ambiguous failure it looks for the marker before it POSTs again.
-
-The window is per process: several processes calling one account share its 180 only if
-work is partitioned by account (see the README, *Syncro*).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,8 +20,8 @@ from typing import Any
 from switchboard.errors import BadRequest, SwitchboardError, Unavailable
 from switchboard.providers import syncro
 from switchboard.providers import syncro_idempotency as idem
-from switchboard.providers.syncro_rate import SYNCRO_WINDOW_S, AccountWindows
 from switchboard.retry import parse_retry_after
+from switchboard.services.channels.syncro_slots import SyncroSlots
 from switchboard.services.http_client import HttpAnswer, HttpError, HttpTimeout
 from switchboard.services.runtime import Runtime
 
@@ -53,29 +50,26 @@ def _not_sent(exc: HttpError) -> bool:
 
 
 class SyncroClient:
-    """One per process (the windows must be shared by every caller of an account)."""
+    """Calls Syncro within the budget every process shares (the runtime's `SyncroSlots`).
 
-    def __init__(self, runtime: Runtime, windows: AccountWindows | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    There is no per-process fallback: when the budget cannot be reached (the broker is
+    down) a request fails with 503 rather than risk more than Syncro allows."""
+
+    def __init__(self, runtime: Runtime, slots: SyncroSlots | None = None) -> None:
         self.runtime = runtime
-        # A second more than Syncro's minute: requests sent exactly 60 s apart may arrive
-        # a little less apart.
-        self.windows = windows or AccountWindows(window=SYNCRO_WINDOW_S + 1.0)
-        self._clock = clock
+        self.slots = slots or SyncroSlots.for_runtime(runtime)
 
     async def request(self, subdomain: str, token: str, method: str, path: str, *,
                       params: Mapping[str, str] | None = None, json: Any = None
                       ) -> HttpAnswer:
-        """One request within the account's budget; HttpError if there is no answer."""
+        """One request within the account's budget; HttpError if there is no answer,
+        Unavailable if the budget cannot be reached."""
         settings = self.runtime.settings
         url = syncro.api_base(settings.syncro_api_url, subdomain) + path
         account = subdomain.casefold()
         resp: HttpAnswer | None = None
         for _ in range(MAX_429 + 1):
-            now = self._clock()
-            at = self.windows.reserve(account, now)
-            if at > now:
-                await asyncio.sleep(at - now)
+            await self.slots.acquire(account)
             resp = await self.runtime.http.request(
                 method, url, headers=syncro.auth_headers(token), params=params, json=json,
                 timeout_s=settings.provider_timeout_s)
@@ -83,7 +77,8 @@ class SyncroClient:
                 return resp
             wait = parse_retry_after(resp.headers.get("retry-after"), time.time())
             wait = 1.0 if wait is None else wait
-            self.windows.block(account, self._clock() + wait, self._clock())
+            # Every process waits it out; the next claim is decided after this record.
+            await self.slots.block(account, wait)
             if wait > MAX_INLINE_WAIT_S:
                 break
         assert resp is not None
