@@ -15,6 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from switchboard.services.stream_feed import FEED_UNAUTHENTICATED_PER_ADDRESS
 from tests.conftest import RunningHub, make_settings
 from tests.integration.test_webchat import CHROMIUM, CHROMIUM_ARGS
 from tests.support import Receiver, sign_with_cryptography
@@ -395,6 +396,13 @@ async def test_feed_socket_auth_and_limits(console_hub: RunningHub) -> None:
         assert await _closed(ws) == 4400
     async with await opened(None, json.dumps({"type": "hello"})) as ws:
         assert await _closed(ws) == 4401
+    async with await opened(None, json.dumps({"type": "auth", "token": "x" * 5000})) as ws:
+        assert await _closed(ws) == 4400  # a frame over 4096 characters
+    # Before auth: at most 16 sockets per address, each closed 5 s later without a frame.
+    silent = [await connect(url) for _ in range(FEED_UNAUTHENTICATED_PER_ADDRESS)]
+    async with connect(url) as ws:
+        assert await _closed(ws) == 4429  # refused before it could even authenticate
+    assert [await _closed(ws) for ws in silent] == [4408] * len(silent)
     # Sockets per integration are bounded; the feeds share the gateway's one consumer.
     gateway = next(w for w in hub.app.state.workers if type(w).__name__ == "StreamGateway")
     limit = hub.settings.stream_max_connections_per_integration
@@ -409,7 +417,13 @@ async def test_feed_socket_auth_and_limits(console_hub: RunningHub) -> None:
         assert await _closed(ws) == 4429
     for ws in socks:
         await ws.close()
-    # Deleting the integration closes its feeds.
+    # Rotating the token closes the feeds it opened; deleting the integration, every feed.
+    ws = await opened(token_a)
+    assert json.loads(await ws.recv()) == {"type": "ready"}
+    r = await hub.client.post(f"/api/v1/hubs/{a_id}/rotateToken", headers=a_auth)
+    assert r.status_code == 200, r.text
+    a_auth = {"Authorization": f"Bearer {r.json()['accessToken']}"}
+    assert await _closed(ws) == 4401
     ws = await opened(hub.settings.admin_token)
     assert json.loads(await ws.recv()) == {"type": "ready"}
     r = await hub.client.delete(f"/api/v1/integrations/{agent['integrationId']}",

@@ -186,6 +186,11 @@ async def test_sms_ticket_comments_answers_and_close_across_a_restart(env: Env) 
     await webhook(env, s, "ticket.updated", ticket)  # the newest first
     await webhook(env, s, "ticket.comment", older)  # then two older ones
     await webhook(env, s, "ticket.updated", newer)
+    # A ticket the hub never wrote on (the same customer's, opened in Syncro) is not theirs.
+    await webhook(env, s, "ticket.comment", {
+        "id": ticket["id"] + 10_000, "customer_id": person["id"], "status": "New",
+        "comments": [{"id": 1, "subject": "Update", "body": "Your invoice is ready",
+                      "hidden": False, "tech": "Tina Tech"}]})
     got = await texts_until(env, customer, "A technician is on the way.")
     assert got == ["Unplug it and step away, please.", "A technician is on the way."]
 

@@ -112,6 +112,8 @@ def test_reopen_picks_the_latest_ticket_the_hub_wrote_on() -> None:
     assert picked is not None and picked["id"] == 20
     assert sync.needs_reopening(picked)
     assert sync.pick_reopen([tickets[1]]) is None
+    assert sync.hub_ticket(tickets[0]) and not sync.hub_ticket(tickets[1])
+    assert not sync.hub_ticket({"id": 1, "comments": "nope"})
 
 
 # ---- Syncro → the conversation -----------------------------------------------------------

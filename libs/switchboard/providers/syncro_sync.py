@@ -46,6 +46,7 @@ __all__ = [
     "comment_subject",
     "cursor_after",
     "customer_lookup",
+    "hub_ticket",
     "is_hub_text",
     "is_resolution",
     "latest_comment_id",
@@ -283,9 +284,15 @@ def pick_reopen(tickets: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | Non
         tid = _id(t.get("id"))
         if tid is None or tid <= best_id:
             continue
-        if any(is_hub_text(c.get("body")) for c in _comments(t)):
+        if hub_ticket(t):
             best, best_id = t, tid
     return best
+
+
+def hub_ticket(ticket: Mapping[str, Any]) -> bool:
+    """Whether the hub wrote on `ticket` (one of its comments carries the marker): only
+    such a ticket can belong to a conversation, so webhooks of others cost nothing."""
+    return any(is_hub_text(c.get("body")) for c in _comments(ticket))
 
 
 def needs_reopening(ticket: Mapping[str, Any]) -> bool:

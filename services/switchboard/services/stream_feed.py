@@ -52,7 +52,7 @@ from switchboard.services.stream_protocol import (
     Cursor,
     encoder,
 )
-from switchboard.socket_policy import SocketCounter
+from switchboard.socket_policy import SocketCounter, address_key
 
 if TYPE_CHECKING:
     from switchboard.services.stream import StreamGateway
@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 
 FEED_PATH = "/v1/integrations/{integrationId}/feed"
 FEED_AUTH_TIMEOUT_S = 5.0
+# Sockets one client address may hold before they authenticate (each at most
+# FEED_AUTH_TIMEOUT_S): anyone can open one, so they are bounded before any token is seen.
+FEED_UNAUTHENTICATED_PER_ADDRESS = 16
 CLOSE_AUTH_TIMEOUT = 4408
 
 
@@ -105,6 +108,7 @@ class FeedEndpoint:
         self._per_integration = SocketCounter(
             self._settings.stream_max_connections_per_integration)
         self._heartbeat_s = heartbeat_s
+        self._unauthenticated = SocketCounter(FEED_UNAUTHENTICATED_PER_ADDRESS)
         self._live: set[_Feed] = set()
 
     def count(self, integration_id: str) -> int:
@@ -123,10 +127,16 @@ class FeedEndpoint:
         # Accepted first: a refusal must reach the browser as a close code (a refused
         # handshake is only ever 1006 to it), and the token comes in a frame anyway.
         await ws.accept()
+        address = address_key(ws.client.host if ws.client else None)
+        if not self._unauthenticated.acquire(address):
+            await _close(ws, Refusal(CLOSE_TOO_MANY, "too many sockets from this address"))
+            return
         try:
             admitted = await self._admit(ws)
         except (WebSocketDisconnect, OSError):
             return
+        finally:
+            self._unauthenticated.release(address)
         if isinstance(admitted, Refusal):
             await _close(ws, admitted)
             return

@@ -222,6 +222,8 @@ class TicketSync:
         if kind is None or not kind.startswith("syncro:ticket."):
             return 0
         ticket = hook.attributes
+        if not sync.hub_ticket(ticket):
+            return 0  # a ticket no conversation opened: nothing to look up
         resolved = sync.is_resolution(kind, ticket)
         if not resolved and not sync.new_technician_comments(ticket, 0):
             return 0  # the hub's own comments only (its ticket just created, …)
