@@ -61,6 +61,8 @@ def make_settings(broker: Any, **overrides: Any) -> Settings:
         "delivery_timeout_s": 3.0,
         "session_timeout_ms": 6000,
         "produce_timeout_s": 5.0,
+        # `serve` processes stopped by the tests: a short readiness drain after SIGTERM.
+        "shutdown_drain_s": 0.5,
     }
     values.update(overrides)
     return Settings(**values)

@@ -378,3 +378,24 @@ async def run_with_broker_retry(what: str, step: Callable[[], Awaitable[None]]) 
             log.warning("%s: broker not ready (%s); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+async def consumer_lag(consumer: AIOKafkaConsumer, group: str
+                       ) -> list[tuple[tuple[str, ...], float]]:
+    """Records not yet read per assigned partition (end of log minus position), as metric
+    samples labelled (group, topic, partition). Partitions without a known end or
+    position yet are left out."""
+    out: list[tuple[tuple[str, ...], float]] = []
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is None:
+            continue
+        try:
+            async with asyncio.timeout(1.0):
+                position = await consumer.position(tp)
+        except Exception as exc:  # resetting, or no longer ours: skip this scrape
+            log.debug("consumer lag of %s: %r", tp, exc)
+            continue
+        out.append(((group, tp.topic, str(tp.partition)), float(max(0, high - position))))
+    return out
+

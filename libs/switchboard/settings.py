@@ -93,6 +93,17 @@ class Settings(Struct, frozen=True, kw_only=True):
     webchat_session_ttl_s: int = 30 * 24 * 3600
     api_rate_per_s: float = 50.0
     api_burst: int = 100
+    # Hubs that get their own label on per-hub metrics; later ones count as "other".
+    metrics_max_hubs: int = 100
+    # Bearer token for GET /metrics ("" = the admin token): metrics name hubs, so no
+    # tenant may read them.
+    metrics_token: str = ""
+    # "text", or "json": one object per line with service, hub, integration and ids.
+    log_format: str = "text"
+    # `serve` on SIGTERM: readiness fails for `shutdown_drain_s` while the load balancer
+    # lets go, then intake stops; work in flight gets `shutdown_timeout_s` to finish.
+    shutdown_drain_s: float = 5.0
+    shutdown_timeout_s: float = 10.0
     # Websockets, every endpoint (uvicorn's own defaults: 16 MiB messages, compression on).
     # A larger message closes the socket with 1009; compressed frames are refused unread.
     ws_max_message_bytes: int = 64 * 1024
@@ -206,6 +217,8 @@ class Settings(Struct, frozen=True, kw_only=True):
         if settings.syncro_rate_limit < 2 or not settings.syncro_rate_window_s > 0:
             raise ConfigError("SWITCHBOARD_SYNCRO_RATE_LIMIT must be at least 2 and "
                               "SWITCHBOARD_SYNCRO_RATE_WINDOW_S above 0")
+        if settings.log_format not in ("text", "json"):
+            raise ConfigError("SWITCHBOARD_LOG_FORMAT must be text or json")
         if settings.record_mac not in ("enforce", "accept-unsigned"):
             raise ConfigError("SWITCHBOARD_RECORD_MAC must be enforce or accept-unsigned")
         return settings

@@ -204,7 +204,8 @@ def _app_paths() -> dict[str, str]:
     for service in SERVICES:
         for route in build_app(settings, [service]).routes:
             assert isinstance(route, Route | WebSocketRoute)
-            if route.path not in ("/healthz", "/readyz"):
+            # Probes and metrics are per pod, scraped inside the cluster, never public.
+            if route.path not in ("/healthz", "/readyz", "/metrics"):
                 out[route.path] = service
     return out
 

@@ -71,7 +71,7 @@ class Authenticator:
         """The caller (rate-limited per hub) and the registry view caught up."""
         principal = await self.authenticate(request)
         if not principal.admin:
-            limit(self._limiter, principal.hub_id or "", "hub")
+            limit(self._limiter, principal.hub_id or "", "api", self.runtime.metrics)
         view = await self.runtime.registry.sync()
         if principal.token_hash is not None:
             # Rotated or deleted while we caught up: the token is no longer valid.

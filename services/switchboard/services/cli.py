@@ -19,22 +19,53 @@ import uvicorn
 from switchboard import logscrub
 from switchboard.brokers import start_broker
 from switchboard.errors import ConfigError
+from switchboard.logfmt import TEXT_FORMAT
 from switchboard.settings import Settings
 
 log = logging.getLogger("switchboard")
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with readiness failing for `drain_s` after SIGTERM before intake stops,
+    so the load balancer stops sending first (in-flight work then gets uvicorn's
+    `timeout_graceful_shutdown`, and the services their own stop)."""
+
+    def __init__(self, config: uvicorn.Config, drain_s: float) -> None:
+        super().__init__(config)
+        self.drain_s = drain_s
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        from switchboard.services.health import DRAINING
+
+        if sig == signal.SIGTERM and self.drain_s > 0 and not DRAINING.is_set():
+            DRAINING.set()
+            log.info("SIGTERM: readiness fails now; stopping intake in %.1fs", self.drain_s)
+            timer = threading.Timer(self.drain_s, super().handle_exit, (sig, frame))
+            timer.daemon = True
+            timer.start()
+            return
+        super().handle_exit(sig, frame)
+
+
 def _serve(settings: Settings, services: list[str], host: str, port: int,
-           on_ready: Any = None) -> None:
+           on_ready: Any = None, drain_s: float = 0.0) -> None:
+    from switchboard import logfmt
     from switchboard.services.app import build_app
     from switchboard.services.serving import uvicorn_config
 
+    options: dict[str, Any] = {}
+    if settings.log_format == "json":
+        logfmt.configure("json", ",".join(services),
+                         os.environ.get("SWITCHBOARD_LOG_LEVEL", "INFO"))
+        options["log_config"] = None  # uvicorn's own lines go through the JSON handler too
     # A factory, called by uvicorn inside its event loop, so everything the app builds
     # belongs to that loop.
     config = uvicorn_config(lambda: build_app(settings, services), settings, factory=True,
                             host=host, port=port, log_level="info", access_log=False,
-                            lifespan="on")
-    server = uvicorn.Server(config)
+                            lifespan="on",
+                            timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_s)),
+                            **options)
+    server = DrainingServer(config, drain_s)
     if on_ready is not None:
         def wait_then_call() -> None:
             while not server.started and not server.should_exit:
@@ -150,7 +181,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    _serve(settings, [args.service], args.host, args.port)
+    # uvicorn re-raises SIGTERM once it has shut down gracefully: exit 0, not -15.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    _serve(settings, [args.service], args.host, args.port, drain_s=settings.shutdown_drain_s)
     return 0
 
 
@@ -272,7 +305,7 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `switchboard` command."""
     logging.basicConfig(level=os.environ.get("SWITCHBOARD_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=TEXT_FORMAT)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per delivery is noise
     logscrub.install()  # no token or query string reaches a log line

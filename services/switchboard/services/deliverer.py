@@ -20,8 +20,9 @@ delivered, parked (durably), or dead-lettered (invariant 3); see `switchboard.of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
@@ -29,7 +30,13 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import TopicPartition
 
-from switchboard.kafka import DELIVERIES, PARKED, make_consumer, start_group_consumer
+from switchboard.kafka import (
+    DELIVERIES,
+    PARKED,
+    consumer_lag,
+    make_consumer,
+    start_group_consumer,
+)
 from switchboard.model import ChannelId, DeliveryRef, delivery_decoder
 from switchboard.offsets import PartitionOffsets
 from switchboard.outbound import Attempt, Sender
@@ -106,6 +113,7 @@ class Deliverer:
         self._pacer: Pacer | None = None
         self._task: asyncio.Task[None] | None = None
         self._committer: asyncio.Task[None] | None = None
+        self._unobserve: list[Callable[[], None]] = []
         self._commit_lock = asyncio.Lock()
         self._strikes = Strikes(s.internal_error_tries)
         self.attempter = Attempter(runtime, self.policy)
@@ -164,13 +172,45 @@ class Deliverer:
                             hold=self._held)
         self._task = supervised(self._run(), name="deliverer")
         self._committer = supervised(self._commit_periodically(), name="deliverer-commits")
+        self._unobserve = self._observe()
+
+    def _observe(self) -> list[Callable[[], None]]:
+        """Gauges read at scrape time: what this deliverer holds, and its consumer lag."""
+        metrics, consumer = self.runtime.metrics, self._consumer
+        assert consumer is not None
+        return [
+            metrics.observe("switchboard_parked_deliveries", "Deliveries waiting on "
+                            "deliveries.parked in the partitions this deliverer owns.", (),
+                            lambda: [((), float(self.parked))]),
+            metrics.observe("switchboard_deliveries_in_flight", "Delivery attempts in "
+                            "flight in this process.", (), lambda: [((), float(self.in_flight))]),
+            metrics.observe("switchboard_open_circuits", "Destinations whose circuit is "
+                            "open (deliveries held until a probe succeeds).", (),
+                            lambda: [((), float(sum(c.is_open for c in
+                                                    self.attempter.circuits.values())))]),
+            metrics.observe_async("switchboard_consumer_lag", "Records not yet read by a "
+                                  "consumer group member, per partition.",
+                                  ("group", "topic", "partition"),
+                                  lambda: consumer_lag(consumer, GROUP)),
+        ]
 
     async def stop(self) -> None:
-        """Stop consuming, abandon unfinished sends, commit what is final, leave the group."""
-        for task in (self._task, self._committer):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        """Stop taking records, let attempts in flight finish (within
+        `shutdown_timeout_s`), abandon the rest (redone by the next owner), commit what is
+        final, leave the group."""
+        for stop_observing in self._unobserve:
+            stop_observing()
+        self._unobserve = []
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.attempter.stopping = True  # no new attempt starts
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._settings.shutdown_timeout_s):
+                await self.attempter.slots.drained()
+        if self._committer is not None:
+            self._committer.cancel()
+            await asyncio.gather(self._committer, return_exceptions=True)
         self._task = self._committer = None
         if self._pacer is not None:
             self._pacer.close()

@@ -19,6 +19,7 @@ from msgspec import Struct
 
 from switchboard.errors import Unavailable
 from switchboard.ids import stable_id
+from switchboard.logfmt import LOG_CONTEXT
 from switchboard.model import (
     Activity,
     ChannelId,
@@ -99,6 +100,9 @@ class Attempter:
         self._hub_policies: dict[str, RetryPolicy] = {}
         self.stats = DelivererStats()
         self.records = DeliveryRecords(runtime, self.stats)
+        # Set when the deliverer stops: lanes end before their next attempt (the record
+        # stays uncommitted, for the partition's next owner).
+        self.stopping = False
         self._sync_lock = asyncio.Lock()
         self._synced_from = 0.0
 
@@ -108,10 +112,15 @@ class Attempter:
                       first_failed_at: int | None = None) -> Result:
         """Attempt `delivery` (after `attempts` earlier attempts) until it is final or has
         to wait longer than the in-memory stage allows."""
+        LOG_CONTEXT.set({"hubId": delivery.hub_id, "integrationId": delivery.destination_id,
+                         "activityId": delivery.activity.activity_id,
+                         "deliveryId": delivery.delivery_id})
         inline_ms = self._settings.retry_inline_max_s * 1000
         policy = self._policy(delivery.hub_id)
         while True:
             _raise_if_cancelled()
+            if self.stopping:
+                raise asyncio.CancelledError()
             destination = await self._destination(delivery.destination_id)
             if destination is None:
                 await self.records.dead_letter(delivery, source, "destination_deleted", attempts)
@@ -144,7 +153,10 @@ class Attempter:
                 if probe:
                     circuit.abandon()  # cancelled: let another delivery probe
                 raise
-            latency_ms = int((time.monotonic() - started) * 1000)
+            elapsed = time.monotonic() - started
+            latency_ms = int(elapsed * 1000)
+            metrics = self.runtime.metrics
+            metrics.attempt_seconds.labels(attempt.outcome.value).observe(elapsed)
             circuit.record(attempt.outcome is not Outcome.RETRY, time.monotonic(), time.time())
             if attempt.outcome is Outcome.RETRY:
                 self._proven.pop(destination.integration_id, None)
@@ -156,6 +168,7 @@ class Attempter:
                     self.stats.delivered += 1
                 self._forget_circuit(destination.integration_id)
                 self._prove(destination.integration_id)
+                metrics.deliveries.labels(metrics.hub(delivery.hub_id), "delivered").inc()
                 return Final("delivered")
             if attempt.outcome is Outcome.PERMANENT:
                 await self.records.log(delivery, source, "failed", attempts, attempt, latency_ms)
@@ -184,6 +197,7 @@ class Attempter:
                 log.info("delivery %s to %s: attempt %d failed (%s); parked for %.0fs",
                          delivery.delivery_id, delivery.destination_id, attempts,
                          attempt.reason, delay_ms / 1000)
+                metrics.deliveries.labels(metrics.hub(delivery.hub_id), "parked").inc()
                 return Park(attempts, due, failing_since)
             # A short wait holds only this lane: later records of this destination and
             # conversation wait behind it (order), everything else proceeds.

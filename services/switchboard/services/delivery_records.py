@@ -133,6 +133,9 @@ class DeliveryRecords:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.stats.dead_lettered += 1
+        metrics = self.runtime.metrics
+        metrics.dead_letters.labels(reason).inc()
+        metrics.deliveries.labels(metrics.hub(delivery.hub_id), "failed").inc()
         if delivery.activity.type != FAILED_EVENT:  # never an event about an event
             await self.announce(failure_event(delivery, reason, attempts, last_status,
                                                _now_ms()))

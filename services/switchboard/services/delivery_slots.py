@@ -36,6 +36,7 @@ class Slots:
         self._turns: deque[str] = deque()  # destinations with waiters that may go
         self._aside: set[str] = set()  # destinations with waiters over their own limit
         self._waiting = 0
+        self._drained: list[asyncio.Future[None]] = []
         self.in_flight = 0
 
     def _own_limit_allows(self, destination_id: str) -> bool:
@@ -108,6 +109,18 @@ class Slots:
         if destination_id in self._aside:
             self._turn(destination_id)
         self._wake()
+        if not self.in_flight and self._drained:
+            for fut in self._drained:
+                if not fut.done():
+                    fut.set_result(None)
+            self._drained.clear()
+
+    async def drained(self) -> None:
+        """Return once no slot is held (no attempt in flight)."""
+        while self.in_flight:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._drained.append(fut)
+            await fut
 
     def _wake(self) -> None:
         misses = 0

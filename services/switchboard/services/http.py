@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from switchboard.errors import PayloadTooLarge, SwitchboardError, TooManyRequests, Unavailable
 from switchboard.inbound import check_content_length
+from switchboard.metrics import Metrics
 from switchboard.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,12 @@ EXCEPTION_HANDLERS = {
 }
 
 
-def limit(limiter: RateLimiter, key: str, what: str) -> None:
-    """429 with Retry-After when `key` is over its rate."""
+def limit(limiter: RateLimiter, key: str, what: str, metrics: Metrics | None = None) -> None:
+    """429 with Retry-After when `key` is over its rate (counted by `what`)."""
     wait = limiter.take(key, time.monotonic())
     if wait is not None:
+        if metrics is not None:
+            metrics.rate_limited.labels(what).inc()
         raise TooManyRequests("rate_limited", f"too many requests for this {what}; slow down",
                               retry_after=max(1, math.ceil(wait)))
 

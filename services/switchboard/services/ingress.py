@@ -24,6 +24,7 @@ from switchboard.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from switchboard.logfmt import LOG_CONTEXT
 from switchboard.model import ChannelId
 from switchboard.ratelimit import RateLimiter
 from switchboard.registry import IntegrationRecord
@@ -56,9 +57,10 @@ class Ingress:
             Route("/ingress/{integrationId}", self.receive, methods=["POST"]),
             # Channels whose webhooks carry no signature (Syncro): a secret in the URL.
             Route("/ingress/{integrationId}/{secret}", self.receive, methods=["POST"])]
-        return [self._guarded(r) for p in self.plugins.values() for r in p.routes()] + own
+        return [self._guarded(r, p.channel.value)
+                for p in self.plugins.values() for r in p.routes()] + own
 
-    def _guarded(self, route: BaseRoute) -> BaseRoute:
+    def _guarded(self, route: BaseRoute, channel: str) -> BaseRoute:
         """A provider app-level route (/ingress/slack, /ingress/meta) under the same
         per-address budget as `handle`: an address over it gets 429 before any work, and a
         request refused before its signature is verified (`verified`) is charged to it."""
@@ -67,14 +69,22 @@ class Ingress:
         endpoint = route.endpoint
 
         async def guarded(request: Request) -> Response:
-            client = self._admit(request)
+            request.state.channel = channel
+            try:
+                client = self._admit(request)
+            except SwitchboardError as exc:
+                self._count(request, exc.status)
+                raise
             request.state.authenticated = False
             try:
                 response: Response = await endpoint(request)
             except SwitchboardError as exc:
+                self._count(request, exc.status)
                 if not request.state.authenticated and exc.status < 500:
                     self._unverified.take(client, time.monotonic())
+                    self.runtime.metrics.signature_failures.labels(exc.code).inc()
                 raise
+            self._count(request, response.status_code)
             return response
 
         return Route(route.path, guarded, methods=list(route.methods or ()), name=route.name)
@@ -85,6 +95,7 @@ class Ingress:
         client = request.client.host if request.client else ""
         wait = self._unverified.peek(client, time.monotonic())
         if wait is not None:
+            self.runtime.metrics.rate_limited.labels("address").inc()
             raise TooManyRequests("rate_limited", "too many unauthenticated requests from "
                                   "this address; slow down", retry_after=max(1, math.ceil(wait)))
         return client
@@ -110,11 +121,27 @@ class Ingress:
         integration's. Only an authenticated request spends the integration's budget (429)
         or learns that the integration is paused (409).
         """
+        try:
+            response = await self._handle(request, integration_id)
+        except SwitchboardError as exc:
+            self._count(request, exc.status)
+            raise
+        self._count(request, response.status_code)
+        return response
+
+    def _count(self, request: Request, status: int) -> None:
+        channel = getattr(request.state, "channel", "unknown")
+        self.runtime.metrics.ingress_requests.labels(channel, str(status)).inc()
+
+    async def _handle(self, request: Request, integration_id: str) -> Response:
         settings = self.runtime.settings
         inbound.check_content_length(request.headers.get("content-length"),
                                      settings.max_body_bytes)
         client = self._admit(request)
         rec = await self.runtime.registry.lookup_integration(integration_id)
+        if rec is not None:
+            request.state.channel = rec.channel_id.value
+            LOG_CONTEXT.set({"hubId": rec.hub_id, "integrationId": rec.integration_id})
         request.state.authenticated = False
         request.state.on_authenticated = self._on_authenticated(request)
         try:
@@ -135,6 +162,7 @@ class Ingress:
             if request.state.authenticated:
                 raise
             self._unverified.take(client, time.monotonic())
+            self.runtime.metrics.signature_failures.labels(exc.code).inc()
             # Ours to fix (a stored secret that does not open: tampered with, moved from
             # another record, or sealed under a key no longer configured): say so.
             log.log(logging.ERROR if exc.status >= 500 else logging.DEBUG,
@@ -146,7 +174,7 @@ class Ingress:
             request.state.authenticated = True
             if not rec.active:
                 raise Conflict("integration_paused", "the integration is paused")
-            limit(self._limiter, rec.integration_id, "integration")
+            limit(self._limiter, rec.integration_id, "integration", self.runtime.metrics)
         return hook
 
     async def _direct(self, request: Request, rec: IntegrationRecord) -> Response:

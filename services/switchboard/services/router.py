@@ -13,6 +13,7 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
@@ -26,6 +27,7 @@ from switchboard.kafka import (
     ACTIVITIES,
     ACTIVITIES_DEAD,
     DELIVERIES,
+    consumer_lag,
     make_consumer,
     start_group_consumer,
     stop_consuming,
@@ -85,6 +87,7 @@ class Router:
         self._task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.ended = 0  # conversations ended for inactivity
+        self._unobserve: Callable[[], None] = lambda: None
         self.running = False
 
     async def start(self) -> None:
@@ -94,12 +97,18 @@ class Router:
             max_poll_records=500,
         )
         self._pacer = Pacer(self._consumer, self.runtime.settings, [self._activities])
+        consumer = self._consumer
+        self._unobserve = self.runtime.metrics.observe_async(
+            "switchboard_consumer_lag", "Records not yet read by a consumer group member, "
+            "per partition.", ("group", "topic", "partition"),
+            lambda: consumer_lag(consumer, GROUP))
         self._task = supervised(self._run(), name="router")
         self._sweeper = supervised(self._sweep(), name="router-sweep")
         self.running = True
 
     async def stop(self) -> None:
         self.running = False
+        self._unobserve()
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)

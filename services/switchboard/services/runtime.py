@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
@@ -14,6 +15,7 @@ from switchboard.conversation_store import ConversationStore
 from switchboard.errors import Unavailable
 from switchboard.kafka import ACTIVITIES, ensure_topics, make_producer, run_with_broker_retry
 from switchboard.keys import PURPOSE_SESSIONS, Sealer
+from switchboard.metrics import Metrics
 from switchboard.model import Activity, activity_encoder
 from switchboard.record_mac import guard_for
 from switchboard.services.http_client import HttpClient
@@ -36,6 +38,7 @@ class Runtime:
         self.session_sealer = self.sealer.for_purpose(PURPOSE_SESSIONS)
         # Signs what this process writes to its topics, refuses what the hub did not write.
         self.records = guard_for(settings)
+        self.metrics = Metrics(settings.metrics_max_hubs)
         self._producer: AIOKafkaProducer | None = None
         self._registry: RegistryStore | None = None
         self._conversations: ConversationStore | None = None
@@ -74,6 +77,7 @@ class Runtime:
         Acked means durable: callers answer their provider only after this returns.
         """
         key = activity.conversation_id.encode()
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.settings.produce_timeout_s):
                 await self.producer.send_and_wait(
@@ -81,6 +85,9 @@ class Runtime:
                     partition=await self.activities_partition(key))
         except Exception as exc:  # KafkaError, TimeoutError: either way not durable
             raise Unavailable("broker_unavailable", "could not store the activity; retry") from exc
+        metrics = self.metrics
+        metrics.produce_seconds.observe(time.perf_counter() - started)
+        metrics.activities_in.labels(metrics.hub(activity.hub_id)).inc()
 
     async def activities_partition(self, key: bytes) -> int:
         """The `activities` partition of a conversation: Kafka's default partitioner
