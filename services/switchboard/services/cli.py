@@ -145,6 +145,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print(
             "\nSwitchboard is running (all services in one process)\n"
             f"  API            {base}/api/v1   (docs: {base}/docs, {base}/openapi.json)\n"
+            f"  console        {base}/console  (sign in with the admin token below)\n"
             f"  ingress        {base}/ingress/{{integrationId}}\n"
             f"  stream         ws://{args.host}:{args.port}/v1/integrations/{{id}}/stream\n"
             f"  health         {base}/healthz  {base}/readyz\n"
