@@ -37,6 +37,7 @@ from switchboard.kafka import REGISTRY, ensure_topics, topic_specs
 from switchboard.services.runtime import Runtime
 from switchboard.settings import Settings
 from tests.conftest import RunningHub, make_settings
+from tests.fakes.syncro import FakeSyncro
 from tests.support import Receiver, message, sign_with_cryptography
 
 pytestmark = pytest.mark.kafka_only
@@ -319,8 +320,9 @@ async def test_each_service_runs_with_exactly_the_acls_the_readme_lists(
         authorizing_kafka: KafkaBroker, receiver: Receiver) -> None:
     """Every service as its own principal, allowed only `required_acls`: a message goes
     from the ingress through the router and the deliverer to a webhook, and the API's
-    delivery log sees it."""
-    base = make_settings(_Secure(authorizing_kafka))
+    delivery log sees it; the API calls Syncro within the shared budget (syncro.slots)."""
+    syncro = await FakeSyncro().start()
+    base = make_settings(_Secure(authorizing_kafka), syncro_api_url=syncro.api_url())
     for service in SERVICES:
         acls = required_acls(base, service)
         await asyncio.to_thread(create_acls, authorizing_kafka.port, f"User:{service}",
@@ -357,12 +359,18 @@ async def test_each_service_runs_with_exactly_the_acls_the_readme_lists(
                 break
             await asyncio.sleep(0.1)
         assert log.json()["items"], log.text
+        account = syncro.add_account("acl" + uuid.uuid4().hex[:6], "tok")
+        psa = await api.create_integration(
+            hub_id, auth, channelId="Syncro", name="psa",
+            configuration={"subdomain": account.subdomain, "apiToken": "tok"})
+        assert psa["configuration"]["userName"] == "Tech Tina"
         for service, h in hubs.items():
             assert (await h.client.get("/healthz")).status_code == 200, service
             assert (await h.client.get("/readyz")).status_code == 200, service
     finally:
         for h in hubs.values():
             await h.stop()
+        await syncro.stop()
 
 
 async def test_a_principal_without_acls_is_refused_at_start(
