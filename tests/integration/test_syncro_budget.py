@@ -179,6 +179,29 @@ async def test_a_reader_that_starts_late_counts_the_claims_before_it(
     assert account.requests[1] - account.requests[0] >= 2.5
 
 
+async def test_the_reader_runs_only_while_syncro_is_called(broker: Any,
+                                                           fake: FakeSyncro) -> None:
+    settings = budget_settings(broker, fake)
+    account = fake.add_account("idle" + uuid.uuid4().hex[:6], "tok")
+    runtime = Runtime(settings)
+    await runtime.start()
+    try:
+        # A process that never calls Syncro never reads the topic.
+        assert not SyncroSlots.for_runtime(runtime).reading
+        slots = SyncroSlots(runtime, idle_stop_s=0.5)
+        client = SyncroClient(runtime, slots)
+        assert (await client.request(account.subdomain, "tok", "GET", "/me")).is_success
+        assert slots.reading and slots.claims == 1
+        await wait_until(lambda: not slots.reading, timeout=15)  # idle: stopped
+        # ... and started again, from the claims before it, by the next request.
+        assert (await client.request(account.subdomain, "tok", "GET", "/me")).is_success
+        assert slots.reading and slots.claims == 2
+        await slots.stop()
+        assert not slots.reading
+    finally:
+        await runtime.stop()
+
+
 def test_settings_are_read_from_the_environment() -> None:
     s = Settings.from_env({"SWITCHBOARD_SYNCRO_RATE_LIMIT": "50",
                            "SWITCHBOARD_SYNCRO_RATE_WINDOW_S": "1.5"})

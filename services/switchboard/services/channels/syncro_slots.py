@@ -84,6 +84,7 @@ class SyncroSlots:
         self._active = 0  # acquires in progress: the reader must not stop under them
         self._last_used = time.monotonic()
         self._skew = 0.0  # broker clock minus ours, from our own claims' timestamps
+        self._next_sweep = 0.0
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._pacer: Pacer | None = None
@@ -245,7 +246,9 @@ class SyncroSlots:
             for records in batch.values():
                 for rec in records:
                     self._fold(rec)
-            self._ledgers.forget_idle(self._broker_now())
+            if time.monotonic() >= self._next_sweep:  # not every batch: O(accounts)
+                self._next_sweep = time.monotonic() + self.rule.span
+                self._ledgers.forget_idle(self._broker_now())
 
     def _fold(self, rec: ConsumerRecord[bytes, bytes]) -> None:
         if self._guard is not None and not self._guard.admit_record(rec):
