@@ -279,3 +279,29 @@ async def test_a_direct_customer_gets_a_ticket_and_the_answer(env: Env) -> None:
     assert activity["message"] == {"type": "text", "text": "Please reconnect now."}
     assert activity["sender"]["name"] == "Tina Tech"
     assert activity["conversationId"] == answer.json["conversationId"]
+
+
+async def test_timeouts_after_syncro_wrote_make_no_second_customer_or_ticket(env: Env) -> None:
+    s = await shop(env)
+    customer = "+1613" + str(uuid.uuid4().int)[:7]
+    # Syncro creates the customer, then the ticket, but answers each too late: the hub
+    # times out (its attempt too), looks for its marker and finds what it wrote.
+    env.syncro.timeout_after_create = 2
+    try:
+        await text(env, s, customer, "Wifi is down")
+        await until(lambda: len(s.account.tickets) == 1 and env.syncro.timeout_after_create == 0)
+        (ticket,) = s.account.tickets
+        # The technician answers while the hub is still retrying: the webhook may find no
+        # conversation yet, the hub's retry then finds the answer on the ticket. Once.
+        env.syncro.tech_comment(ticket, "Rebooting the router.")
+        await webhook(env, s, "ticket.comment", ticket)
+        await texts_until(env, customer, "Rebooting the router.")
+    finally:
+        env.syncro.timeout_after_create = 0
+    env.syncro.tech_comment(ticket, "Back up?")
+    await webhook(env, s, "ticket.comment", ticket)
+    assert await texts_until(env, customer, "Back up?") == ["Rebooting the router.",
+                                                            "Back up?"]
+    assert len(s.account.tickets) == 1 and len(s.account.customers) == 1
+    assert len(ticket["comments"]) == 3
+    assert is_hub_text(s.account.customers[0]["notes"])

@@ -55,8 +55,8 @@ class SyncroPlugin(ChannelPlugin):
         super().__init__(runtime)
         self.client = SyncroClient(runtime)
         # Tickets ⇄ conversations (syncro_sync): customer messages out, comments back.
-        self._sender = SyncroSender(runtime, self.client)
         self.tickets = TicketSync(runtime)
+        self._sender = SyncroSender(runtime, self.client, self.tickets)
 
     @property
     def sender(self) -> SyncroSender:

@@ -69,9 +69,10 @@ def _ticket_id(ticket: dict[str, Any]) -> str:
 class SyncroSender:
     """Writes customer messages to Syncro tickets (one attempt per call)."""
 
-    def __init__(self, runtime: Runtime, client: SyncroClient) -> None:
+    def __init__(self, runtime: Runtime, client: SyncroClient, tickets: TicketSync) -> None:
         self.runtime = runtime
         self.client = client
+        self.tickets = tickets
         self._tried: OrderedDict[str, None] = OrderedDict()
 
     async def send(self, delivery: Delivery, destination: IntegrationRecord) -> Attempt:
@@ -110,7 +111,7 @@ class SyncroSender:
                     body=sync.comment_body(activity.message), key=delivery.delivery_id,
                     hidden=cfg.comment_hidden, retried=retried)
             else:
-                await self._open(delivery, cfg, token, conv, iid, retried)
+                await self._open(delivery, destination, token, conv, retried)
         except SwitchboardError as exc:
             return _attempt_of(exc)
         self._tried.pop(delivery.delivery_id, None)
@@ -125,9 +126,12 @@ class SyncroSender:
             self._tried.popitem(last=False)
         return seen or int(time.time() * 1000) - delivery.created_at > _FRESH_MS
 
-    async def _open(self, delivery: Delivery, cfg: SyncroConfig, token: str,
-                    conv: ConversationRecord, iid: str, retried: bool) -> None:
+    async def _open(self, delivery: Delivery, destination: IntegrationRecord, token: str,
+                    conv: ConversationRecord, retried: bool) -> None:
         """The conversation's first message: customer, ticket (new or reopened), link."""
+        cfg = destination.configuration
+        assert isinstance(cfg, SyncroConfig)
+        iid = destination.integration_id
         activity = delivery.activity
         assert activity.message is not None
         sub = cfg.subdomain
@@ -160,8 +164,14 @@ class SyncroSender:
             ticket = await self.client.create_ticket(
                 sub, token, fields, comment_subject=subject, comment_body=body,
                 key=delivery.delivery_id, hidden=cfg.comment_hidden, retried=retried)
-            cursor = sync.latest_comment_id(ticket)
-        await self._link(conv, iid, _ticket_id(ticket), cursor)
+            # A new ticket's comments are all this conversation's: relay from the start.
+            cursor = 0
+        tid = _ticket_id(ticket)
+        linked = await self._link(conv, iid, tid, cursor)
+        # A technician may have answered while this delivery was being retried (its
+        # webhook found no conversation yet): what the ticket shows now goes out.
+        await self.tickets.relay(destination, linked, ticket, tid, resolved=False,
+                                 now_ms=int(time.time() * 1000))
 
     async def _customer(self, cfg: SyncroConfig, token: str, delivery: Delivery
                         ) -> dict[str, Any]:
@@ -197,14 +207,19 @@ class SyncroSender:
         return customer
 
     async def _link(self, conv: ConversationRecord, iid: str, ticket_id: str,
-                    cursor: int) -> None:
+                    cursor: int) -> ConversationRecord:
         """Record the ticket (and where relaying starts) on the conversation, durably.
         Unavailable: the retry finds the ticket by its marker and records it then."""
         store = self.runtime.conversations
         current = store.get(conv.conversation_id) or conv
-        await store.put(msgspec.structs.replace(
+        if current.threads.get(iid) == ticket_id:
+            # A retry after the link was written (and maybe comments relayed since).
+            cursor = max(cursor, sync.parse_cursor(current.cursors.get(iid)))
+        linked = msgspec.structs.replace(
             current, threads={**current.threads, iid: ticket_id},
-            cursors={**current.cursors, iid: str(cursor)}))
+            cursors={**current.cursors, iid: str(cursor)})
+        await store.put(linked)
+        return linked
 
 
 class TicketSync:
@@ -228,10 +243,16 @@ class TicketSync:
         if not resolved and not sync.new_technician_comments(ticket, 0):
             return 0  # the hub's own comments only (its ticket just created, …)
         tid = str(ticket.get("id"))
-        iid = rec.integration_id
-        conv = await self._conversation(iid, tid)
+        conv = await self._conversation(rec.integration_id, tid)
         if conv is None:
             return 0  # a ticket that is no conversation's
+        return await self.relay(rec, conv, ticket, tid, resolved=resolved, now_ms=now_ms)
+
+    async def relay(self, rec: IntegrationRecord, conv: ConversationRecord,
+                    ticket: dict[str, Any], tid: str, *, resolved: bool, now_ms: int) -> int:
+        """Publish what of `ticket` the conversation has not had yet, then advance its
+        cursor; returns how many activities were published."""
+        iid = rec.integration_id
         cursor = sync.parse_cursor(conv.cursors.get(iid))
         activities = sync.agent_activities(
             sync.new_technician_comments(ticket, cursor), hub_id=rec.hub_id,
