@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -114,9 +114,6 @@ class Metrics:
         self.rate_limited = Counter(
             "switchboard_rate_limit_refusals", "Requests refused with 429, by which limit "
             "(integration, hub, address, api).", ["limit"], registry=r)
-        self.websockets = Gauge(
-            "switchboard_websocket_connections", "Open websocket connections, by endpoint.",
-            ["endpoint"], registry=r)
         self._live = _Live()
         self._refresh: list[Callable[[], Awaitable[None]]] = []
         r.register(self._live)

@@ -79,6 +79,9 @@ async def test_metrics_count_what_the_hub_did(hub: RunningHub) -> None:
                       outcome="delivered") >= 1
         assert _value(after, "switchboard_dead_letters_total") == 0
         assert _value(after, "switchboard_open_circuits") == 0
+        sockets = {dict(ls)["endpoint"] for (n, ls) in after
+                   if n == "switchboard_websocket_connections"}
+        assert sockets == {"stream", "console_feed", "webchat"}
         groups = {dict(ls).get("group") for (n, ls) in after if n == "switchboard_consumer_lag"}
         assert {"switchboard-router", "switchboard-deliverer"} <= groups
     finally:

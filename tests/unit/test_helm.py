@@ -9,6 +9,7 @@ and an Ingress that routes every public path of the app to the service that serv
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ SECRET_HOMES = {
     "SWITCHBOARD_SECRET_KEY": set(SERVICES),
     "SWITCHBOARD_SECRET_KEYS": set(SERVICES),
     "SWITCHBOARD_ADMIN_TOKEN": {"api", "stream"},
+    "SWITCHBOARD_METRICS_TOKEN": set(SERVICES),  # every pod serves /metrics
     "SWITCHBOARD_META_APP_SECRET": {"api", "ingress", "deliverer"},
     "SWITCHBOARD_META_VERIFY_TOKEN": {"ingress"},
     "SWITCHBOARD_SLACK_SIGNING_SECRET": {"ingress"},
@@ -253,3 +255,62 @@ def test_sasl_password_comes_from_the_secret() -> None:
     for name, _pod, c in containers(docs):
         (ref,) = [e for e in c["env"] if e["name"] == "SWITCHBOARD_KAFKA_SASL_PASSWORD"]
         assert ref["valueFrom"]["secretKeyRef"]["key"] == "kafka-sasl-password", name
+
+
+MONITORING = [*DEFAULTS, "--set", "secret.metricsToken=m" + "x" * 40,
+              "--set", "metrics.serviceMonitor.enabled=true",
+              "--set", "metrics.prometheusRule.enabled=true",
+              "--set", "metrics.grafanaDashboard.enabled=true"]
+
+
+def _metric_names() -> set[str]:
+    """Every series name the hub can expose (counters as _total, histograms by suffix)."""
+    from switchboard.metrics import Metrics
+
+    names: set[str] = set()
+    for family in Metrics().registry.collect():
+        names |= {family.name, f"{family.name}_total", f"{family.name}_bucket",
+                  f"{family.name}_count", f"{family.name}_sum"}
+    # Gauges the services serve at scrape time (Metrics.observe).
+    code = "\n".join(p.read_text() for p in (ROOT / "services").rglob("*.py"))
+    names |= set(re.findall(r'"(switchboard_[a-z_]+)"', code))
+    return names
+
+
+def test_monitoring_objects_scrape_with_the_metrics_token_and_use_real_metrics() -> None:
+    docs = render(*MONITORING)
+    assert run_helm("lint", "--strict", str(CHART), *MONITORING).returncode == 0
+    (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics" and endpoint["port"] == "http"
+    assert endpoint["bearerTokenSecret"] == {"name": "sb-switchboard-secrets",
+                                             "key": "metrics-token"}
+    # It selects every Service of the release, and each serves the port it scrapes.
+    services = [d for d in docs if d["kind"] == "Service"]
+    assert len(services) == len(SERVICES)
+    for svc in services:
+        labels = svc["metadata"]["labels"]
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        assert [p["name"] for p in svc["spec"]["ports"]] == ["http"]
+    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    assert "metrics-token" in secret["data"]
+
+    known = _metric_names()
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]} == {
+        "SwitchboardConsumerLag", "SwitchboardDeadLetters", "SwitchboardOpenCircuits",
+        "SwitchboardIngress5xx"}
+    (board,) = [d for d in docs
+                if d["kind"] == "ConfigMap" and "dashboard" in d["metadata"]["name"]]
+    dashboard = json.loads(board["data"]["switchboard.json"])
+    exprs += [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    for expr in exprs:
+        used = set(re.findall(r"switchboard_[a-z_]+", expr))
+        assert used and used <= known, f"{expr}: unknown {used - known}"
+
+
+def test_a_service_monitor_needs_the_metrics_token() -> None:
+    out = run_helm("template", "sb", str(CHART), *DEFAULTS,
+                   "--set", "metrics.serviceMonitor.enabled=true")
+    assert out.returncode != 0 and "secret.metricsToken is required" in out.stderr

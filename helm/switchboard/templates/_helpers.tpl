@@ -58,6 +58,7 @@ chart's Secret, services, optional.
   (list "SWITCHBOARD_SECRET_KEY" $s.secretKeyKey $all false)
   (list "SWITCHBOARD_SECRET_KEYS" $s.secretKeysKey $all true)
   (list "SWITCHBOARD_ADMIN_TOKEN" $s.adminTokenKey (list "api" "stream") false)
+  (list "SWITCHBOARD_METRICS_TOKEN" $s.metricsTokenKey $all true)
   (list "SWITCHBOARD_META_APP_SECRET" $p.metaAppSecretKey (list "api" "ingress" "deliverer") true)
   (list "SWITCHBOARD_META_VERIFY_TOKEN" $p.metaVerifyTokenKey (list "ingress") true)
   (list "SWITCHBOARD_SLACK_SIGNING_SECRET" $p.slackSigningSecretKey (list "ingress") true)

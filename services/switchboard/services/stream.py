@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
@@ -100,6 +101,7 @@ class StreamGateway:
         self._started = False
         self._warned_query_token = False
         self._stopping: set[asyncio.Task[None]] = set()
+        self._unobserve: Callable[[], None] = lambda: None
         self._supervisor: Supervisor | None = None
         # The console's read-only live view of an integration, on the same fan-out.
         self.feed = FeedEndpoint(self, heartbeat_s=heartbeat_s)
@@ -114,10 +116,15 @@ class StreamGateway:
         self._supervisor = supervision.current.get()
         self._fanout = Fanout(self._settings, self._deliveries, self._supervisor)
         self._started = True
+        self._unobserve = self._runtime.metrics.observe(
+            "switchboard_websocket_connections", "Open websocket connections, by endpoint.",
+            ("endpoint",), lambda: [(("stream",), float(sum(map(len, self._live.values())))),
+                                    (("console_feed",), float(self.feed.open_feeds()))])
 
     async def stop(self) -> None:
         """Close every socket (1001), flushing its last ack, then stop following cursors."""
         self._started = False
+        self._unobserve()
         conns = [c for conns in self._live.values() for c in conns]
         for conn in conns:
             conn.shutdown.set()

@@ -115,6 +115,10 @@ class FeedEndpoint:
         """Feeds open on `integration_id` in this process."""
         return self._per_integration.count(integration_id)
 
+    def open_feeds(self) -> int:
+        """Feeds open in this process."""
+        return len(self._live)
+
     async def stop(self) -> None:
         """Close every feed (1001)."""
         feeds = list(self._live)

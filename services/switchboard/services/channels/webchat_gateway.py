@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 from aiokafka.partitioner import DefaultPartitioner
@@ -99,15 +100,20 @@ class WebChatGateway:
         self._own_origins = [own] if own else []
         self._started = False
         self._supervisor: Supervisor | None = None
+        self._unobserve: Callable[[], None] = lambda: None
 
     async def start(self) -> None:
         # Tails start with a socket, outside the start-up context: they are watched by the
         # supervisor of this start (a dead tail fails liveness).
         self._supervisor = supervision.current.get()
         self._started = True
+        self._unobserve = self._runtime.metrics.observe(
+            "switchboard_websocket_connections", "Open websocket connections, by endpoint.",
+            ("endpoint",), lambda: [(("webchat",), float(sum(map(len, self._live.values()))))])
 
     async def stop(self) -> None:
         self._started = False
+        self._unobserve()
         visitors = [v for vs in self._live.values() for v in vs]
         for v in visitors:
             v.shutdown.set()
