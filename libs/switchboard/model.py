@@ -151,8 +151,9 @@ class Activity(Struct, rename="camel", omit_defaults=True):
 
     `type` is the name System filters match: ``message:customer``, ``message:agent``,
     ``message:bot``, or ``event:<name>`` (``event:delivery_failed``, ``event:seen``,
-    ``event:postback``, ``event:message_status``) with `event` set, or a provider's own
-    event (``syncro:ticket.updated``, …) with `event` set and its record in `event.data`.
+    ``event:postback``, ``event:message_status``, ``event:conversation_closed``) with
+    `event` set, or a provider's own event (``syncro:ticket.updated``, …) with `event` set
+    and its record in `event.data`.
     """
 
     activity_id: str
