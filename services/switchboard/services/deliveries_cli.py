@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import time
@@ -11,6 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+
+from switchboard.services.cli_api import add_connection_args, call, run, table
 
 _AGO = re.compile(r"^(\d+)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -42,28 +43,6 @@ def _when(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
-
-
-class _Failed(Exception):
-    pass
-
-
-def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
-    resp = client.request(method, path, **kwargs)
-    if resp.status_code >= 400:
-        try:
-            errors = resp.json().get("errors", [])
-            why = "; ".join(e.get("description", e.get("code", "")) for e in errors)
-        except ValueError:
-            why = resp.text
-        raise _Failed(f"{resp.status_code}: {why}")
-    return resp.json()
-
-
 def cmd_list(client: httpx.Client, args: argparse.Namespace) -> int:
     params: dict[str, str | int] = {"limit": args.limit}
     if args.status:
@@ -72,20 +51,20 @@ def cmd_list(client: httpx.Client, args: argparse.Namespace) -> int:
         params["since"] = args.since
     if args.cursor:
         params["cursor"] = args.cursor
-    page = _call(client, "GET", f"/api/v1/integrations/{args.integration}/deliveries",
+    page = call(client, "GET", f"/api/v1/integrations/{args.integration}/deliveries",
                  params=params)
     rows = [["DELIVERY ID", "STATUS", "ATTEMPTS", "LAST", "UPDATED (UTC)", "ERROR"]]
     for d in page["items"]:
         rows.append([d["deliveryId"], d["status"], str(d["attempts"]),
                      str(d["lastStatus"] or "-"), _when(d["updatedAt"]), d["lastError"] or ""])
-    print(_table(rows) if page["items"] else "no deliveries")
+    print(table(rows) if page["items"] else "no deliveries")
     if page["nextCursor"]:
         print(f"more: --cursor {page['nextCursor']}")
     return 0
 
 
 def cmd_show(client: httpx.Client, args: argparse.Namespace) -> int:
-    d = _call(client, "GET", f"/api/v1/deliveries/{args.delivery}")
+    d = call(client, "GET", f"/api/v1/deliveries/{args.delivery}")
     for label, key in (("delivery", "deliveryId"), ("activity", "activityId"),
                        ("integration", "integrationId"), ("conversation", "conversationId"),
                        ("status", "status"), ("attempts", "attemptCount"),
@@ -100,7 +79,7 @@ def cmd_show(client: httpx.Client, args: argparse.Namespace) -> int:
         rows.append([str(a["attempt"]), _when(a["at"]), str(a["status"] or "-"),
                      str(a["latencyMs"] if a["latencyMs"] is not None else "-"),
                      a["error"] or "", response[:60]])
-    print("\n" + _table(rows))
+    print("\n" + table(rows))
     return 0
 
 
@@ -110,7 +89,7 @@ def _follow(client: httpx.Client, job_id: str, wait: bool) -> int:
         return 0
     shown = None
     while True:
-        job = _call(client, "GET", f"/api/v1/jobs/{job_id}")
+        job = call(client, "GET", f"/api/v1/jobs/{job_id}")
         line = f"{job['state']}: {job['done']}/{job['total']}" + (
             f" ({job['skipped']} skipped)" if job.get("skipped") else "")
         if line != shown:
@@ -128,7 +107,7 @@ def cmd_redeliver(client: httpx.Client, args: argparse.Namespace) -> int:
         body: dict[str, Any] = {"deliveryId": args.delivery}
     else:
         body = {"status": "failed", "since": args.failed_since}
-    made = _call(client, "POST", f"/api/v1/integrations/{args.integration}/redeliver",
+    made = call(client, "POST", f"/api/v1/integrations/{args.integration}/redeliver",
                  json=body)
     return _follow(client, made["jobId"], not args.no_wait)
 
@@ -137,27 +116,12 @@ def cmd_replay(client: httpx.Client, args: argparse.Namespace) -> int:
     body = {"since": args.since}
     if args.until is not None:
         body["until"] = args.until
-    made = _call(client, "POST", f"/api/v1/integrations/{args.integration}/replay", json=body)
+    made = call(client, "POST", f"/api/v1/integrations/{args.integration}/replay", json=body)
     return _follow(client, made["jobId"], not args.no_wait)
 
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
-    token = args.token or os.environ.get("SWITCHBOARD_TOKEN", "")
-    if not token:
-        print("pass --token or set SWITCHBOARD_TOKEN (a hub access token or the admin token)",
-              file=sys.stderr)
-        return 2
-    headers = {"Authorization": f"Bearer {token}"}
-    try:
-        with httpx.Client(base_url=args.url, headers=headers, timeout=30) as client:
-            result: int = args.action(client, args)
-            return result
-    except _Failed as exc:
-        print(f"error {exc}", file=sys.stderr)
-        return 1
-    except httpx.HTTPError as exc:
-        print(f"cannot reach {args.url}: {exc}", file=sys.stderr)
-        return 1
+    return run(args, timeout=30)
 
 
 def add_parser(sub: Any) -> None:
@@ -167,8 +131,7 @@ def add_parser(sub: Any) -> None:
 
     def action(name: str, helptext: str, func: Any) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = actions.add_parser(name, help=helptext)
-        p.add_argument("--url", default="http://127.0.0.1:8080")
-        p.add_argument("--token", default="", help="default: $SWITCHBOARD_TOKEN")
+        add_connection_args(p)
         p.set_defaults(func=cmd_deliveries, action=func)
         return p
 

@@ -51,11 +51,15 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from switchboard import supervision
 from switchboard.kafka import DELIVERIES
-from switchboard.keys import hash_token, looks_like_access_token, tokens_equal
 from switchboard.model import ChannelId
 from switchboard.services.runtime import Runtime
 from switchboard.services.stream_acks import AckTable
-from switchboard.services.stream_connection import Connection, ConnectionIO, Refusal
+from switchboard.services.stream_connection import (
+    Connection,
+    ConnectionIO,
+    Refusal,
+    authorize,
+)
 from switchboard.services.stream_fanout import Fanout
 from switchboard.services.stream_feed import FEED_PATH, FeedEndpoint
 from switchboard.services.stream_protocol import (
@@ -227,30 +231,13 @@ class StreamGateway:
             log.warning("stream: a client passed its token as ?access_token= (deprecated; "
                         "use the Authorization header or the %s* subprotocol)",
                         BEARER_SUBPROTOCOL_PREFIX)
-        # The token before any registry look-up (a broker round trip on a miss): only a
-        # token this view knows, or one shaped like an access token, goes further.
         if token is None:
             return Refusal(CLOSE_UNAUTHORIZED, "missing access token")
-        registry = self._runtime.registry
-        admin_token = self._settings.admin_token
-        is_admin = bool(admin_token and tokens_equal(token, admin_token))
-        token_hash = None if is_admin else hash_token(token)
-        if token_hash is not None and registry.view.hub_for_token_hash(token_hash) is None \
-                and not looks_like_access_token(token):
-            return Refusal(CLOSE_UNAUTHORIZED, "invalid access token")
-        try:
-            # Then the integration, so a just-created hub and integration are both in view.
-            rec = await registry.lookup_integration(iid)
-        except Exception:
-            return Refusal(CLOSE_TRY_AGAIN, "registry unavailable")
-        if token_hash is not None:
-            hub = registry.view.hub_for_token_hash(token_hash)
-            if hub is None:
-                return Refusal(CLOSE_UNAUTHORIZED, "invalid access token")
-            if rec is not None and rec.hub_id != hub.hub_id:
-                rec = None  # another hub's integration looks exactly like a missing one
-        if rec is None:
-            return Refusal(CLOSE_NOT_FOUND, "unknown integration")
+        authorized = await authorize(self._runtime.registry, self._settings.admin_token,
+                                     token, iid)
+        if isinstance(authorized, Refusal):
+            return authorized
+        rec, token_hash = authorized
         if rec.channel_id is not ChannelId.DIRECT or rec.webhook_url:
             return Refusal(CLOSE_CONFLICT, "only Direct integrations without a webhookUrl stream")
         raw_cursor = ws.query_params.get("cursor")

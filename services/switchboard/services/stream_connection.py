@@ -24,12 +24,16 @@ from starlette.websockets import WebSocket
 from switchboard import jsonsafe
 from switchboard.errors import BadRequest
 from switchboard.kafka import make_consumer
+from switchboard.keys import hash_token, looks_like_access_token, tokens_equal
 from switchboard.model import DirectEnvelope, delivery_decoder
 from switchboard.record_mac import guard_for
+from switchboard.registry import IntegrationRecord
 from switchboard.services.stream_fanout import Subscriber
 from switchboard.services.stream_protocol import (
     CLOSE_BAD_REQUEST,
+    CLOSE_NOT_FOUND,
     CLOSE_TRY_AGAIN,
+    CLOSE_UNAUTHORIZED,
     MAX_CLIENT_FRAME_CHARS,
     MAX_PARTITION_FETCH_BYTES,
     PING,
@@ -40,6 +44,7 @@ from switchboard.services.stream_protocol import (
     parse_cursor,
 )
 from switchboard.settings import Settings
+from switchboard.store import RegistryStore
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,36 @@ MAX_RECORDS_PER_POLL = 100
 class Refusal(NamedTuple):
     code: int
     reason: str
+
+
+async def authorize(registry: RegistryStore, admin_token: str, token: str,
+                    integration_id: str) -> tuple[IntegrationRecord, str | None] | Refusal:
+    """The integration a socket with `token` may read, and the token's hash (None for the
+    admin token, which reads any); a Refusal otherwise. Another hub's integration is
+    refused exactly like a missing one."""
+    is_admin = bool(admin_token and tokens_equal(token, admin_token))
+    token_hash = None if is_admin else hash_token(token)
+    # The token before any registry look-up (a broker round trip on a miss): only a token
+    # this view knows, or one shaped like an access token, goes further.
+    if token_hash is not None and registry.view.hub_for_token_hash(token_hash) is None \
+            and not looks_like_access_token(token):
+        return Refusal(CLOSE_UNAUTHORIZED, "invalid access token")
+    try:
+        # Then the integration, so a just-created hub and integration are both in view.
+        rec = await registry.lookup_integration(integration_id)
+        if token_hash is not None and registry.view.hub_for_token_hash(token_hash) is None:
+            await registry.sync()  # a hub created through another process just now
+    except Exception:
+        return Refusal(CLOSE_TRY_AGAIN, "registry unavailable")
+    if token_hash is not None:
+        hub = registry.view.hub_for_token_hash(token_hash)
+        if hub is None:
+            return Refusal(CLOSE_UNAUTHORIZED, "invalid access token")
+        if rec is not None and rec.hub_id != hub.hub_id:
+            rec = None
+    if rec is None:
+        return Refusal(CLOSE_NOT_FOUND, "unknown integration")
+    return rec, token_hash
 
 
 class Connection:

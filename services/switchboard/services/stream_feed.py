@@ -36,9 +36,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from switchboard import jsonsafe
 from switchboard.errors import BadRequest
-from switchboard.keys import hash_token, looks_like_access_token, tokens_equal
 from switchboard.model import Activity, delivery_decoder
-from switchboard.services.stream_connection import Refusal
+from switchboard.services.stream_connection import Refusal, authorize
 from switchboard.services.stream_fanout import Subscriber
 from switchboard.services.stream_protocol import (
     CLOSE_BAD_REQUEST,
@@ -175,29 +174,12 @@ class FeedEndpoint:
         if frame.type != "auth" or not frame.token:
             return Refusal(CLOSE_UNAUTHORIZED, "the first frame must be auth with a token")
         token = frame.token
-        registry = gateway._runtime.registry
-        admin_token = self._settings.admin_token
-        is_admin = bool(admin_token and tokens_equal(token, admin_token))
-        token_hash = None if is_admin else hash_token(token)
-        # The token before any registry look-up (a broker round trip on a miss).
-        if token_hash is not None and registry.view.hub_for_token_hash(token_hash) is None \
-                and not looks_like_access_token(token):
-            return Refusal(CLOSE_UNAUTHORIZED, "invalid access token")
         iid: str = ws.path_params["integrationId"]
-        try:
-            rec = await registry.lookup_integration(iid)
-            if token_hash is not None and registry.view.hub_for_token_hash(token_hash) is None:
-                await registry.sync()  # a hub created through another process just now
-        except Exception:
-            return Refusal(CLOSE_TRY_AGAIN, "registry unavailable")
-        if token_hash is not None:
-            hub = registry.view.hub_for_token_hash(token_hash)
-            if hub is None:
-                return Refusal(CLOSE_UNAUTHORIZED, "invalid access token")
-            if rec is not None and rec.hub_id != hub.hub_id:
-                rec = None  # another hub's integration looks exactly like a missing one
-        if rec is None:
-            return Refusal(CLOSE_NOT_FOUND, "unknown integration")
+        authorized = await authorize(gateway._runtime.registry, self._settings.admin_token,
+                                     token, iid)
+        if isinstance(authorized, Refusal):
+            return authorized
+        rec, token_hash = authorized
         if not self._per_integration.acquire(iid):
             return Refusal(CLOSE_TOO_MANY, "too many feeds for this integration")
         if not gateway._per_hub.acquire(rec.hub_id):

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from switchboard.providers.syncro_records import KINDS
+from switchboard.services.cli_api import ApiFailed, add_connection_args, call, run, table
 
 # The columns a listing shows: header → how to read it from a record.
 _COLUMNS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
@@ -28,37 +27,12 @@ _COLUMNS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
 }
 
 
-class _Failed(Exception):
-    pass
-
-
-def _request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
-    resp = client.request(method, path, **kwargs)
-    if resp.status_code >= 400:
-        try:
-            errors = resp.json().get("errors", [])
-            why = "; ".join(
-                e.get("description", e.get("code", "")) + (f" (field {e['field']})"
-                                                           if e.get("field") else "")
-                for e in errors)
-        except (ValueError, AttributeError):
-            why = resp.text
-        raise _Failed(f"{resp.status_code}: {why}")
-    return resp.json() if resp.content else None
-
-
 def _cell(record: dict[str, Any], keys: tuple[str, ...]) -> str:
     for key in keys:
         value = record.get(key)
         if value not in (None, ""):
             return str(value).replace("\n", " ")[:60]
     return "-"
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
 
 
 def _show(label: str, record: dict[str, Any]) -> None:
@@ -85,12 +59,12 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
         text = Path(args.data[1:]).read_text() if args.data.startswith("@") else args.data
         loaded = json.loads(text)
         if not isinstance(loaded, dict):
-            raise _Failed("--data must be a JSON object")
+            raise ApiFailed("--data must be a JSON object")
         body.update(loaded)
     for item in args.set or []:
         name, sep, value = item.partition("=")
         if not sep:
-            raise _Failed(f"--set {item!r}: expected name=value or name:=json")
+            raise ApiFailed(f"--set {item!r}: expected name=value or name:=json")
         if name.endswith(":"):
             body[name[:-1]] = json.loads(value)
         else:
@@ -117,14 +91,14 @@ def cmd_list(client: httpx.Client, args: argparse.Namespace) -> int:
             params.append((name, str(v).lower() if isinstance(v, bool) else str(v)))
     if args.limit is not None:
         params.append(("limit", str(args.limit)))
-    out = _request(client, "GET", f"{_base(args)}/{kind.plural}", params=params)
+    out = call(client, "GET", f"{_base(args)}/{kind.plural}", params=params)
     if args.json:
         _dump(out)
         return 0
     found = out[kind.plural]
     columns = _COLUMNS[kind.plural]
     rows = [[h for h, _ in columns]] + [[_cell(r, keys) for _, keys in columns] for r in found]
-    print(_table(rows) if found else f"no {kind.plural}")
+    print(table(rows) if found else f"no {kind.plural}")
     if out.get("more"):
         print(f"more {kind.plural} match: raise --limit or narrow the search")
     return 0
@@ -132,14 +106,14 @@ def cmd_list(client: httpx.Client, args: argparse.Namespace) -> int:
 
 def cmd_get(client: httpx.Client, args: argparse.Namespace) -> int:
     kind = KINDS[args.kind]
-    out = _request(client, "GET", f"{_base(args)}/{kind.plural}/{args.id}")
+    out = call(client, "GET", f"{_base(args)}/{kind.plural}/{args.id}")
     _dump(out) if args.json else _show(kind.one, out[kind.one])
     return 0
 
 
 def cmd_create(client: httpx.Client, args: argparse.Namespace) -> int:
     kind = KINDS[args.kind]
-    out = _request(client, "POST", f"{_base(args)}/{kind.plural}", json=_fields(args),
+    out = call(client, "POST", f"{_base(args)}/{kind.plural}", json=_fields(args),
                    headers=_key_header(args))
     _dump(out) if args.json else _show(f"created {kind.one}", out[kind.one])
     return 0
@@ -147,14 +121,14 @@ def cmd_create(client: httpx.Client, args: argparse.Namespace) -> int:
 
 def cmd_update(client: httpx.Client, args: argparse.Namespace) -> int:
     kind = KINDS[args.kind]
-    out = _request(client, "PUT", f"{_base(args)}/{kind.plural}/{args.id}", json=_fields(args))
+    out = call(client, "PUT", f"{_base(args)}/{kind.plural}/{args.id}", json=_fields(args))
     _dump(out) if args.json else _show(f"updated {kind.one}", out[kind.one])
     return 0
 
 
 def cmd_delete(client: httpx.Client, args: argparse.Namespace) -> int:
     kind = KINDS[args.kind]
-    _request(client, "DELETE", f"{_base(args)}/{kind.plural}/{args.id}")
+    call(client, "DELETE", f"{_base(args)}/{kind.plural}/{args.id}")
     print(f"deleted {kind.one} {args.id}")
     return 0
 
@@ -164,7 +138,7 @@ def cmd_comment(client: httpx.Client, args: argparse.Namespace) -> int:
                             "do_not_email": args.do_not_email}
     if args.hidden is not None:
         body["hidden"] = args.hidden
-    out = _request(client, "POST", f"{_base(args)}/tickets/{args.id}/comments", json=body,
+    out = call(client, "POST", f"{_base(args)}/tickets/{args.id}/comments", json=body,
                    headers=_key_header(args))
     if args.json:
         _dump(out)
@@ -183,7 +157,7 @@ def cmd_call(client: httpx.Client, args: argparse.Namespace) -> int:
     if args.data:
         text = Path(args.data[1:]).read_text() if args.data.startswith("@") else args.data
         body["body"] = json.loads(text)
-    out = _request(client, "POST", f"{_base(args)}/call", json=body)
+    out = call(client, "POST", f"{_base(args)}/call", json=body)
     if args.json:
         _dump(out)
     else:
@@ -194,30 +168,11 @@ def cmd_call(client: httpx.Client, args: argparse.Namespace) -> int:
 
 
 def cmd_syncro(args: argparse.Namespace) -> int:
-    token = args.token or os.environ.get("SWITCHBOARD_TOKEN", "")
-    if not token:
-        print("pass --token or set SWITCHBOARD_TOKEN (a hub access token or the admin token)",
-              file=sys.stderr)
-        return 2
-    headers = {"Authorization": f"Bearer {token}"}
-    try:
-        with httpx.Client(base_url=args.url, headers=headers, timeout=60) as client:
-            result: int = args.action(client, args)
-            return result
-    except _Failed as exc:
-        print(f"error {exc}", file=sys.stderr)
-        return 1
-    except (ValueError, OSError) as exc:  # --data that is not JSON, a missing @file
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except httpx.HTTPError as exc:
-        print(f"cannot reach {args.url}: {exc}", file=sys.stderr)
-        return 1
+    return run(args, timeout=60)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default="http://127.0.0.1:8080")
-    p.add_argument("--token", default="", help="default: $SWITCHBOARD_TOKEN")
+    add_connection_args(p)
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
 
 
