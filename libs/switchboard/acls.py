@@ -58,8 +58,9 @@ WRITES: Final[dict[str, tuple[str, ...]]] = {
     # hubs and integrations; redelivered and replayed deliveries; job progress; claims
     # and 429 blocks of Syncro's budget
     "api": (REGISTRY, DELIVERIES, JOBS, SYNCRO_SLOTS),
-    # activities from every channel
-    "ingress": (ACTIVITIES,),
+    # activities from every channel; how far a Syncro ticket's comments were relayed
+    # (the conversation's cursor)
+    "ingress": (ACTIVITIES, CONVERSATIONS),
     "stream": (STREAM_CURSORS,),
     # deliveries; conversations opened, noted active and ended; activities kept aside
     "router": (DELIVERIES, CONVERSATIONS, ACTIVITIES_DEAD),
