@@ -71,6 +71,7 @@ class Account:
     paths: list[str] = field(default_factory=list)  # and its path, in the same order
     # (method, path under /api/v1, query parameters) of each request, in order.
     calls: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # of each call, in order
     recent: deque[float] = field(default_factory=deque)
 
 
@@ -127,6 +128,7 @@ class FakeSyncro:
         account.calls.append((request.method,
                               request.url.path.split("/api/v1", 1)[1],
                               dict(request.query_params)))
+        account.headers.append(dict(request.headers))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.refuse_next > 0:

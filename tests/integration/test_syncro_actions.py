@@ -525,13 +525,17 @@ async def test_the_raw_call_never_leaves_the_accounts_api_base(env: Env) -> None
         assert r.status_code == 400 and error(r)["code"] == "forbidden_header", name
         assert error(r)["field"] == f"headers.{name}"
     r = await c.post(f"{base(t)}/call", headers=t.auth, json={
-        "method": "GET", "path": "/me", "headers": {"X-Custom": "1"}})
-    assert r.status_code == 400 and error(r)["code"] == "unsupported_header"
+        "method": "GET", "path": "/me", "headers": {"X-Custom": "1\r\nAuthorization: x"}})
+    assert r.status_code == 400 and error(r)["code"] == "invalid_header"
     assert len(t.account.calls) + len(victim.calls) == before
-    # The sentinel: a good call after all of them reaches the account, and only it.
-    r = await c.post(f"{base(t)}/call", headers=t.auth, json={"method": "GET", "path": "/me"})
+    # The sentinel: a good call after all of them reaches the account, and only it, with
+    # the caller's own header and the account's token.
+    r = await c.post(f"{base(t)}/call", headers=t.auth, json={
+        "method": "GET", "path": "/me", "headers": {"X-Custom": "1"}})
     assert r.status_code == 200
     assert len(t.account.calls) == before - len(victim.calls) + 1 and victim.calls == []
+    sent = t.account.headers[-1]
+    assert sent["x-custom"] == "1" and sent["authorization"] == f"Bearer {t.account.token}"
 
 
 # ---- the CLI -----------------------------------------------------------------------------

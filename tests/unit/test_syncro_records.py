@@ -225,7 +225,7 @@ def test_call_paths_stay_under_the_api_base() -> None:
     assert call.call_path("/customers/autocomplete.json") == "/customers/autocomplete.json"
     for bad in ("customers", "//evil.test/x", "https://evil.test/", "/../x", "/a/../../x",
                 "/./me", "/a//b", "/a/", "/me?x=1", "/me#f", "/%2e%2e/x", "/a\\..\\b",
-                "/@evil.test", "/me:443", "/ me", "/me\r\n", "/v1/../x", "/.."):
+                "/@evil.test", "/me:443", "/ me", "/me\r\n", "/me\n", "/v1/../x", "/.."):
         with pytest.raises(BadRequest) as e:
             call.call_path(bad)
         assert e.value.field == "path", bad
@@ -239,10 +239,17 @@ def test_call_headers() -> None:
         with pytest.raises(BadRequest) as e:
             call.check_call_headers({name: "x"})
         assert e.value.code == "forbidden_header" and e.value.field == f"headers.{name}"
-    for headers in ({"Accept": "text/html"}, {"X-Anything": "1"}):
+    assert call.check_call_headers({"X-Anything": "1", "If-None-Match": '"e1"'}) == {
+        "X-Anything": "1", "If-None-Match": '"e1"'}
+    for headers in ({"Accept": "text/html"}, {"content-type": "text/plain"}):
         with pytest.raises(BadRequest) as e:
             call.check_call_headers(headers)
         assert e.value.code == "unsupported_header"
+    for headers in ({"X-A": "1\r\nAuthorization: Bearer x"}, {"Bad Name": "1"},
+                    {"X-A\n": "1"}, {"X-A": "\x00"}):
+        with pytest.raises(BadRequest) as e:
+            call.check_call_headers(headers)
+        assert e.value.code == "invalid_header"
 
 
 def test_call_query() -> None:

@@ -32,16 +32,16 @@ class RawCall(Struct, forbid_unknown_fields=True, kw_only=True):
 
 # ---- a raw call --------------------------------------------------------------------------
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9_\-.]+$")
+_SEGMENT = re.compile(r"[A-Za-z0-9_\-.]+")
 # Set by the hub itself: the account's token and the API's address, and the framing.
 FORBIDDEN_HEADERS = frozenset({
     "authorization", "proxy-authorization", "host", "cookie", "content-length",
     "transfer-encoding", "connection", "upgrade", "te", "trailer", "keep-alive",
     "x-forwarded-for", "x-forwarded-host", "forwarded",
 })
-# SyncroClient speaks JSON only and sends no caller headers: these may be given with
-# the values it sends anyway; any other header is refused rather than silently dropped.
-SENT_HEADERS = {"accept": "application/json", "content-type": "application/json"}
+# The hub sends and reads JSON: these may be given only with JSON values.
+JSON_HEADERS = {"accept": "application/json", "content-type": "application/json"}
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP header name (RFC 9110)
 
 
 def call_path(path: str) -> str:
@@ -56,7 +56,7 @@ def call_path(path: str) -> str:
         path = path[3:] or "/"
     segments = path[1:].split("/")
     for seg in segments:
-        if seg in ("", ".", "..") or not _SEGMENT.match(seg):
+        if seg in ("", ".", "..") or not _SEGMENT.fullmatch(seg):
             if seg == "" and len(segments) == 1:
                 break
             raise BadRequest("invalid_path", "path segments are letters, digits, _, - and . "
@@ -64,18 +64,26 @@ def call_path(path: str) -> str:
     return path
 
 
-def check_call_headers(headers: Mapping[str, str] | None) -> None:
-    """Refuse headers the hub sets (Authorization, Host, …) and any it cannot send."""
+def check_call_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The caller's headers to send with the call. Refused (400): headers the hub sets
+    (Authorization, Host, …), a non-JSON Accept or Content-Type, names that are not
+    header names and values with control characters (no header injection)."""
+    out: dict[str, str] = {}
     for name, value in (headers or {}).items():
         low = name.casefold()
+        field = f"headers.{name[:50]}"
         if low in FORBIDDEN_HEADERS:
             raise BadRequest("forbidden_header", f"{name[:50]} is set by the hub (the "
-                             "account's token goes only to its own API)", f"headers.{name[:50]}")
-        sent = SENT_HEADERS.get(low)
-        if sent is None or value.split(";", 1)[0].strip().casefold() != sent:
-            raise BadRequest("unsupported_header", f"{name[:50]} cannot be set: the hub "
-                             "sends Syncro JSON (Accept and Content-Type application/json) "
-                             "and no other header", f"headers.{name[:50]}")
+                             "account's token goes only to its own API)", field)
+        if not _TOKEN.fullmatch(name) or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise BadRequest("invalid_header", "a header name is letters, digits and "
+                             "!#$%&'*+-.^_`|~; a value has no control characters", field)
+        wanted = JSON_HEADERS.get(low)
+        if wanted is not None and value.split(";", 1)[0].strip().casefold() != wanted:
+            raise BadRequest("unsupported_header", f"{name[:50]} must be {wanted}: the hub "
+                             "sends and reads Syncro's JSON", field)
+        out[name] = value
+    return out
 
 
 def call_query(query: Mapping[str, Any] | None) -> dict[str, str]:

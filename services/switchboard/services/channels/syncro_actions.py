@@ -131,11 +131,12 @@ class SyncroActions:
         return records.decode_body(raw, into)
 
     async def _send(self, acc: Account, method: str, path: str, *,
-                    params: dict[str, str] | None = None, json: Any = None) -> HttpAnswer:
+                    params: dict[str, str] | None = None, json: Any = None,
+                    headers: dict[str, str] | None = None) -> HttpAnswer:
         """One request; no answer → 503, an error answer → `action_refusal`."""
         try:
             resp = await self.client.request(acc.subdomain, acc.token, method, path,
-                                             params=params, json=json)
+                                             params=params, json=json, headers=headers)
         except HttpError as exc:
             log.warning("syncro action: %s %s: %s", method, path, exc.reason)
             raise Unavailable("provider_unavailable", "Syncro could not be reached; retry",
@@ -242,11 +243,11 @@ class SyncroActions:
         acc = await self._account(request)
         call: syncro_call.RawCall = await self._body(request, syncro_call.RawCall)
         path = syncro_call.call_path(call.path)
-        syncro_call.check_call_headers(call.headers)
+        headers = syncro_call.check_call_headers(call.headers)
         if call.body is not None and call.method in ("GET", "DELETE"):
             raise BadRequest("invalid_request", f"a {call.method} call takes no body", "body")
         resp = await self._send(acc, call.method, path, params=syncro_call.call_query(call.query),
-                                json=call.body)
+                                json=call.body, headers=headers)
         return JSON({"status": resp.status_code, "body": _answer_body(resp.content)})
 
 

@@ -60,18 +60,22 @@ class SyncroClient:
         self.slots = slots or SyncroSlots.for_runtime(runtime)
 
     async def request(self, subdomain: str, token: str, method: str, path: str, *,
-                      params: Mapping[str, str] | None = None, json: Any = None
-                      ) -> HttpAnswer:
+                      params: Mapping[str, str] | None = None, json: Any = None,
+                      headers: Mapping[str, str] | None = None) -> HttpAnswer:
         """One request within the account's budget; HttpError if there is no answer,
-        Unavailable if the budget cannot be reached."""
+        Unavailable if the budget cannot be reached. `headers` are the caller's, already
+        checked (the token's header always wins)."""
         settings = self.runtime.settings
         url = syncro.api_base(settings.syncro_api_url, subdomain) + path
+        sent = syncro.auth_headers(token)  # lower-case names: the caller's never repeat them
+        if headers:
+            sent = {**{k: v for k, v in headers.items() if k.casefold() not in sent}, **sent}
         account = subdomain.casefold()
         resp: HttpAnswer | None = None
         for _ in range(MAX_429 + 1):
             await self.slots.acquire(account)
             resp = await self.runtime.http.request(
-                method, url, headers=syncro.auth_headers(token), params=params, json=json,
+                method, url, headers=sent, params=params, json=json,
                 timeout_s=settings.provider_timeout_s)
             if resp.status_code != 429:
                 return resp
