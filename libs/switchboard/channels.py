@@ -6,7 +6,7 @@ fields named in ``SECRET_FIELDS`` are sealed at rest and masked when shown.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta, Struct, field
@@ -34,6 +34,9 @@ Secret = Annotated[str, Meta(min_length=1, max_length=4096)]
 
 
 DeliveryRate = Annotated[float, Meta(gt=0, le=10_000)]
+# "hubster": deliveries also carry Hubster's x-hubster-* headers (switchboard.
+# hubster_signature), signed with a key of their own, shown once.
+SignatureScheme = Literal["standard", "hubster"]
 
 
 class _Config(Struct, rename="camel", omit_defaults=True, forbid_unknown_fields=True):
@@ -49,6 +52,7 @@ class DirectConfig(_Config, tag="Direct", tag_field="channel"):
     hmac_signing: bool = False
     # The integration's own cap on webhook deliveries (None: only the hub's fair share).
     max_deliveries_per_second: DeliveryRate | None = None
+    signature_scheme: SignatureScheme = "standard"
 
 
 class SystemConfig(_Config, tag="System", tag_field="channel"):
@@ -56,6 +60,7 @@ class SystemConfig(_Config, tag="System", tag_field="channel"):
     events: Annotated[list[str], Meta(min_length=1, max_length=16)]
     hmac_signing: bool = False
     max_deliveries_per_second: DeliveryRate | None = None
+    signature_scheme: SignatureScheme = "standard"
 
 
 class Capabilities(Struct, rename="camel"):
@@ -201,7 +206,8 @@ def parse_config(channel: ChannelId, raw: object, *,
     # Request-only flags are handled by the caller, never stored.
     data.pop("regenerateKeys", None)
     for generated in ("publicSigningKey", "privateSigningKey", "webhookSecret",
-                      "inboundSecret", "inboundUrl", "userName"):
+                      "inboundSecret", "inboundUrl", "userName", "hubsterPublicKey",
+                      "hubsterPrivateKey"):
         data.pop(generated, None)
     try:
         cfg = msgspec.convert(data, CONFIG_TYPES[channel])

@@ -49,6 +49,12 @@ class MethodNotAllowed(SwitchboardError):
     status = 405
 
 
+class RequestTimeout(SwitchboardError):
+    """The request's body did not arrive within the body read timeout."""
+
+    status = 408
+
+
 class Conflict(SwitchboardError):
     status = 409
 

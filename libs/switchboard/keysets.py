@@ -6,7 +6,7 @@ import msgspec
 
 from switchboard.registry import KeySet
 
-__all__ = ["MAX_KEYSETS", "rotate_keysets"]
+__all__ = ["MAX_KEYSETS", "rotate_keysets", "without_hubster_keys"]
 
 # The current set and the one it replaced: the ingress tries at most this many keys.
 MAX_KEYSETS = 2
@@ -29,3 +29,12 @@ def rotate_keysets(keys: list[KeySet], fresh: KeySet | None, now_ms: int, grace_
     if revoke_previous or current is None or grace_ms <= 0:
         return [fresh]
     return [fresh, msgspec.structs.replace(current, retired_at=now_ms)]
+
+
+def without_hubster_keys(keys: list[KeySet]) -> list[KeySet]:
+    """`keys` with their Hubster-style keys dropped (that signing turned off); the same
+    list if none has one."""
+    if all(k.hubster_public is None and k.hubster_secret_sealed is None for k in keys):
+        return keys
+    return [msgspec.structs.replace(k, hubster_public=None, hubster_secret_sealed=None)
+            for k in keys]

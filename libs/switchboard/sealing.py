@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterator
 import msgspec
 
 from switchboard.channels import ChannelConfig
+from switchboard.hubster_signature import HubsterKeyPair
 from switchboard.keys import Sealer, SigningKeyPair
 from switchboard.registry import IntegrationRecord, KeySet
 
@@ -20,6 +21,7 @@ __all__ = [
     "new_keyset",
     "open_config_secret",
     "open_hmac_secret",
+    "open_hubster_secret",
     "open_outbound_secret",
     "reseal_record",
     "seal_config",
@@ -57,8 +59,9 @@ def open_config_secret(sealer: Sealer, rec: IntegrationRecord, field: str) -> st
 
 
 def new_keyset(sealer: Sealer, integration_id: str, ours: SigningKeyPair, inbound_public: str,
-               hmac_secret: str | None, now_ms: int) -> KeySet:
-    """A key generation with the hub's private key (and HMAC secret) sealed."""
+               hmac_secret: str | None, now_ms: int,
+               hubster: HubsterKeyPair | None = None) -> KeySet:
+    """A key generation with the hub's private key (and HMAC and Hubster secrets) sealed."""
     return KeySet(
         created_at=now_ms,
         outbound_public=ours.public,
@@ -68,6 +71,10 @@ def new_keyset(sealer: Sealer, integration_id: str, ours: SigningKeyPair, inboun
         inbound_public=inbound_public,
         hmac_secret_sealed=None if hmac_secret is None else sealer.seal(
             hmac_secret.encode(), _keyset_context(integration_id, ours.public, "hmac_secret")),
+        hubster_public=None if hubster is None else hubster.public,
+        hubster_secret_sealed=None if hubster is None else sealer.seal(
+            hubster.private.encode(),
+            _keyset_context(integration_id, ours.public, "hubster_secret")),
     )
 
 
@@ -83,6 +90,16 @@ def open_hmac_secret(sealer: Sealer, integration_id: str, keyset: KeySet) -> str
         integration_id, keyset.outbound_public, "hmac_secret")).decode()
 
 
+def open_hubster_secret(sealer: Sealer, integration_id: str, keyset: KeySet
+                        ) -> HubsterKeyPair | None:
+    """The Hubster-style key pair of `keyset`, if it has one."""
+    if keyset.hubster_public is None or keyset.hubster_secret_sealed is None:
+        return None
+    private = sealer.open(keyset.hubster_secret_sealed, _keyset_context(
+        integration_id, keyset.outbound_public, "hubster_secret")).decode()
+    return HubsterKeyPair(public=keyset.hubster_public, private=private)
+
+
 def sealed_values(rec: IntegrationRecord) -> Iterator[tuple[str, str]]:
     """(context, sealed value) of every sealed value `rec` holds."""
     iid = rec.integration_id
@@ -95,6 +112,9 @@ def sealed_values(rec: IntegrationRecord) -> Iterator[tuple[str, str]]:
             k.outbound_secret_sealed
         if k.hmac_secret_sealed is not None:
             yield _keyset_context(iid, k.outbound_public, "hmac_secret"), k.hmac_secret_sealed
+        if k.hubster_secret_sealed is not None:
+            yield (_keyset_context(iid, k.outbound_public, "hubster_secret"),
+                   k.hubster_secret_sealed)
 
 
 def reseal_record(sealer: Sealer, rec: IntegrationRecord) -> IntegrationRecord | None:
@@ -117,9 +137,13 @@ def reseal_record(sealer: Sealer, rec: IntegrationRecord) -> IntegrationRecord |
                             _keyset_context(iid, k.outbound_public, "outbound_secret"))
         hm = None if k.hmac_secret_sealed is None else sealer.reseal(
             k.hmac_secret_sealed, _keyset_context(iid, k.outbound_public, "hmac_secret"))
-        if out != k.outbound_secret_sealed or hm != k.hmac_secret_sealed:
+        hub = None if k.hubster_secret_sealed is None else sealer.reseal(
+            k.hubster_secret_sealed, _keyset_context(iid, k.outbound_public, "hubster_secret"))
+        if (out != k.outbound_secret_sealed or hm != k.hmac_secret_sealed
+                or hub != k.hubster_secret_sealed):
             keys_changed = True
-            k = msgspec.structs.replace(k, outbound_secret_sealed=out, hmac_secret_sealed=hm)
+            k = msgspec.structs.replace(k, outbound_secret_sealed=out, hmac_secret_sealed=hm,
+                                        hubster_secret_sealed=hub)
         keysets.append(k)
     if not changes and not keys_changed:
         return None
