@@ -45,6 +45,8 @@ class Install:
     bot_id: str = field(default_factory=lambda: "B" + uuid.uuid4().hex[:8].upper())
     bot_name: str = "switchboard"
     app_id: str = "A0SWITCHBD"
+    # An installation that asked for user scopes also gets a user token (`xoxp-`).
+    user_token: str | None = None
 
 
 @dataclass
@@ -164,7 +166,9 @@ class FakeSlack:
             "scope": "chat:write,channels:history,groups:history",
             "bot_user_id": install.bot_user_id, "app_id": install.app_id,
             "team": {"name": install.team_name, "id": install.team_id},
-            "enterprise": None, "authed_user": {"id": "U0INSTALLER"},
+            "enterprise": None, "authed_user": {"id": "U0INSTALLER"} | (
+                {"access_token": install.user_token, "token_type": "user"}
+                if install.user_token else {}),
             "is_enterprise_install": False,
         })
 

@@ -74,6 +74,13 @@ def openapi_spec() -> dict[str, Any]:
                                              "field": {"type": "string"}}}}},
     }
     iid = {"name": "integrationId", "in": "path", "required": True, "schema": {"type": "string"}}
+    # Hubster compatibility mode per request (README: Porting from Hubster).
+    compat = {"name": "compat", "in": "query", "required": False,
+              "schema": {"type": "string", "enum": ["hubster", "none"]},
+              "description": "hubster: answer as Hubster's API does (200 on create, numeric "
+                             "codes on reads, the seed's key spellings); none: the default "
+                             "answers, also on a hub whose compat is hubster. "
+                             "`Accept: application/vnd.hubster+json` also asks for hubster."}
     paths: dict[str, Any] = {
         "/api/v1/hubs": {
             "post": _op("Create a hub (admin token); returns its access token once", "HubCreate",
@@ -82,7 +89,8 @@ def openapi_spec() -> dict[str, Any]:
         },
         "/api/v1/hubs/{hubId}": {
             "get": _op("Get a hub (when its token was issued and rotated, never the token)"),
-            "patch": _op("Set the hub's retry schedule (null: the deployment's)", "HubUpdate",
+            "patch": _op("Set the hub's retry schedule (null: the deployment's) or its "
+                         "compat mode (hubster; none or null: default answers)", "HubUpdate",
                          responses=(400, 401, 404, 409)),
             "delete": _op("Delete a hub and all its integrations (admin token)", ok=204,
                           responses=(401, 403, 404, 503)),
@@ -105,12 +113,13 @@ def openapi_spec() -> dict[str, Any]:
                         responses=(401, 404, 409, 503)),
         },
         "/api/v1/integrations/hubs/{id}": {
+            "parameters": [compat],
             "post": _op("Create an integration in hub {id}, or update integration {id}",
                         "IntegrationCreate", 201, responses=(400, 401, 403, 404, 409, 413, 415)),
             "get": _op("List a hub's integrations (id is a hub id)"),
         },
         "/api/v1/integrations/{integrationId}": {
-            "parameters": [iid],
+            "parameters": [iid, compat],
             "get": _op("Get an integration (secrets masked, no private key)"),
             "patch": _op("Update an integration", "IntegrationUpdate",
                          responses=(400, 401, 404, 409)),

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from switchboard import keys
+from switchboard import hubster_compat, keys
 from switchboard.errors import BadRequest, Conflict, Forbidden, NotFound
 from switchboard.ids import new_id
 from switchboard.registry import HubRecord, RegistryView
@@ -35,11 +35,15 @@ Name = Annotated[str, Meta(min_length=1, max_length=200)]
 class HubCreate(Struct, rename="camel"):
     name: Name
     retry_schedule: str | None = None
+    # "hubster": the integrations API answers as Hubster's does (see hubster_compat).
+    compat: str | None = None
 
 
 class HubUpdate(Struct, rename="camel"):
     # Absent: unchanged; null: back to the deployment's schedule.
     retry_schedule: str | msgspec.UnsetType | None = msgspec.UNSET
+    # Absent: unchanged; "none" or null: today's answers.
+    compat: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
 def _retry_schedule(value: str | None) -> str | None:
@@ -59,6 +63,8 @@ def hub_json(hub: HubRecord, view: RegistryView | None = None) -> dict[str, Any]
                            "tokenRotatedAt": hub.token_rotated_at}
     if hub.retry_schedule is not None:
         out["retrySchedule"] = hub.retry_schedule
+    if hub.compat is not None:
+        out["compat"] = hub.compat
     if view is not None:
         out["integrationCount"] = sum(1 for _ in view.integrations_of(hub.hub_id))
     return out
@@ -107,7 +113,8 @@ class HubsApi:
         body: HubCreate = await self.api._body(request, HubCreate)
         token = keys.new_access_token()
         hub = HubRecord(hub_id=new_id(), name=body.name, token_hash=keys.hash_token(token),
-                        created_at=_now_ms(), retry_schedule=_retry_schedule(body.retry_schedule))
+                        created_at=_now_ms(), retry_schedule=_retry_schedule(body.retry_schedule),
+                        compat=hubster_compat.hub_setting(body.compat))
         await self._put(hub)
         return JSON({**hub_json(hub), "accessToken": token}, status_code=201)
 
@@ -124,9 +131,13 @@ class HubsApi:
         principal, view = await self.api._session(request)
         hub = self._visible(principal, view, request)
         body: HubUpdate = await self.api._body(request, HubUpdate)
+        changes: dict[str, Any] = {}
         if body.retry_schedule is not msgspec.UNSET:
-            hub = msgspec.structs.replace(hub, version=hub.version + 1,
-                                          retry_schedule=_retry_schedule(body.retry_schedule))
+            changes["retry_schedule"] = _retry_schedule(body.retry_schedule)
+        if body.compat is not msgspec.UNSET:
+            changes["compat"] = hubster_compat.hub_setting(body.compat)
+        if changes:
+            hub = msgspec.structs.replace(hub, version=hub.version + 1, **changes)
             await self._put(hub)
         return JSON(hub_json(hub, view))
 
