@@ -146,3 +146,8 @@ def message(text: str, sender: str = "cust-1", conversation: str | None = None) 
     if conversation:
         body["conversationId"] = conversation
     return orjson.dumps(body)
+
+
+def slack_state(client_secret: str) -> str:
+    """A Slack install's `state` as the seed defines it: UNIX time now + client secret."""
+    return f"{int(time.time())}{client_secret}"

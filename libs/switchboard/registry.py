@@ -32,6 +32,10 @@ class KeySet(Struct, rename="camel", omit_defaults=True):
     inbound_public: str
     retired_at: int | None = None
     hmac_secret_sealed: str | None = None  # set when the integration asked for `v1` too
+    # Hubster-style signing (switchboard.hubster_signature), when asked for: the key's
+    # public name and its private string, sealed.
+    hubster_public: str | None = None
+    hubster_secret_sealed: str | None = None
 
 
 class HubRecord(Struct, tag="hub", tag_field="kind", rename="camel"):
@@ -45,6 +49,8 @@ class HubRecord(Struct, tag="hub", tag_field="kind", rename="camel"):
     version: int = 0
     # When the access token was last replaced (None: the one issued at creation).
     token_rotated_at: int | None = None
+    # "hubster": the integrations API answers in Hubster's shapes (switchboard.hubster_compat).
+    compat: str | None = None
 
 
 class IntegrationRecord(Struct, tag="integration", tag_field="kind", rename="camel"):

@@ -25,7 +25,7 @@ from tests.conftest import RunningHub, make_settings
 from tests.fakes.messenger import FakeGraph, entry, meta_signature, text_event, webhook
 from tests.fakes.slack import FakeSlack, message_event, signed
 from tests.fakes.twilio import FakeTwilio
-from tests.support import Receiver, message, sign_with_cryptography
+from tests.support import Receiver, message, sign_with_cryptography, slack_state
 
 UNAVAILABLE = {"status": 503, "errors": [
     {"code": "broker_unavailable", "description": "could not store the activity; retry"}]}
@@ -131,7 +131,7 @@ async def test_every_ingress_path_answers_503_in_a_kafka_outage_then_delivers_on
         code, install = slack.grant("T0OUTAGE")
         await hub.create_integration(
             hub_id, auth, channelId="Slack", name="slack",
-            configuration={"code": code, "state": "1712000000cs-fake",
+            configuration={"code": code, "state": slack_state(slack.client_secret),
                            "defaultPublicChannel": "general"})
 
         # Before the outage: a Direct customer opens a Slack thread for the Slack reply.

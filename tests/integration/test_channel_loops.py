@@ -10,6 +10,7 @@ from typing import Any
 from tests.conftest import RunningHub, make_settings
 from tests.fakes.slack import FakeSlack, message_event, signed
 from tests.fakes.twilio import FakeTwilio
+from tests.support import slack_state
 
 PUBLIC = "https://hub.example.test"
 SIGNING_SECRET = "slack-signing-" + uuid.uuid4().hex
@@ -37,7 +38,8 @@ async def test_sms_to_slack_thread_and_back_across_a_restart(broker: Any) -> Non
             configuration={"accountSid": sid, "authToken": token, "numberSid": number.sid})
         code, install = slack.grant("T0LOOP")
         await hub.create_integration(hub_id, auth, channelId="Slack", name="desk",
-                                     configuration={"code": code, "state": "s",
+                                     configuration={"code": code,
+                                                    "state": slack_state(slack.client_secret),
                                                     "defaultPublicChannel": "support"})
         customer = "+14165559999"
 
@@ -90,7 +92,8 @@ async def test_webchat_in_the_browser_to_slack_and_back(broker: Any) -> None:
             configuration={"allowedOrigins": ["localhost"]})
         code, install = slack.grant("T0WEB")
         await hub.create_integration(hub_id, auth, channelId="Slack", name="desk",
-                                     configuration={"code": code, "state": "s"})
+                                     configuration={"code": code,
+                                                    "state": slack_state(slack.client_secret)})
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:

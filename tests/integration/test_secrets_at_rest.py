@@ -15,7 +15,7 @@ from tests.conftest import RunningHub, make_settings
 from tests.fakes.messenger import FakeGraph, entry, meta_signature, text_event, webhook
 from tests.fakes.slack import FakeSlack, Install
 from tests.fakes.twilio import FakeTwilio
-from tests.support import Receiver, message, sign_with_cryptography
+from tests.support import Receiver, message, sign_with_cryptography, slack_state
 from tests.topics import read_topics
 
 APP_ID, APP_SECRET = "app-at-rest", "meta-app-secret-" + uuid.uuid4().hex
@@ -116,7 +116,7 @@ async def test_no_secret_reaches_a_topic_or_a_log_line(
         # Slack: OAuth code and the state (it carries the client secret), the bot token
         # it yields; the bot token rotated.
         code, install = slack.grant("T" + uuid.uuid4().hex[:8].upper())
-        state = "1712000000" + slack.client_secret
+        state = slack_state(slack.client_secret)
         made = await h.create_integration(
             hub_id, auth, channelId="Slack", name="slack",
             configuration={"code": code, "state": state, "defaultPublicChannel": "general"})

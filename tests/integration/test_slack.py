@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import RunningHub, make_settings
 from tests.fakes.slack import FakeSlack, Install, message_event, signed
-from tests.support import Receiver, sign_with_cryptography
+from tests.support import Receiver, sign_with_cryptography, slack_state
 
 SIGNING_SECRET = "slack-signing-" + uuid.uuid4().hex
 
@@ -59,7 +59,7 @@ async def _setup(hub: RunningHub, fake: FakeSlack, receiver: Receiver, *,
     code, install = fake.grant(team)
     agent = await hub.create_integration(
         hub_id, auth, channelId="Slack", name="desk",
-        configuration={"code": code, "state": "1712000000cs-fake",
+        configuration={"code": code, "state": slack_state(fake.client_secret),
                        "defaultPublicChannel": "general"})
     return {"hub_id": hub_id, "auth": auth, "cust": cust, "slack": agent, "install": install}
 
@@ -176,7 +176,8 @@ async def test_rate_limits_failures_and_bad_codes(broker: Any, fake_slack: FakeS
         r = await hub.client.post(
             f"/api/v1/integrations/hubs/{hub_id}", headers=auth,
             json={"channelId": "Slack", "name": "desk",
-                  "configuration": {"code": "1234.not-a-code", "state": "x"}})
+                  "configuration": {"code": "1234.not-a-code",
+                                    "state": slack_state(fake_slack.client_secret)}})
         assert r.status_code == 400, r.text
         err = r.json()["errors"][0]
         assert err["code"] == "slack_oauth_failed" and "invalid_code" in err["description"]
@@ -199,7 +200,8 @@ async def test_rate_limits_failures_and_bad_codes(broker: Any, fake_slack: FakeS
         code, good = fake_slack.grant("T0GOOD")
         ok = await hub.create_integration(
             hub_id, auth, channelId="Slack", name="desk",
-            configuration={"code": code, "defaultPublicChannel": "#support"})
+            configuration={"code": code, "state": slack_state(fake_slack.client_secret),
+                           "defaultPublicChannel": "#support"})
         # The other is connected with a bot token instead of a code (checked by auth.test).
         r = await hub.client.post(
             f"/api/v1/integrations/hubs/{hub_id}", headers=auth,
@@ -218,7 +220,8 @@ async def test_rate_limits_failures_and_bad_codes(broker: Any, fake_slack: FakeS
         code, _ = fake_slack.grant("T0GOOD")
         r = await hub.client.post(
             f"/api/v1/integrations/hubs/{hub_id}", headers=auth,
-            json={"channelId": "Slack", "name": "again", "configuration": {"code": code}})
+            json={"channelId": "Slack", "name": "again", "configuration": {"code": code,
+                                    "state": slack_state(fake_slack.client_secret)}})
         assert r.status_code == 409, r.text
 
         # Slack rate-limits the first post (HTTP 429, Retry-After), then takes it.

@@ -32,7 +32,13 @@ from tests.fakes.slack import FakeSlack
 from tests.fakes.slack import message_event as slack_message_event
 from tests.fakes.slack import signed as slack_signed_request
 from tests.fakes.twilio import FakeTwilio
-from tests.support import Receiver, message, sign_with_cryptography, verify_with_cryptography
+from tests.support import (
+    Receiver,
+    message,
+    sign_with_cryptography,
+    slack_state,
+    verify_with_cryptography,
+)
 from tests.topics import read_topics
 
 
@@ -608,7 +614,8 @@ async def test_unsigned_floods_to_slack_and_meta_spend_the_address_budget(
             configuration={"integrationType": "Agent", "webhookUrl": receiver.url + "/agent"})
         code, install = fake_slack.grant("T0FLOOD")
         await h.create_integration(hub_id, auth, channelId="Slack", name="slack",
-                                   configuration={"code": code, "defaultPublicChannel": "general"})
+                                   configuration={"code": code, "defaultPublicChannel": "general",
+                                                  "state": slack_state(fake_slack.client_secret)})
         page = graph.add_page("123456789012345", "1001")
         await h.create_integration(hub_id, auth, channelId="Messenger", name="fb",
                                    configuration={"pageAccessToken": page.token})

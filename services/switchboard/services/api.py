@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from switchboard import keys
+from switchboard import config_update, hubster_compat, hubster_signature, keys
 from switchboard.channels import (
     CONFIG_TYPES,
     ChannelConfig,
@@ -28,7 +28,7 @@ from switchboard.channels import (
 )
 from switchboard.errors import BadRequest, Conflict, NotFound
 from switchboard.ids import new_id
-from switchboard.keysets import rotate_keysets
+from switchboard.keysets import rotate_keysets, without_hubster_keys
 from switchboard.model import (
     CHANNEL_CODES,
     INTEGRATION_TYPE_CODES,
@@ -184,8 +184,11 @@ class Api:
         return await self._update(request, rec)
 
     async def _create(self, request: Request, hub_id: str, view: RegistryView) -> Response:
+        compat = self._hubster(request, hub_id)
         body: IntegrationCreate = await self._body(request, IntegrationCreate)
         channel = parse_channel(body.channel_id)
+        if compat:
+            body.configuration = hubster_compat.config_from_hubster(channel, body.configuration)
         config = parse_config(channel, body.configuration,
                               allow_private=self.runtime.settings.allow_private_destinations)
         itype = integration_type_of(config)
@@ -208,7 +211,8 @@ class Api:
             # page ids, bot tokens) before anything is stored.
             config = await plugin.provision(integration_id, config)
         now = _now_ms()
-        keyset, private = self._new_keys(integration_id, config, now)
+        keyset, private = self._new_keys(integration_id, config, now,
+                                         hubster=self._hubster_signed(hub_id, config))
         revealed = plugin.reveal(integration_id, config) if plugin is not None else {}
         if revealed:  # a channel's own secret (Syncro's inbound URL), shown once
             private = {**(private or {}), **revealed}
@@ -238,10 +242,21 @@ class Api:
                     log.warning("refused create of %s: %s cleanup failed: %s",
                                 integration_id, channel.value, type(exc).__name__)
             raise
+        if compat:  # the seed answers a create with 200
+            return JSON(hubster_compat.to_hubster(self._out(rec, private), hubster_compat.WRITE))
         return JSON(self._out(rec, private), status_code=201)
 
-    async def _update(self, request: Request, rec: IntegrationRecord) -> Response:
+    async def _update(self, request: Request, rec: IntegrationRecord, *,
+                      merge: bool = False) -> Response:
+        compat = self._hubster(request, rec.hub_id)
         body: IntegrationUpdate = await self._body(request, IntegrationUpdate)
+        if compat and body.configuration is not None:
+            body.configuration = hubster_compat.config_from_hubster(rec.channel_id,
+                                                                    body.configuration)
+        if merge and body.configuration is not None and _replaceable(rec):
+            # PATCH merges (RFC 7396); the seed's POST replaces. Provider channels keep
+            # their configuration either way.
+            body.configuration = config_update.patched(rec.configuration, body.configuration)
         now = _now_ms()
         changes: dict[str, Any] = {"version": rec.version + 1, "updated_at": now}
         private: dict[str, str] | None = None
@@ -256,10 +271,9 @@ class Api:
         if body.configuration is not None:
             raw = {k: v for k, v in body.configuration.items()
                    if k not in ("revokePrevious", "RevokePrevious")}
-            if isinstance(rec.configuration, DirectConfig | SystemConfig) or rec.channel_id is \
-                    ChannelId.WEBCHAT:
+            if _replaceable(rec):
                 config = parse_config(
-                    rec.channel_id, raw,
+                    rec.channel_id, config_update.replacing(rec.configuration, raw),
                     allow_private=self.runtime.settings.allow_private_destinations)
                 if integration_type_of(config) is not rec.integration_type:
                     raise BadRequest("invalid_configuration",
@@ -283,17 +297,24 @@ class Api:
             # Turning HMAC signing on needs a secret: that is a new key generation.
             wants_hmac = (getattr(new_config, "hmac_signing", False) and current is not None
                           and current.hmac_secret_sealed is None)
+            # So does turning Hubster-style signing on; turning it off drops its keys.
+            hubster = self._hubster_signed(rec.hub_id, new_config)
+            wants_hubster = hubster and current is not None and current.hubster_public is None
             revoke = _flag(body.configuration, "revokePrevious")
             fresh = None
-            if (_flag(body.configuration, "regenerateKeys") or wants_hmac) and rec.keys:
-                fresh, private = self._new_keys(rec.integration_id, new_config, now)
+            if (_flag(body.configuration, "regenerateKeys") or wants_hmac
+                    or wants_hubster) and rec.keys:
+                fresh, private = self._new_keys(rec.integration_id, new_config, now,
+                                                hubster=hubster)
             if fresh is not None or revoke:
                 changes["keys"] = rotate_keysets(
                     rec.keys, fresh, now, self.runtime.settings.key_grace_s * 1000,
                     revoke_previous=revoke)
+            if not hubster:
+                changes["keys"] = without_hubster_keys(changes.get("keys", rec.keys))
         updated = msgspec.structs.replace(rec, **changes)
         await self._write(updated)
-        return JSON(self._out(updated, private))
+        return JSON(self._shown(self._out(updated, private), compat, hubster_compat.WRITE))
 
     async def _rotate_credentials(self, rec: IntegrationRecord, raw: dict[str, Any]
                                   ) -> ChannelConfig | None:
@@ -340,12 +361,13 @@ class Api:
     async def patch_integration(self, request: Request) -> Response:
         principal, view = await self._session(request)
         rec = self._own_integration(principal, view, request.path_params["integrationId"])
-        return await self._update(request, rec)
+        return await self._update(request, rec, merge=True)
 
     async def get_integration(self, request: Request) -> Response:
         principal, view = await self._session(request)
         rec = self._own_integration(principal, view, request.path_params["integrationId"])
-        return JSON(self._out(rec, None))
+        return JSON(self._shown(self._out(rec, None), self._hubster(request, rec.hub_id),
+                                hubster_compat.READ))
 
     async def list_integrations(self, request: Request) -> Response:
         principal, view = await self._session(request)
@@ -353,7 +375,8 @@ class Api:
         if hub_id not in view.hubs or not principal.may_see(hub_id):
             raise NotFound("hub_not_found", "no such hub")
         recs = sorted(view.integrations_of(hub_id), key=lambda r: r.created_at)
-        return JSON([self._out(r, None) for r in recs])
+        compat = self._hubster(request, hub_id)
+        return JSON([self._shown(self._out(r, None), compat, hubster_compat.READ) for r in recs])
 
     async def delete_integration(self, request: Request) -> Response:
         principal, view = await self._session(request)
@@ -374,6 +397,19 @@ class Api:
 
     # ---- helpers ---------------------------------------------------------------
 
+    def _hubster(self, request: Request, hub_id: str) -> bool:
+        """Whether this request is answered in Hubster's shapes (``?compat=``, ``Accept``,
+        then the hub's own ``compat``)."""
+        hub = self.runtime.registry.view.hubs.get(hub_id)
+        return hubster_compat.wants_hubster(request.query_params.get("compat"),
+                                            request.headers.get("accept"),
+                                            hub.compat if hub is not None else None)
+
+    @staticmethod
+    def _shown(answer: dict[str, Any], compat: bool, view: hubster_compat.View
+               ) -> dict[str, Any]:
+        return hubster_compat.to_hubster(answer, view) if compat else answer
+
     async def _write(self, rec: IntegrationRecord) -> None:
         outcome = await self.runtime.registry.put(rec)
         if outcome.accepted:
@@ -386,10 +422,11 @@ class Api:
             raise NotFound("hub_not_found", "no such hub")
         raise Conflict("concurrent_update", "the integration changed meanwhile; retry")
 
-    def _new_keys(self, integration_id: str, config: ChannelConfig, now: int
-                  ) -> tuple[KeySet | None, dict[str, str] | None]:
+    def _new_keys(self, integration_id: str, config: ChannelConfig, now: int, *,
+                  hubster: bool = False) -> tuple[KeySet | None, dict[str, str] | None]:
         """A fresh key generation: ours for signing deliveries, theirs for signing to us
-        (and an HMAC secret when asked for). Returns what is shown once."""
+        (and an HMAC secret, a Hubster-style key when asked for). Returns what is shown
+        once."""
         if not isinstance(config, DirectConfig | SystemConfig):
             return None, None
         ours = keys.generate_signing_keypair()
@@ -397,9 +434,21 @@ class Api:
         shown = {"privateSigningKey": theirs.secret}
         if config.hmac_signing:
             shown["webhookSecret"] = keys.generate_hmac_secret()
+        hubster_keys = hubster_signature.generate_keypair() if hubster else None
+        if hubster_keys is not None:
+            shown["hubsterPrivateKey"] = hubster_keys.private
         keyset = new_keyset(self.runtime.sealer, integration_id, ours, theirs.public,
-                            shown.get("webhookSecret"), now)
+                            shown.get("webhookSecret"), now, hubster=hubster_keys)
         return keyset, shown
+
+    def _hubster_signed(self, hub_id: str, config: ChannelConfig) -> bool:
+        """Whether deliveries under `config` carry Hubster's signature headers: asked for
+        by the integration (``signatureScheme``) or by its hub (``compat``)."""
+        if not isinstance(config, DirectConfig | SystemConfig):
+            return False
+        hub = self.runtime.registry.view.hubs.get(hub_id)
+        return config.signature_scheme == "hubster" or (
+            getattr(hub, "compat", None) == hubster_compat.HUBSTER)
 
     def _out(self, rec: IntegrationRecord, shown: dict[str, str] | None) -> dict[str, Any]:
         """The integration as the API shows it: names not codes, secrets masked."""
@@ -413,6 +462,8 @@ class Api:
         current = next((k for k in rec.keys if k.retired_at is None), None)
         if current is not None:
             config["publicSigningKey"] = current.outbound_public
+            if current.hubster_public is not None:
+                config["hubsterPublicKey"] = current.hubster_public
         if shown is not None:
             config.update(shown)
         return {
@@ -424,6 +475,13 @@ class Api:
             "statusId": rec.status_id,
             "configuration": config,
         }
+
+
+def _replaceable(rec: IntegrationRecord) -> bool:
+    """Whether an update's configuration replaces this integration's (Direct, System,
+    WebChat); provider channels keep theirs, but for credentials."""
+    return isinstance(rec.configuration, DirectConfig | SystemConfig) or \
+        rec.channel_id is ChannelId.WEBCHAT
 
 
 def _flag(raw: dict[str, Any], name: str) -> bool:

@@ -114,15 +114,21 @@ def openapi_spec() -> dict[str, Any]:
         },
         "/api/v1/integrations/hubs/{id}": {
             "parameters": [compat],
-            "post": _op("Create an integration in hub {id}, or update integration {id}",
-                        "IntegrationCreate", 201, responses=(400, 401, 403, 404, 409, 413, 415)),
+            "post": _op("Create an integration in hub {id}, or update integration {id} (the "
+                        "given configuration replaces the old one; a Direct integration keeps "
+                        "its integrationType and signatureScheme unless named)",
+                        "IntegrationCreate", 201,
+                        responses=(400, 401, 403, 404, 408, 409, 413, 415)),
             "get": _op("List a hub's integrations (id is a hub id)"),
         },
         "/api/v1/integrations/{integrationId}": {
             "parameters": [iid, compat],
             "get": _op("Get an integration (secrets masked, no private key)"),
-            "patch": _op("Update an integration", "IntegrationUpdate",
-                         responses=(400, 401, 404, 409)),
+            "patch": _op("Update an integration: configuration is a JSON Merge Patch (RFC "
+                         "7396) of the stored one (null removes a field), so "
+                         "{\"configuration\": {\"regenerateKeys\": true}} alone regenerates "
+                         "the keys", "IntegrationUpdate",
+                         responses=(400, 401, 404, 408, 409)),
             "delete": _op("Delete an integration", ok=204),
         },
         "/api/v1/integrations/{integrationId}/deliveries": {
@@ -158,9 +164,10 @@ def openapi_spec() -> dict[str, Any]:
         "/ingress/{integrationId}": {
             "parameters": [iid],
             "post": _op("Post a Standard Webhooks-signed activity (v1a, Ed25519); before "
-                        "the signature verifies, every refusal is the same 401",
+                        "the signature verifies, every refusal is the same 401 (but 408 "
+                        "for a body that does not arrive in time)",
                         "InboundActivity", 202, security=False,
-                        responses=(400, 401, 409, 413, 429, 503)),
+                        responses=(400, 401, 408, 409, 413, 429, 503)),
         },
         "/ingress/{integrationId}/{secret}": {
             "parameters": [iid, {"name": "secret", "in": "path", "required": True,

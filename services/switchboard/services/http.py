@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -11,8 +12,15 @@ import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Message, Receive
 
-from switchboard.errors import PayloadTooLarge, SwitchboardError, TooManyRequests, Unavailable
+from switchboard.errors import (
+    PayloadTooLarge,
+    RequestTimeout,
+    SwitchboardError,
+    TooManyRequests,
+    Unavailable,
+)
 from switchboard.inbound import check_content_length
 from switchboard.metrics import Metrics
 from switchboard.ratelimit import RateLimiter
@@ -34,6 +42,10 @@ def error_response(exc: SwitchboardError) -> Response:
     headers = {}
     if isinstance(exc, Unavailable | TooManyRequests):
         headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, RequestTimeout):
+        # The rest of the body may still be on its way: the connection cannot carry
+        # another request, so it is closed (uvicorn honours the header).
+        headers["Connection"] = "close"
     return JSON(exc.to_body(), status_code=exc.status, headers=headers)
 
 
@@ -83,3 +95,30 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge("payload_too_large", f"body exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def body_deadline(receive: Receive, timeout_s: float) -> Receive:
+    """`receive` that raises RequestTimeout (408) if the request body is not complete
+    `timeout_s` after now, however it trickles in: a deadline for the whole body, not for
+    each chunk, so a sender dripping a byte a second is cut off too. Once the body is in,
+    later calls (waiting for a disconnect) are not bounded."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    done = False
+
+    async def timed() -> Message:
+        nonlocal done
+        if done:
+            return await receive()
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            raise RequestTimeout(
+                "request_timeout",
+                f"the request body did not arrive within {timeout_s:g} seconds") from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            done = True
+        return message
+
+    return timed
+

@@ -7,13 +7,15 @@ import time
 
 import msgspec
 
+from switchboard import hubster_signature
 from switchboard.errors import SwitchboardError
+from switchboard.hubster_signature import HubsterKeyPair
 from switchboard.keys import Sealer
 from switchboard.model import ChannelId, Delivery, DirectEnvelope, SystemEnvelope
 from switchboard.outbound import SKIPPED, Attempt
 from switchboard.registry import IntegrationRecord
 from switchboard.retry import Outcome, classify_status, parse_retry_after
-from switchboard.sealing import open_hmac_secret, open_outbound_secret
+from switchboard.sealing import open_hmac_secret, open_hubster_secret, open_outbound_secret
 from switchboard.services.http_client import HttpClient, HttpError
 from switchboard.webhooks import Signer
 
@@ -39,7 +41,8 @@ class WebhookSender:
         self._http = http
         self._sealer = sealer
         self._grace_ms = int(key_grace_s * 1000)
-        self._signers: dict[tuple[tuple[str, str | None], ...], Signer] = {}
+        self._signers: dict[tuple[tuple[str, str | None, str | None], ...],
+                            tuple[Signer, HubsterKeyPair | None]] = {}
 
     async def send(self, delivery: Delivery, destination: IntegrationRecord) -> Attempt:
         url = destination.webhook_url
@@ -50,7 +53,7 @@ class WebhookSender:
         body = envelope(delivery, destination)
         now = time.time()
         try:
-            signer = self._signer(destination, int(now * 1000))
+            signer, hubster = self._signer(destination, int(now * 1000))
         except (SwitchboardError, ValueError) as exc:
             # Unseal or key parse failure. Log the type only: nothing about the key.
             log.error("delivery %s: signing key of %s unusable (%s)",
@@ -69,6 +72,10 @@ class WebhookSender:
             "webhook-timestamp": str(timestamp),
             "webhook-signature": signature,
         }
+        if hubster is not None:
+            # Hubster's receivers verify these; they sign no timestamp (no replay window),
+            # the Standard Webhooks headers above do.
+            headers.update(hubster_signature.headers(hubster, body))
         try:
             answer = await self._http.request("POST", url, content=body, headers=headers,
                                               read_cap=RESPONSE_DRAIN_BYTES)
@@ -84,23 +91,27 @@ class WebhookSender:
             reason="gone" if status == 410 else f"http_{status}",
             response=answer.content[:1024])
 
-    def _signer(self, destination: IntegrationRecord, now_ms: int) -> Signer | None:
+    def _signer(self, destination: IntegrationRecord, now_ms: int
+                ) -> tuple[Signer | None, HubsterKeyPair | None]:
         # Every valid key signs: during the rotation grace window a delivery carries the
         # old and the new signature, so receivers can switch keys at their own pace.
+        # Hubster's headers hold one signature: the current key's, named by its public key.
         keys = destination.valid_keys(now_ms, self._grace_ms)
         if not keys:
-            return None
-        cache_key = tuple((k.outbound_secret_sealed, k.hmac_secret_sealed) for k in keys)
-        signer = self._signers.get(cache_key)
-        if signer is None:
+            return None, None
+        cache_key = tuple((k.outbound_secret_sealed, k.hmac_secret_sealed,
+                           k.hubster_secret_sealed) for k in keys)
+        cached = self._signers.get(cache_key)
+        if cached is None:
             iid = destination.integration_id
             secrets = [open_outbound_secret(self._sealer, iid, k) for k in keys]
             hmacs = [h for k in keys if (h := open_hmac_secret(self._sealer, iid, k))]
-            signer = Signer(ed25519=secrets, hmac=hmacs)
+            cached = (Signer(ed25519=secrets, hmac=hmacs),
+                      open_hubster_secret(self._sealer, iid, keys[0]))
             if len(self._signers) >= SIGNER_CACHE_SIZE:
                 self._signers.pop(next(iter(self._signers)))
-            self._signers[cache_key] = signer
-        return signer
+            self._signers[cache_key] = cached
+        return cached
 
 
 def envelope(delivery: Delivery, destination: IntegrationRecord) -> bytes:
