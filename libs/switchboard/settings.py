@@ -12,6 +12,7 @@ from typing import Literal
 from msgspec import Struct
 
 from switchboard.errors import ConfigError
+from switchboard.tracing import check_settings
 
 
 class Settings(Struct, frozen=True, kw_only=True):
@@ -100,6 +101,12 @@ class Settings(Struct, frozen=True, kw_only=True):
     metrics_token: str = ""
     # "text", or "json": one object per line with service, hub, integration and ids.
     log_format: str = "text"
+    # OpenTelemetry tracing (switchboard.tracing): off while empty; else the OTLP/HTTP
+    # collector's base URL (spans go to <endpoint>/v1/traces). Ratio: of new traces (the
+    # ingress's), kept; later spans follow their trace's decision.
+    otel_endpoint: str = ""
+    otel_service_name: str = "switchboard"
+    otel_sample_ratio: float = 1.0
     # `serve` on SIGTERM: readiness fails for `shutdown_drain_s` while the load balancer
     # lets go, then intake stops; work in flight gets `shutdown_timeout_s` to finish.
     shutdown_drain_s: float = 5.0
@@ -221,6 +228,7 @@ class Settings(Struct, frozen=True, kw_only=True):
             raise ConfigError("SWITCHBOARD_LOG_FORMAT must be text or json")
         if settings.record_mac not in ("enforce", "accept-unsigned"):
             raise ConfigError("SWITCHBOARD_RECORD_MAC must be enforce or accept-unsigned")
+        check_settings(settings.otel_endpoint, settings.otel_sample_ratio)
         return settings
 
 

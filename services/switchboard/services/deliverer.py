@@ -61,6 +61,7 @@ from switchboard.services.lanes import Lane, ParkedLanes, Partition
 from switchboard.services.runtime import Runtime
 from switchboard.services.webhook_sender import USER_AGENT, WebhookSender, envelope
 from switchboard.supervision import supervised
+from switchboard.tracing import traceparent_of
 
 __all__ = ["FAILED_EVENT", "GROUP", "Attempt", "Deliverer", "Sender", "WebhookSender",
            "envelope", "failure_event"]
@@ -107,6 +108,7 @@ class Deliverer:
         self._parked_topic = s.topic(PARKED)
         self._extra_senders = dict(senders or {})
         self._guard = guard_for(s)  # refuses records without a valid MAC
+        self._tracing = runtime.tracing  # None: tracing off
         self._http: HttpClient | None = None
         self._partitions: dict[int, Partition] = {}
         self._consumer: AIOKafkaConsumer | None = None
@@ -154,9 +156,10 @@ class Deliverer:
         await self.runtime.start()
         s = self._settings
         # No client-side timeout: the attempter bounds every attempt as a whole.
+        # Traced, webhooks carry `traceparent`: a receiver with tracing joins the trace.
         self._http = HttpClient(timeout_s=None, limit=s.max_in_flight,
                                 allow_private=s.allow_private_destinations,
-                                user_agent=USER_AGENT)
+                                user_agent=USER_AGENT, tracing=self._tracing, propagate=True)
         await self._http.start()
         webhook = WebhookSender(self._http, self.runtime.sealer, key_grace_s=s.key_grace_s)
         self.attempter.senders = {ChannelId.DIRECT: webhook, ChannelId.SYSTEM: webhook,
@@ -279,7 +282,9 @@ class Deliverer:
             if lane is None:
                 lane = part.lanes[key] = Lane(key, spill=key in part.parked.lanes)
                 lane.task = asyncio.create_task(self._run_lane(part, lane))
-            lane.queue.append((rec.offset, delivery))
+            # The record's trace context (traced only): its attempts continue that trace.
+            trace = None if self._tracing is None else traceparent_of(rec.headers)
+            lane.queue.append((rec.offset, delivery, trace))
         if part.offsets.pending > self._settings.max_pending_per_partition:
             self._overflow(part)
 
@@ -466,10 +471,11 @@ class Deliverer:
                 if lane.spill:
                     await self._spill(part, lane)
                     continue
-                offset, delivery = lane.queue[0]
+                offset, delivery, trace = lane.queue[0]
                 source = DeliveryRef(partition=part.tp.partition, offset=offset)
                 try:
-                    result = await self.attempter.deliver(delivery, source, attempts=0)
+                    result = await self.attempter.deliver(delivery, source, attempts=0,
+                                                          trace=trace)
                 except Exception:
                     # A bug, not a delivery failure: keep the head (order, invariant 3) and
                     # try again, a bounded number of times, then dead-letter it and move on.
@@ -492,7 +498,7 @@ class Deliverer:
                     parked = part.parked.lane(lane.key)
                     await self._parked.write(part, parked, ParkedDelivery(
                         delivery=delivery, attempts=result.attempts, due_at=result.due_at,
-                        source=source, first_failed_at=result.first_failed_at))
+                        source=source, first_failed_at=result.first_failed_at), trace)
                     lane.spill = True
                 elif lane.overflow:
                     lane.spill = True
@@ -507,15 +513,15 @@ class Deliverer:
         parked = part.parked.lane(lane.key)
         batch = list(lane.queue)
         futures = []
-        for offset, delivery in batch:
+        for offset, delivery, trace in batch:
             futures.append(await self._parked.send(part, parked, ParkedDelivery(
                 delivery=delivery, attempts=0, due_at=0,
-                source=DeliveryRef(partition=part.tp.partition, offset=offset))))
+                source=DeliveryRef(partition=part.tp.partition, offset=offset)), trace))
             await self.attempter.records.log_status(delivery, "pending", error="parked_behind_lane",
                                       source=DeliveryRef(partition=part.tp.partition,
                                                          offset=offset))
         await self._parked.await_durable(futures)
-        for offset, _ in batch:
+        for offset, *_ in batch:
             lane.queue.popleft()
             self._finish(part, offset)
 

@@ -109,9 +109,11 @@ class Attempter:
     # ---- the delivery loop -------------------------------------------------------
 
     async def deliver(self, delivery: Delivery, source: DeliveryRef, *, attempts: int,
-                      first_failed_at: int | None = None) -> Result:
+                      first_failed_at: int | None = None, trace: bytes | None = None
+                      ) -> Result:
         """Attempt `delivery` (after `attempts` earlier attempts) until it is final or has
-        to wait longer than the in-memory stage allows."""
+        to wait longer than the in-memory stage allows. `trace`: the delivery record's
+        raw `traceparent`, which each attempt's span continues (tracing on)."""
         LOG_CONTEXT.set({"hubId": delivery.hub_id, "integrationId": delivery.destination_id,
                          "activityId": delivery.activity.activity_id,
                          "deliveryId": delivery.delivery_id})
@@ -148,7 +150,7 @@ class Attempter:
             attempts += 1
             started = time.monotonic()
             try:
-                attempt = await self._attempt(sender, delivery, destination)
+                attempt = await self._attempt(sender, delivery, destination, attempts, trace)
             except BaseException:
                 if probe:
                     circuit.abandon()  # cancelled: let another delivery probe
@@ -204,24 +206,38 @@ class Attempter:
             await asyncio.sleep(delay_ms / 1000)
 
     async def _attempt(self, sender: Sender, delivery: Delivery,
-                       destination: IntegrationRecord) -> Attempt:
+                       destination: IntegrationRecord, number: int = 1,
+                       trace: bytes | None = None) -> Attempt:
         hub_id, destination_id = delivery.hub_id, destination.integration_id
         await self.slots.acquire(hub_id, destination_id)
+        tracing = self.runtime.tracing
         try:
-            # One deadline for the whole attempt, so a slow-drip endpoint cannot
-            # stretch it with per-read timeouts.
-            async with asyncio.timeout(self._settings.delivery_timeout_s):
-                attempt = await sender.send(delivery, destination)
-        except TimeoutError:
-            attempt = Attempt(outcome=Outcome.RETRY, reason="timeout")
-        except Exception:
-            log.exception("delivery %s to %s: sender failed",
-                          delivery.delivery_id, destination_id)
-            attempt = Attempt(outcome=Outcome.RETRY, reason="internal_error")
+            if tracing is None:
+                attempt = await self._send(sender, delivery, destination)
+            else:
+                # The span holds the whole attempt, its timeout included.
+                attempt = await tracing.attempt(
+                    trace, delivery, destination, number,
+                    lambda: self._send(sender, delivery, destination))
         finally:
             self.slots.release(hub_id, destination_id)
         _raise_if_cancelled()
         return attempt
+
+    async def _send(self, sender: Sender, delivery: Delivery,
+                    destination: IntegrationRecord) -> Attempt:
+        """One call of `sender`, its failures turned into a retry."""
+        try:
+            # One deadline for the whole attempt, so a slow-drip endpoint cannot
+            # stretch it with per-read timeouts.
+            async with asyncio.timeout(self._settings.delivery_timeout_s):
+                return await sender.send(delivery, destination)
+        except TimeoutError:
+            return Attempt(outcome=Outcome.RETRY, reason="timeout")
+        except Exception:
+            log.exception("delivery %s to %s: sender failed",
+                          delivery.delivery_id, destination.integration_id)
+            return Attempt(outcome=Outcome.RETRY, reason="internal_error")
 
     def _policy(self, hub_id: str) -> RetryPolicy:
         """The hub's own retry schedule if it has one, else the deployment's."""

@@ -15,13 +15,16 @@ import base64
 import re
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from switchboard.destinations import forbidden_address
+
+if TYPE_CHECKING:
+    from switchboard.services.tracing import Tracing
 
 __all__ = ["DestinationForbidden", "HttpAnswer", "HttpClient", "HttpError", "HttpTimeout",
            "InvalidUrl"]
@@ -78,13 +81,17 @@ class HttpClient:
     """One per process; `start()` inside the event loop, `close()` at the end."""
 
     def __init__(self, *, timeout_s: float | None, limit: int = 256, limit_per_host: int = 0,
-                 allow_private: bool = True, user_agent: str = "Switchboard/0.1") -> None:
+                 allow_private: bool = True, user_agent: str = "Switchboard/0.1",
+                 tracing: Tracing | None = None, propagate: bool = False) -> None:
         # None: the caller bounds each request itself (one timer per request, not two).
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._limit = limit
         self._limit_per_host = limit_per_host
         self._allow_private = allow_private
         self._user_agent = user_agent
+        # Every request a CLIENT span (when tracing is on); `propagate`: with `traceparent`.
+        self._tracing = tracing
+        self._propagate = propagate
         self._session: aiohttp.ClientSession | None = None
 
     def _socket_factory(self, addr_info: Any) -> socket.socket:
@@ -152,6 +159,19 @@ class HttpClient:
             # Only when given: `timeout=None` would mean no timeout at all to aiohttp,
             # not the session's.
             extra["timeout"] = aiohttp.ClientTimeout(total=timeout_s)
+        if self._tracing is None:
+            return await self._exchange(session, method, url, body, hdrs, params, read_cap,
+                                        extra)
+        return await self._tracing.http(
+            method, url, hdrs if self._propagate else None,
+            lambda: self._exchange(session, method, url, body, hdrs, params, read_cap, extra))
+
+    @staticmethod
+    async def _exchange(session: aiohttp.ClientSession, method: str, url: str,
+                        body: bytes | None, hdrs: dict[str, str] | CIMultiDict[str],
+                        params: Mapping[str, str] | None, read_cap: int,
+                        extra: dict[str, Any]) -> HttpAnswer:
+        """Send the prepared request and read its answer (see `request`)."""
         try:
             async with session.request(
                 method, url, data=body, headers=hdrs, params=params,

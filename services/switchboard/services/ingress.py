@@ -49,6 +49,7 @@ class Ingress:
         # Per client address, requests that fail authentication.
         self._unverified = RateLimiter(s.ingress_unverified_rate_per_s,
                                        s.ingress_unverified_burst)
+        self._tracing = runtime.tracing  # None: tracing off
 
     def routes(self) -> list[BaseRoute]:
         # Provider app-level routes (/ingress/slack, /ingress/meta) first: they would
@@ -121,12 +122,33 @@ class Ingress:
         integration's. Only an authenticated request spends the integration's budget (429)
         or learns that the integration is paused (409).
         """
+        if self._tracing is not None:
+            return await self._traced(request, integration_id)
         try:
             response = await self._handle(request, integration_id)
         except SwitchboardError as exc:
             self._count(request, exc.status)
             raise
         self._count(request, response.status_code)
+        return response
+
+    async def _traced(self, request: Request, integration_id: str) -> Response:
+        """`handle` with a server span, started once the request is authenticated."""
+        assert self._tracing is not None
+        route = ROUTE_WITH_CAPABILITY if "secret" in request.path_params else ROUTE
+        trace = request.state.trace = self._tracing.ingress(
+            route, request.headers.get("traceparent"))
+        status = 500
+        try:
+            response = await self._handle(request, integration_id)
+            status = response.status_code
+        except SwitchboardError as exc:
+            status = exc.status
+            self._count(request, status)
+            raise
+        finally:
+            trace.finish(status)
+        self._count(request, status)
         return response
 
     def _count(self, request: Request, status: int) -> None:
@@ -172,6 +194,8 @@ class Ingress:
     def _on_authenticated(self, request: Request) -> Callable[[IntegrationRecord], None]:
         def hook(rec: IntegrationRecord) -> None:
             request.state.authenticated = True
+            if self._tracing is not None:
+                request.state.trace.authenticated(rec)
             if not rec.active:
                 raise Conflict("integration_paused", "the integration is paused")
             limit(self._limiter, rec.integration_id, "integration", self.runtime.metrics)
@@ -232,3 +256,6 @@ class FastPath:
 
 
 PREFIX = "/ingress/"
+# The routes a server span names (the template: never the secret in a Syncro URL).
+ROUTE = "/ingress/{integrationId}"
+ROUTE_WITH_CAPABILITY = "/ingress/{integrationId}/{secret}"

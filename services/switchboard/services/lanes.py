@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 import msgspec
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
@@ -36,6 +36,7 @@ from switchboard.retry import Strikes
 from switchboard.services.delivery_attempts import Attempter, Final, Hold
 from switchboard.services.runtime import Runtime
 from switchboard.supervision import supervised
+from switchboard.tracing import traceparent_header, traceparent_of
 
 __all__ = ["Lane", "ParkedFetcher", "ParkedLanes", "Partition"]
 
@@ -45,7 +46,8 @@ FETCH_TIMEOUT_MS = 5000
 
 
 class Lane:
-    """An in-memory lane: records of one (destination, conversation) from `deliveries`.
+    """An in-memory lane: records of one (destination, conversation) from `deliveries`,
+    as (offset, delivery, raw `traceparent` or None).
 
     `spill` lanes belong to a parked lane: they only move their records to the parked
     partition, in order, so they wait behind the parked head.
@@ -55,7 +57,7 @@ class Lane:
 
     def __init__(self, key: LaneKey, spill: bool) -> None:
         self.key = key
-        self.queue: deque[tuple[int, Delivery]] = deque()
+        self.queue: deque[tuple[int, Delivery, bytes | None]] = deque()
         self.spill = spill
         self.overflow = False  # spill after the record in hand (backlog moved to Kafka)
         self.task: asyncio.Task[None] | None = None
@@ -91,7 +93,7 @@ class ParkedFetcher:
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self._consumer = consumer
         self._lock = asyncio.Lock()
-        self._cache: dict[TopicPartition, dict[int, bytes]] = {}
+        self._cache: dict[TopicPartition, dict[int, ConsumerRecord[bytes, bytes]]] = {}
 
     async def assign(self, tps: Iterable[TopicPartition]) -> None:
         async with self._lock:
@@ -103,8 +105,9 @@ class ParkedFetcher:
                 if tp not in wanted:
                     del self._cache[tp]
 
-    async def get(self, tp: TopicPartition, offset: int) -> bytes | None:
-        """The value at `offset`, or None if it is gone (past retention)."""
+    async def get(self, tp: TopicPartition, offset: int
+                  ) -> ConsumerRecord[bytes, bytes] | None:
+        """The record at `offset`, or None if it is gone (past retention)."""
         async with self._lock:
             cached = self._cache.get(tp, {})
             if offset in cached:
@@ -119,7 +122,7 @@ class ParkedFetcher:
             finally:
                 self._consumer.pause(tp)
             records = batch.get(tp, [])
-            self._cache[tp] = {r.offset: r.value or b"" for r in records}
+            self._cache[tp] = {r.offset: r for r in records}
             if not records:
                 raise TimeoutError(f"no parked record at {tp.partition}@{offset}")
             return self._cache[tp].get(offset)
@@ -160,24 +163,28 @@ class ParkedLanes:
             self.fetcher = None
 
     async def send(self, part: Partition, lane: ParkedLane,
-                   record: ParkedDelivery | Resolved) -> asyncio.Future[object]:
-        """Queue a write to the parked partition; the future says when it is durable."""
+                   record: ParkedDelivery | Resolved, trace: bytes | None = None
+                   ) -> asyncio.Future[object]:
+        """Queue a write to the parked partition; the future says when it is durable.
+        `trace`: the delivery's `traceparent`, kept in the parked record's headers."""
         if isinstance(record, ParkedDelivery):
             lane.expected.add(record.delivery.delivery_id)
         fut: asyncio.Future[object] = await self._runtime.producer.send(
             self._parked_topic, parked_encoder.encode(record),
-            key=lane.key[0].encode(), partition=part.tp.partition)
+            key=lane.key[0].encode(), partition=part.tp.partition,
+            headers=traceparent_header(trace))
         return fut
 
     async def write(self, part: Partition, lane: ParkedLane,
-                    record: ParkedDelivery | Resolved) -> None:
+                    record: ParkedDelivery | Resolved, trace: bytes | None = None) -> None:
         """Write to the parked partition and return once it is durable (retrying)."""
-        await self.await_durable([await self.send(part, lane, record)],
-                                  retry=(part, lane, record))
+        await self.await_durable([await self.send(part, lane, record, trace)],
+                                  retry=(part, lane, record, trace))
 
     async def await_durable(
         self, futures: list[asyncio.Future[object]],
-        retry: tuple[Partition, ParkedLane, ParkedDelivery | Resolved] | None = None,
+        retry: tuple[Partition, ParkedLane, ParkedDelivery | Resolved, bytes | None]
+        | None = None,
     ) -> None:
         """Wait for parked writes; with `retry`, write that record again until it lands."""
         delay = 0.2
@@ -243,10 +250,11 @@ class ParkedLanes:
                 if head.due_at > _now_ms():
                     self.schedule(part, lane)
                     break
-                value = await self.fetcher.get(part.parked_tp, head.offset)
+                stored = await self.fetcher.get(part.parked_tp, head.offset)
+                trace = None if stored is None else traceparent_of(stored.headers)
                 record = None
                 with contextlib.suppress(msgspec.DecodeError):
-                    decoded = parked_decoder.decode(value or b"")
+                    decoded = parked_decoder.decode(stored.value or b"" if stored else b"")
                     record = decoded if isinstance(decoded, ParkedDelivery) else None
                 if record is None:
                     log.error("deliverer: parked record %d@%d unreadable; dropped",
@@ -255,7 +263,7 @@ class ParkedLanes:
                     continue
                 result = await self._attempter.deliver(
                     record.delivery, record.source, attempts=head.attempts,
-                    first_failed_at=head.first_failed_at)
+                    first_failed_at=head.first_failed_at, trace=trace)
                 if isinstance(result, Final):
                     await self.send(part, lane, Resolved(
                         delivery_id=head.delivery_id, destination_id=lane.key[0],
@@ -270,7 +278,7 @@ class ParkedLanes:
                 head.first_failed_at = result.first_failed_at
                 await self.write(part, lane, msgspec.structs.replace(
                     record, attempts=result.attempts, due_at=result.due_at,
-                    first_failed_at=result.first_failed_at))
+                    first_failed_at=result.first_failed_at), trace)
                 self.schedule(part, lane)
                 break
         except asyncio.CancelledError:

@@ -74,6 +74,7 @@ class Router:
         self._strikes = Strikes(s.internal_error_tries)
         self._seen: dict[int, Seen] = {}
         self._guard = guard_for(s)  # refuses activities the hub did not write
+        self._tracing = runtime.tracing  # None: tracing off
         # Routed (deliveries durable) but not committed yet: committed on stop and revoke
         # too, so a successor does not route them again.
         self._final: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -187,7 +188,13 @@ class Router:
         flight: InFlight,
     ) -> list[asyncio.Future[object]]:
         try:
-            return await self._route(tp, rec, seen, flight)
+            if self._tracing is None:
+                return await self._route(tp, rec, seen, flight)
+            # Continues the trace named by the record's `traceparent`; the deliveries
+            # written meanwhile name this span (`_send`).
+            with self._tracing.consuming(ACTIVITIES, tp.topic, tp.partition, rec.offset,
+                                         rec.headers):
+                return await self._route(tp, rec, seen, flight)
         except (KafkaError, TimeoutError):
             raise
         except Exception as exc:
@@ -292,6 +299,8 @@ class Router:
         # one is in flight; forgotten again if this batch never becomes durable.
         seen.add(activity.activity_id)
         flight.ids.append((tp.partition, activity.activity_id))
+        if self._tracing is not None:
+            self._tracing.note_activity(activity)
         view = self.runtime.registry.view
         if activity.hub_id not in view.hubs:
             # Written by an ingress whose view is ahead of ours: catch up once.
@@ -394,9 +403,11 @@ class Router:
         return fut
 
     async def _send(self, delivery: Delivery) -> asyncio.Future[object]:
+        # Traced: the delivery carries the routing span's `traceparent` to its attempts.
+        headers = None if self._tracing is None else self._tracing.current_headers()
         fut: asyncio.Future[object] = await self.runtime.producer.send(
-            self._deliveries, _encoder.encode(delivery), key=delivery.destination_id.encode()
-        )
+            self._deliveries, _encoder.encode(delivery), key=delivery.destination_id.encode(),
+            headers=headers)
         return fut
 
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
@@ -21,6 +22,9 @@ from switchboard.record_mac import guard_for
 from switchboard.services.http_client import HttpClient
 from switchboard.settings import Settings
 from switchboard.store import RegistryStore
+
+if TYPE_CHECKING:
+    from switchboard.services.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,13 @@ class Runtime:
         # Signs what this process writes to its topics, refuses what the hub did not write.
         self.records = guard_for(settings)
         self.metrics = Metrics(settings.metrics_max_hubs)
+        # None unless SWITCHBOARD_OTEL_ENDPOINT is set: then, and only then, the
+        # OpenTelemetry SDK is imported; every traced place checks this one attribute.
+        self.tracing: Tracing | None = None
+        if settings.otel_endpoint:
+            from switchboard.services.tracing import Tracing
+
+            self.tracing = Tracing(settings)
         self._producer: AIOKafkaProducer | None = None
         self._registry: RegistryStore | None = None
         self._conversations: ConversationStore | None = None
@@ -79,10 +90,19 @@ class Runtime:
         key = activity.conversation_id.encode()
         started = time.perf_counter()
         try:
+            partition = await self.activities_partition(key)
             async with asyncio.timeout(self.settings.produce_timeout_s):
-                await self.producer.send_and_wait(
-                    self._activities, activity_encoder.encode(activity), key=key,
-                    partition=await self.activities_partition(key))
+                if self.tracing is None:
+                    await self.producer.send_and_wait(
+                        self._activities, activity_encoder.encode(activity), key=key,
+                        partition=partition)
+                else:
+                    # The record names its produce span: the router continues the trace.
+                    with self.tracing.producing(self._activities, ACTIVITIES, partition,
+                                                activity) as headers:
+                        await self.producer.send_and_wait(
+                            self._activities, activity_encoder.encode(activity), key=key,
+                            partition=partition, headers=headers)
         except Exception as exc:  # KafkaError, TimeoutError: either way not durable
             raise Unavailable("broker_unavailable", "could not store the activity; retry") from exc
         metrics = self.metrics
@@ -122,8 +142,10 @@ class Runtime:
         # input, so the SSRF policy for webhook destinations does not apply to them (the
         # test fakes and any self-hosted stand-in live on private addresses). Started
         # last, so a start that fails on the broker leaves no session open.
+        # Provider calls are spans of the trace, but carry no `traceparent`: the
+        # providers' APIs are not ours to join (webhook deliveries do carry it).
         self._http = HttpClient(timeout_s=self.settings.provider_timeout_s,
-                                allow_private=True)
+                                allow_private=True, tracing=self.tracing, propagate=False)
         await self._http.start()
         self._started = True
 
@@ -144,6 +166,11 @@ class Runtime:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self.settings.produce_timeout_s + 1):
                     await self.producer.stop()
+            if self.tracing is not None:
+                # Last: the spans of the work that just finished; the export of what is
+                # queued is bounded (a thread, off the event loop).
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.tracing.stop)
 
     async def ready(self) -> tuple[bool, str]:
         """Broker reachable and registry view caught up."""
