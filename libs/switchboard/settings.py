@@ -30,6 +30,9 @@ class Settings(Struct, frozen=True, kw_only=True):
     admin_token: str = ""
     public_url: str = "http://127.0.0.1:8080"
     max_body_bytes: int = 256 * 1024
+    # A request body (API or ingress) not fully received this long after its headers is
+    # answered 408 and its connection closed: a slow-drip sender holds no socket for long.
+    body_read_timeout_s: float = 30.0
     timestamp_tolerance_s: int = 300
     key_grace_s: int = 24 * 3600
     produce_timeout_s: float = 5.0
@@ -146,6 +149,9 @@ class Settings(Struct, frozen=True, kw_only=True):
     slack_signing_secret: str = ""
     slack_client_id: str = ""
     slack_client_secret: str = ""
+    # A Slack install's `state` (UNIX time + client secret) is accepted this long (Slack's
+    # OAuth codes expire after 10 minutes anyway), either side of now.
+    slack_state_window_s: float = 600.0
     # Syncro's API per account: "{subdomain}" is replaced by the integration's subdomain.
     syncro_api_url: str = "https://{subdomain}.syncromsp.com/api/v1"
     # Syncro's budget per account, across every process (switchboard.providers.

@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 from switchboard import supervision
 from switchboard.services.channels import load_plugins
 from switchboard.services.health import health_routes
-from switchboard.services.http import EXCEPTION_HANDLERS
+from switchboard.services.http import EXCEPTION_HANDLERS, body_deadline
 from switchboard.services.runtime import Runtime
 from switchboard.settings import Settings
 
@@ -34,8 +34,12 @@ class HubApp(Starlette):
     """The Starlette app, with the ingress's hottest request answered before routing."""
 
     fast_path: FastPath | None = None
+    # SWITCHBOARD_BODY_READ_TIMEOUT_S: every request body, API and ingress alike.
+    body_timeout_s: float | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.body_timeout_s is not None:
+            receive = body_deadline(receive, self.body_timeout_s)
         fast = self.fast_path
         if fast is not None:
             integration_id = fast.integration_id(scope)
@@ -115,6 +119,7 @@ def build_app(settings: Settings, services: Iterable[str] = SERVICES) -> Starlet
     handlers: Any = EXCEPTION_HANDLERS
     app = HubApp(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.fast_path = fast_path
+    app.body_timeout_s = settings.body_read_timeout_s
     app.state.runtime = runtime
     app.state.supervisor = supervisor
     app.state.workers = workers

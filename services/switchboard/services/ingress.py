@@ -20,6 +20,7 @@ from switchboard import inbound
 from switchboard.errors import (
     Conflict,
     NotFound,
+    RequestTimeout,
     SwitchboardError,
     TooManyRequests,
     Unauthorized,
@@ -189,6 +190,10 @@ class Ingress:
             # another record, or sealed under a key no longer configured): say so.
             log.log(logging.ERROR if exc.status >= 500 else logging.DEBUG,
                     "ingress: %s refused before authentication: %s", integration_id, exc.code)
+            if isinstance(exc, RequestTimeout):
+                # The client's own slowness, not a verdict on the integration (its timing
+                # shows a body was awaited either way): 408, and the connection closed.
+                raise
             raise Unauthorized("unauthenticated", UNAUTHENTICATED) from None
 
     def _on_authenticated(self, request: Request) -> Callable[[IntegrationRecord], None]:

@@ -21,8 +21,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from switchboard.conversations import CONVERSATION_CLOSED, ConversationRecord, reopened_by
-from switchboard.ids import activity_id as make_activity_id
-from switchboard.ids import delivery_id
+from switchboard.greetings import start_deliveries
 from switchboard.kafka import (
     ACTIVITIES,
     ACTIVITIES_DEAD,
@@ -36,8 +35,6 @@ from switchboard.model import (
     Activity,
     DeadActivity,
     Delivery,
-    IntegrationType,
-    Sender,
     activity_decoder,
 )
 from switchboard.pacing import Pacer
@@ -359,38 +356,11 @@ class Router:
     async def _start_messages(
         self, activity: Activity, conversation: ConversationRecord
     ) -> list[asyncio.Future[object]]:
-        """A new conversation gets its Customer integration's `start` messages, as the bot."""
-        source = self.runtime.registry.view.integrations.get(activity.integration_id)
-        if source is None or source.integration_type is not IntegrationType.CUSTOMER:
-            return []
-        start = getattr(source.configuration, "start", [])
-        now_ms = conversation.created_at
-        futures = []
-        for i, message in enumerate(start):
-            greeting = Activity(
-                # Per conversation opening: one that ended and starts again is greeted
-                # again, under new ids.
-                activity_id=make_activity_id(
-                    source.integration_id,
-                    f"start:{activity.conversation_id}:{conversation.created_at}:{i}"),
-                hub_id=activity.hub_id,
-                integration_id=source.integration_id,
-                channel_id=source.channel_id.value,
-                type="message:bot",
-                conversation_id=activity.conversation_id,
-                sender=Sender(id=f"hub:{source.integration_id}", name=source.name),
-                timestamp=now_ms,
-                message=message,
-            )
-            futures.append(await self._send(Delivery(
-                delivery_id=delivery_id(greeting.activity_id, source.integration_id),
-                hub_id=activity.hub_id,
-                destination_id=source.integration_id,
-                conversation_id=activity.conversation_id,
-                activity=greeting,
-                created_at=now_ms,
-            )))
-        return futures
+        """A new conversation's greetings: the `start` messages of the customer's own
+        integration, then of the hub's Agent and Bot integrations (switchboard.greetings)."""
+        view = self.runtime.registry.view
+        return [await self._send(d) for d in start_deliveries(
+            activity, conversation, view.integrations_of(activity.hub_id))]
 
     async def _dead(self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes],
                     reason: str) -> asyncio.Future[object]:

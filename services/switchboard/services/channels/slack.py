@@ -33,6 +33,7 @@ from switchboard.errors import BadRequest, Conflict, SwitchboardError, Unavailab
 from switchboard.model import ChannelId, Delivery
 from switchboard.outbound import Attempt
 from switchboard.providers import slack
+from switchboard.providers.slack_state import check_state
 from switchboard.registry import IntegrationRecord
 from switchboard.retry import Outcome, parse_retry_after
 from switchboard.sealing import open_config_secret
@@ -72,6 +73,9 @@ class SlackPlugin(ChannelPlugin):
                     "slack_not_configured",
                     "set SWITCHBOARD_SLACK_CLIENT_ID and SWITCHBOARD_SLACK_CLIENT_SECRET "
                     "to install Slack with an OAuth code", "configuration.code")
+            # Before the code is spent: a stale or foreign state installs nothing.
+            check_state(config.state, s.slack_client_secret, now_s=time.time(),
+                        window_s=s.slack_state_window_s)
             form = slack.oauth_access_form(config.code, s.slack_client_id, s.slack_client_secret)
             status, body = await self._call("oauth.v2.access", data=form)
             grant = slack.parse_oauth_response(status, body)
