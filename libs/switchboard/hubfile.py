@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
@@ -21,6 +21,9 @@ class DeclaredIntegration(Struct, rename="camel"):
 class DeclaredHub(Struct, rename="camel"):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     integrations: list[DeclaredIntegration] = field(default_factory=list)
+    # "hubster": the hub answers as Hubster does (see the README, *Porting from Hubster*);
+    # "none" turns that off; absent leaves the hub's mode as it is.
+    compat: Literal["hubster", "none"] | None = None
 
 
 class HubFile(Struct):

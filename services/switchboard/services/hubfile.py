@@ -19,13 +19,22 @@ def apply_file(path: Path, base_url: str, admin_token: str) -> list[dict[str, An
     declared = parse_hub_file(path.read_text())
     headers = {"Authorization": f"Bearer {admin_token}"}
     created: list[dict[str, Any]] = []
-    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
+    # Answers in the default shapes whatever a hub's compat mode (names, camelCase keys).
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30,
+                      params={"compat": "none"}) as client:
         hubs = {h["name"]: h for h in _ok(client.get("/api/v1/hubs"))}
         for hub in declared.hubs:
             if hub.name in hubs:
                 hub_id = hubs[hub.name]["hubId"]
+                current = hubs[hub.name].get("compat") or "none"
+                if hub.compat is not None and hub.compat != current:
+                    _ok(client.patch(f"/api/v1/hubs/{hub_id}", json={"compat": hub.compat}))
+                    print(f"hub {hub.name!r}: {hub_id} (compat {hub.compat})")
             else:
-                made = _ok(client.post("/api/v1/hubs", json={"name": hub.name}))
+                body: dict[str, Any] = {"name": hub.name}
+                if hub.compat is not None:
+                    body["compat"] = hub.compat
+                made = _ok(client.post("/api/v1/hubs", json=body))
                 hub_id = made["hubId"]
                 created.append(made)
                 print(f"hub {hub.name!r}: {hub_id}  accessToken={made['accessToken']}")
