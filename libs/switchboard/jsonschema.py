@@ -29,6 +29,7 @@ from switchboard.model import (
     SystemEnvelope,
 )
 from switchboard.providers import syncro_call, syncro_records
+from switchboard.sync import records as sync_records
 
 PUBLIC: dict[str, Any] = {
     "activity": Activity,
@@ -51,6 +52,8 @@ PUBLIC: dict[str, Any] = {
     "syncro-lead": syncro_records.LeadFields,
     "syncro-comment": syncro_records.CommentCreate,
     "syncro-call": syncro_call.RawCall,
+    # Two-way record sync: the canonical record of each entity (tagged by `kind`).
+    **{f"sync-{kind}": typ for kind, typ in sync_records.KINDS.items()},
 }
 
 

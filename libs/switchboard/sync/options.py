@@ -1,0 +1,101 @@
+"""What one sync module (contacts, accounts, tasks, calendar, e-mail logging) is told:
+its direction, whether deletes propagate, and which fields map to which.
+
+The two sides are BrightSync's: the **portal** (the business platform, the CRM) and the
+**mailbox** (Microsoft 365, Google; or any second system: the planner does not care
+what it is). ``TO_PORTAL`` flows mailbox → portal, ``FROM_PORTAL`` portal → mailbox.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+from msgspec import Struct
+
+from switchboard.sync.records import Kind
+
+__all__ = [
+    "DEFAULT_FIELDS",
+    "SIDES",
+    "Direction",
+    "FieldMap",
+    "ModuleOptions",
+    "Side",
+    "flows",
+    "other",
+]
+
+Side = Literal["portal", "mailbox"]
+SIDES: tuple[Side, Side] = ("portal", "mailbox")
+
+
+class Direction(enum.Enum):
+    BOTH = "BOTH"
+    TO_PORTAL = "TO_PORTAL"
+    FROM_PORTAL = "FROM_PORTAL"
+
+
+class FieldMap(Struct, frozen=True, rename="camel"):
+    """The portal's field `portal` and the mailbox's field `mailbox` hold the same thing
+    (canonical field names of the module's record)."""
+
+    portal: str
+    mailbox: str
+
+
+# The fields a module syncs unless its options map others. References to other records
+# (account_id, contact_ids, owner_id) are side-local ids and stay out until the planner
+# translates them through the pairs; tags filter what is synced, they are not copied.
+DEFAULT_FIELDS: dict[Kind, tuple[str, ...]] = {
+    "contact": ("first_name", "last_name", "email", "phone", "mobile_phone", "title",
+                "company_name"),
+    "account": ("name", "domain", "website", "phone", "industry", "address"),
+    "task": ("title", "notes", "due_at", "status", "priority", "completed_at"),
+    "event": ("subject", "body", "location", "start_at", "end_at", "all_day", "private",
+              "organizer", "attendees", "ical_uid"),
+    "email": ("message_id", "subject", "body", "from_address", "to", "cc", "sent_at",
+              "direction"),
+    "opportunity": (),
+}
+
+
+class ModuleOptions(Struct, frozen=True, kw_only=True, rename="camel"):
+    """One module's settings (BrightSync's ``contSyncDirection``,
+    ``contMailboxSyncDeleted``, …)."""
+
+    direction: Direction = Direction.BOTH
+    # A record deleted in the portal is deleted in the mailbox (when the direction
+    # lets portal changes flow there).
+    portal_deletes: bool = True
+    # A record deleted in the mailbox is deleted in the portal: off unless asked for
+    # (``contMailboxSyncDeleted``), so tidying a mailbox never empties the CRM.
+    mailbox_deletes: bool = False
+    # None: the module's DEFAULT_FIELDS, each mapped to itself.
+    fields: tuple[FieldMap, ...] | None = None
+    # The new watermark stays this far behind the newest change read, so a change
+    # committed late with an earlier time is still read next run (reading twice is
+    # harmless: the fingerprints recognise it).
+    overlap_ms: int = 0
+
+    def field_maps(self, kind: Kind) -> tuple[FieldMap, ...]:
+        """The module's field mappings for `kind`."""
+        if self.fields is not None:
+            return self.fields
+        return tuple(FieldMap(name, name) for name in DEFAULT_FIELDS[kind])
+
+    def deletes(self, source: Side) -> bool:
+        """Whether a delete on `source` propagates to the other side."""
+        allowed = self.portal_deletes if source == "portal" else self.mailbox_deletes
+        return allowed and flows(self.direction, source)
+
+
+def other(side: Side) -> Side:
+    return "mailbox" if side == "portal" else "portal"
+
+
+def flows(direction: Direction, source: Side) -> bool:
+    """Whether changes made on `source` are written to the other side."""
+    if direction is Direction.BOTH:
+        return True
+    return (direction is Direction.TO_PORTAL) == (source == "mailbox")
