@@ -158,6 +158,8 @@ class Settings(Struct, frozen=True, kw_only=True):
     # syncro_budget): requests in any window of that many seconds.
     syncro_rate_limit: int = 180
     syncro_rate_window_s: float = 60.0
+    # Microsoft Graph (the sync's mailbox connector); tests point it at a loopback fake.
+    graph_api_url: str = "https://graph.microsoft.com/v1.0"
     provider_timeout_s: float = 10.0
     # Kafka security (switchboard.broker_config): PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL.
     kafka_security_protocol: str = "PLAINTEXT"

@@ -1,0 +1,401 @@
+"""The mailbox side of a sync: one Microsoft 365 user through Microsoft Graph v1.0.
+
+Implements the connector Protocol (`switchboard.sync.connector`) for what a mailbox has:
+contacts (``/me/contacts``), calendar events (``/me/calendarView`` in a window around
+now; recurring events left out, see `graph_map`) and to-do tasks (one list, by default
+the user's "Tasks": ``/me/todo/lists/{id}/tasks``), read and written; and mail, only
+read (`my_emails`, for e-mail logging into the portal). Capabilities: TASKS, EVENTS.
+Accounts, opportunities, users by e-mail and e-mail writes do not exist in a mailbox:
+those methods raise `Unsupported`.
+
+**Changes and deletes come from Graph's delta queries.** A listing's first call starts a
+round (every record); its last page's ``@odata.deltaLink`` is kept in `delta_links`, and
+the next listing with a `since` continues from it: only what changed, deletes included
+(``@removed``, stamped with the connector's clock). A runner persists `delta_links`
+beside its watermark once a run has finished and passes them back next time; without
+them a listing starts a new round (correct, only slower). `since` still drops records
+older than it. Page cursors are Graph's ``@odata.nextLink`` URLs.
+
+**Writes are conditional.** An update or delete of a record this connector read sends
+its ``@odata.etag`` as If-Match; Graph's 412 (changed in the mailbox meanwhile) is
+`RecordConflict`, and the runner plans again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+
+from switchboard.services.graph_http import GraphHttp
+from switchboard.services.http_client import HttpClient
+from switchboard.settings import Settings
+from switchboard.sync.connector import Capability, Page, User, require
+from switchboard.sync.errors import ConnectorError, Unsupported
+from switchboard.sync.graph_map import (
+    CONTACT_FIELDS,
+    EVENT_FIELDS,
+    TASK_FIELDS,
+    contact_from_graph,
+    contact_to_graph,
+    email_from_graph,
+    event_from_graph,
+    event_to_graph,
+    record_values,
+    task_from_graph,
+    task_to_graph,
+)
+from switchboard.sync.graph_time import format_instant
+from switchboard.sync.graph_wire import (
+    GraphContact,
+    GraphEvent,
+    GraphMessage,
+    GraphPage,
+    GraphTodoTask,
+    GraphTodoTaskList,
+    GraphUser,
+    decode_page,
+)
+from switchboard.sync.records import (
+    Account,
+    CalendarEvent,
+    Contact,
+    EmailLog,
+    OpportunityRef,
+    Record,
+    Task,
+    Value,
+)
+
+__all__ = ["GraphConnector"]
+
+R = TypeVar("R", bound=Record)
+W = TypeVar("W", GraphContact, GraphEvent, GraphTodoTask, GraphMessage)
+T = TypeVar("T")
+DAY_MS = 86_400_000
+_NO_ACCOUNTS = "a mailbox has no accounts"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _quote(value: str) -> str:
+    """An OData string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+class GraphConnector:
+    """One Microsoft 365 user's mailbox as a sync side (see the module docstring)."""
+
+    def __init__(self, http: HttpClient, token: str, *,
+                 base_url: str = "https://graph.microsoft.com/v1.0",
+                 timeout_s: float = 10.0, page_size: int = 100,
+                 task_list_id: str | None = None,
+                 past_days: int = 28, future_days: int = 180,
+                 delta_links: Mapping[str, str] | None = None,
+                 now: Callable[[], int] = _now_ms) -> None:
+        self.graph = GraphHttp(http, token, base_url, timeout_s=timeout_s,
+                               page_size=page_size)
+        self.task_list_id = task_list_id
+        self.past_days = past_days
+        self.future_days = future_days
+        # Resource → the deltaLink of its last finished round (see the module docstring).
+        self.delta_links: dict[str, str] = dict(delta_links or {})
+        self._now = now
+        self._etags: dict[str, str] = {}
+        self._me: User | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, http: HttpClient, token: str,
+                      **options: Any) -> GraphConnector:
+        """A connector on ``SWITCHBOARD_GRAPH_API_URL`` with the provider timeout."""
+        return cls(http, token, base_url=settings.graph_api_url,
+                   timeout_s=settings.provider_timeout_s, **options)
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return frozenset({Capability.TASKS, Capability.EVENTS})
+
+    # Plumbing ---------------------------------------------------------------------------
+
+    def _remember(self, item: object) -> None:
+        etag = getattr(item, "etag", None)
+        if isinstance(etag, str) and etag:
+            self._etags[getattr(item, "id", "")] = etag
+
+    def _if_match(self, record_id: str) -> dict[str, str]:
+        etag = self._etags.get(record_id)
+        return {"if-match": etag} if etag else {}
+
+    async def _one(self, path: str, item: type[W], record_id: str) -> W:
+        resp = await self.graph.call("GET", path, record_id=record_id)
+        out = _decode(resp.content, item)
+        self._remember(out)
+        return out
+
+    async def _write(self, method: str, path: str, body: dict[str, Any], item: type[W],
+                     record_id: str | None = None) -> W:
+        headers = self._if_match(record_id) if record_id else None
+        resp = await self.graph.call(method, path, json=body, headers=headers,
+                                     record_id=record_id)
+        out = _decode(resp.content, item)
+        self._remember(out)
+        return out
+
+    async def _delete(self, path: str, record_id: str) -> None:
+        await self.graph.call("DELETE", path, headers=self._if_match(record_id),
+                              record_id=record_id)
+        self._etags.pop(record_id, None)
+
+    async def _page(self, link: str, params: Mapping[str, str] | None, item: type[T]
+                    ) -> GraphPage[T]:
+        resp = await self.graph.call("GET", link, params=params)
+        try:
+            page = decode_page(resp.content, item)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ConnectorError("graph_bad_answer", f"Graph sent an unreadable page: {exc}"
+                                 ) from None
+        for x in page.value:
+            self._remember(x)
+        return page
+
+    async def _delta(self, key: str, first: str, params: Mapping[str, str] | None,
+                     item: type[W], convert: Callable[[W], R | None], since: int | None,
+                     cursor: str | None) -> Page[R]:
+        """One page of a delta listing (see the module docstring)."""
+        if cursor is not None:
+            page = await self._page(cursor, None, item)
+        elif since is not None and key in self.delta_links:
+            page = await self._page(self.delta_links[key], None, item)
+        else:
+            page = await self._page(first, params, item)
+        records = [r for r in map(convert, page.value) if r is not None
+                   if since is None or r.deleted or r.modified_at >= since]
+        if page.next_link:
+            return Page(records=records, cursor=page.next_link)
+        if page.delta_link:
+            self.delta_links[key] = page.delta_link
+        return Page(records=records)
+
+    async def _all(self, path: str, params: Mapping[str, str] | None, item: type[T]
+                   ) -> list[T]:
+        out: list[T] = []
+        page = await self._page(path, params, item)
+        out += page.value
+        for _ in range(10_000):
+            if not page.next_link:
+                break
+            page = await self._page(page.next_link, None, item)
+            out += page.value
+        return out
+
+    # Users ------------------------------------------------------------------------------
+
+    async def get_me(self) -> User:
+        """The token's user (``GET /me``); the org is the sign-in name's domain."""
+        resp = await self.graph.call("GET", "/me")
+        me = _decode(resp.content, GraphUser)
+        upn = me.user_principal_name or ""
+        self._me = User(org_id=upn.rpartition("@")[2] or me.id, user_id=me.id,
+                        name=me.display_name or "", email=me.mail or upn)
+        return self._me
+
+    async def users_by_email(self, emails: Sequence[str]) -> list[User]:
+        require(self, Capability.USERS_BY_EMAIL)
+        return []
+
+    # Accounts: none in a mailbox ----------------------------------------------------------
+
+    async def create_account(self, account: Account) -> Account:
+        raise Unsupported(_NO_ACCOUNTS)
+
+    async def get_account(self, account_id: str) -> Account:
+        raise Unsupported(_NO_ACCOUNTS)
+
+    async def update_account(self, account_id: str, values: Mapping[str, Value]) -> Account:
+        raise Unsupported(_NO_ACCOUNTS)
+
+    async def delete_account(self, account_id: str) -> None:
+        raise Unsupported(_NO_ACCOUNTS)
+
+    async def my_accounts(self, since: int | None = None,
+                          cursor: str | None = None) -> Page[Account]:
+        raise Unsupported(_NO_ACCOUNTS)
+
+    async def accounts_by_name(self, name: str) -> list[Account]:
+        raise Unsupported(_NO_ACCOUNTS)
+
+    async def accounts_by_domain(self, domain: str) -> list[Account]:
+        require(self, Capability.ACCOUNTS_BY_DOMAIN)
+        return []
+
+    # Contacts ---------------------------------------------------------------------------
+
+    def _contact(self, item: GraphContact) -> Contact:
+        return contact_from_graph(item, self._now())
+
+    async def create_contact(self, contact: Contact) -> Contact:
+        body = contact_to_graph(record_values(contact, CONTACT_FIELDS), create=True)
+        return self._contact(await self._write("POST", "/me/contacts", body, GraphContact))
+
+    async def get_contact(self, contact_id: str) -> Contact:
+        return self._contact(await self._one(f"/me/contacts/{contact_id}", GraphContact,
+                                             contact_id))
+
+    async def update_contact(self, contact_id: str, values: Mapping[str, Value]) -> Contact:
+        return self._contact(await self._write(
+            "PATCH", f"/me/contacts/{contact_id}", contact_to_graph(values), GraphContact,
+            contact_id))
+
+    async def delete_contact(self, contact_id: str) -> None:
+        await self._delete(f"/me/contacts/{contact_id}", contact_id)
+
+    async def my_contacts(self, since: int | None = None,
+                          cursor: str | None = None) -> Page[Contact]:
+        return await self._delta("contacts", "/me/contacts/delta", None, GraphContact,
+                                 self._contact, since, cursor)
+
+    async def contacts_by_name(self, name: str) -> list[Contact]:
+        found = await self._all("/me/contacts",
+                                {"$filter": f"displayName eq {_quote(name)}"}, GraphContact)
+        return [self._contact(x) for x in found]
+
+    async def contacts_by_email(self, emails: Sequence[str]) -> list[Contact]:
+        out: dict[str, Contact] = {}
+        for email in emails:
+            query = f"emailAddresses/any(a:a/address eq {_quote(email)})"
+            for x in await self._all("/me/contacts", {"$filter": query}, GraphContact):
+                out[x.id] = self._contact(x)
+        return list(out.values())
+
+    async def contacts_by_email_domain(self, domain: str) -> list[Contact]:
+        # Graph cannot filter contacts by the end of an address: read them all.
+        suffix = "@" + domain.strip().casefold().lstrip("@")
+        everyone = await self._all("/me/contacts", None, GraphContact)
+        return [c for c in map(self._contact, everyone)
+                if c.email and c.email.casefold().endswith(suffix)]
+
+    # E-mail: read only --------------------------------------------------------------------
+
+    async def create_email(self, email: EmailLog) -> EmailLog:
+        require(self, Capability.EMAIL)
+        raise AssertionError("unreachable")
+
+    async def update_email(self, email_id: str, values: Mapping[str, Value]) -> EmailLog:
+        require(self, Capability.EMAIL)
+        raise AssertionError("unreachable")
+
+    async def my_emails(self, since: int | None = None,
+                        cursor: str | None = None) -> Page[EmailLog]:
+        """Messages received (or sent) since `since`, oldest first, drafts left out: what
+        e-mail logging writes into the portal. Not in the Protocol (a portal's e-mail is
+        written, a mailbox's is read)."""
+        if self._me is None:
+            await self.get_me()
+        assert self._me is not None
+        if cursor is not None:
+            page = await self._page(cursor, None, GraphMessage)
+        else:
+            params = {"$orderby": "receivedDateTime"}
+            if since is not None:
+                params["$filter"] = f"receivedDateTime ge {format_instant(since)}"
+            page = await self._page("/me/messages", params, GraphMessage)
+        now = self._now()
+        records = [email_from_graph(m, self._me.email, now) for m in page.value
+                   if not m.is_draft]
+        return Page(records=records, cursor=page.next_link)
+
+    # Opportunities: none ------------------------------------------------------------------
+
+    async def opportunities_for_contacts(self, contact_ids: Sequence[str]
+                                         ) -> list[OpportunityRef]:
+        require(self, Capability.OPPORTUNITIES)
+        return []
+
+    # Tasks --------------------------------------------------------------------------------
+
+    async def _tasks(self) -> str:
+        """The to-do list's path: the configured list, else the user's default one."""
+        if self.task_list_id is None:
+            lists = await self._all("/me/todo/lists", None, GraphTodoTaskList)
+            default = [x for x in lists if x.wellknown_list_name == "defaultList"]
+            if not default:
+                raise ConnectorError("graph_no_task_list", "the mailbox has no default "
+                                     "to-do list")
+            self.task_list_id = default[0].id
+        return f"/me/todo/lists/{self.task_list_id}/tasks"
+
+    def _task(self, item: GraphTodoTask) -> Task:
+        return task_from_graph(item, self._now())
+
+    async def create_task(self, task: Task) -> Task:
+        body = task_to_graph(record_values(task, TASK_FIELDS))
+        return self._task(await self._write("POST", await self._tasks(), body,
+                                            GraphTodoTask))
+
+    async def get_task(self, task_id: str) -> Task:
+        return self._task(await self._one(f"{await self._tasks()}/{task_id}",
+                                          GraphTodoTask, task_id))
+
+    async def update_task(self, task_id: str, values: Mapping[str, Value]) -> Task:
+        return self._task(await self._write("PATCH", f"{await self._tasks()}/{task_id}",
+                                            task_to_graph(values), GraphTodoTask, task_id))
+
+    async def delete_task(self, task_id: str) -> None:
+        await self._delete(f"{await self._tasks()}/{task_id}", task_id)
+
+    async def my_tasks(self, since: int | None = None,
+                       cursor: str | None = None) -> Page[Task]:
+        path = await self._tasks()
+        return await self._delta(f"tasks:{self.task_list_id}", f"{path}/delta", None,
+                                 GraphTodoTask, self._task, since, cursor)
+
+    # Calendar events ----------------------------------------------------------------------
+
+    def _event(self, item: GraphEvent) -> CalendarEvent | None:
+        return event_from_graph(item, self._now())
+
+    def _existing_event(self, item: GraphEvent) -> CalendarEvent:
+        event = self._event(item)
+        if event is None:
+            raise Unsupported(f"event {item.id} is recurring; recurring events are not "
+                              "synced")
+        return event
+
+    async def create_event(self, event: CalendarEvent) -> CalendarEvent:
+        body = event_to_graph(record_values(event, EVENT_FIELDS))
+        return self._existing_event(await self._write("POST", "/me/events", body,
+                                                      GraphEvent))
+
+    async def get_event(self, event_id: str) -> CalendarEvent:
+        return self._existing_event(await self._one(f"/me/events/{event_id}", GraphEvent,
+                                                    event_id))
+
+    async def update_event(self, event_id: str,
+                           values: Mapping[str, Value]) -> CalendarEvent:
+        return self._existing_event(await self._write(
+            "PATCH", f"/me/events/{event_id}", event_to_graph(values), GraphEvent, event_id))
+
+    async def delete_event(self, event_id: str) -> None:
+        await self._delete(f"/me/events/{event_id}", event_id)
+
+    async def my_events(self, since: int | None = None,
+                        cursor: str | None = None) -> Page[CalendarEvent]:
+        """Events in the window (`past_days` before now to `future_days` after): a
+        calendarView delta, so deletes are reported; the window is fixed per round."""
+        now = self._now()
+        window = {"startDateTime": format_instant(now - self.past_days * DAY_MS),
+                  "endDateTime": format_instant(now + self.future_days * DAY_MS)}
+        return await self._delta("events", "/me/calendarView/delta", window, GraphEvent,
+                                 self._event, since, cursor)
+
+
+def _decode(content: bytes, item: type[T]) -> T:
+    try:
+        return msgspec.json.decode(content, type=item)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ConnectorError("graph_bad_answer", f"Graph sent an unreadable answer: {exc}"
+                             ) from None

@@ -1,0 +1,126 @@
+"""The loopback Graph checked with Microsoft's Graph SDK (msgraph-sdk) as the oracle: the
+SDK's typed models parse what the fake serves, so the fake speaks Graph."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from azure.core.credentials import AccessToken
+from kiota_authentication_azure.azure_identity_authentication_provider import (
+    AzureIdentityAuthenticationProvider,
+)
+from msgraph import GraphRequestAdapter, GraphServiceClient
+from msgraph.generated.models.contact import Contact as SdkContact
+from msgraph.generated.models.email_address import EmailAddress as SdkEmailAddress
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+from tests.fakes.graph import FakeGraph
+
+
+class StaticToken:
+    """An async token credential that always gives the same access token."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self.token, 4_102_444_800)
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeGraph]:
+    graph = FakeGraph(page_size=2)
+    await graph.start()
+    yield graph
+    await graph.stop()
+
+
+def sdk(fake: FakeGraph, token: str) -> GraphServiceClient:
+    auth = AzureIdentityAuthenticationProvider(StaticToken(token),  # type: ignore[arg-type]
+                                               allowed_hosts=["127.0.0.1"])
+    adapter = GraphRequestAdapter(auth)
+    adapter.base_url = fake.url
+    return GraphServiceClient(request_adapter=adapter)
+
+
+async def test_the_sdk_reads_the_fakes_contacts_events_tasks_and_mail(fake: FakeGraph) -> None:
+    fake.add("contacts", {"givenName": "Ada", "surname": "Lovelace", "displayName": "Ada L",
+                          "emailAddresses": [{"address": "ada@example.com", "name": "Ada"}],
+                          "businessPhones": ["+1 555"], "categories": ["vip"]})
+    for i in range(2):
+        fake.add("contacts", {"givenName": f"P{i}"})
+    fake.add("events", {"subject": "Standup", "start": {
+        "dateTime": "2030-01-15T09:00:00.0000000", "timeZone": "UTC"},
+        "end": {"dateTime": "2030-01-15T09:30:00.0000000", "timeZone": "UTC"},
+        "attendees": [{"emailAddress": {"address": "bob@example.com"}, "type": "required"}]})
+    fake.add("tasks", {"title": "Call Ada", "dueDateTime": {
+        "dateTime": "2030-01-15T00:00:00.0000000", "timeZone": "UTC"}})
+    fake.add("messages", {"subject": "Hello", "internetMessageId": "<m1@example.com>",
+                          "receivedDateTime": "2030-01-01T10:00:00Z",
+                          "from": {"emailAddress": {"address": "ada@example.com"}}})
+    client = sdk(fake, fake.token)
+
+    page = await client.me.contacts.get()
+    assert page is not None and page.value is not None and len(page.value) == 2
+    assert page.odata_next_link is not None and page.odata_next_link.startswith(fake.url)
+    rest = await client.me.contacts.with_url(page.odata_next_link).get()
+    assert rest is not None and rest.value is not None
+    ada = page.value[0]
+    assert (ada.given_name, ada.surname, ada.business_phones, ada.categories) == (
+        "Ada", "Lovelace", ["+1 555"], ["vip"])
+    assert ada.email_addresses is not None and ada.email_addresses[0].address == \
+        "ada@example.com"
+    assert ada.last_modified_date_time is not None
+
+    delta = await client.me.contacts.delta.get()
+    assert delta is not None and delta.odata_next_link is not None
+    last = await client.me.contacts.delta.with_url(delta.odata_next_link).get()
+    assert last is not None and last.odata_delta_link is not None
+    assert await client.me.contacts.by_contact_id(ada.id or "").delete() is None
+    after = await client.me.contacts.delta.with_url(last.odata_delta_link).get()
+    assert after is not None and after.value is not None
+    assert [(c.id, c.additional_data.get("@removed")) for c in after.value] == [
+        (ada.id, {"reason": "deleted"})]
+
+    events = await client.me.events.get()
+    assert events is not None and events.value is not None
+    ev = events.value[0]
+    assert ev.subject == "Standup" and ev.start is not None and ev.start.time_zone == "UTC"
+    assert ev.i_cal_u_id and ev.organizer is not None and ev.attendees is not None
+
+    lists = await client.me.todo.lists.get()
+    assert lists is not None and lists.value is not None
+    default = [x for x in lists.value if x.wellknown_list_name is not None
+               and x.wellknown_list_name.value == "defaultList"]
+    tasks = await client.me.todo.lists.by_todo_task_list_id(default[0].id or "").tasks.get()
+    assert tasks is not None and tasks.value is not None
+    assert tasks.value[0].title == "Call Ada" and tasks.value[0].due_date_time is not None
+    assert tasks.value[0].status is not None and tasks.value[0].status.value == "notStarted"
+
+    mail = await client.me.messages.get()
+    assert mail is not None and mail.value is not None
+    msg = mail.value[0]
+    assert msg.internet_message_id == "<m1@example.com>"
+    assert msg.from_ is not None and msg.from_.email_address is not None
+    assert msg.from_.email_address.address == "ada@example.com"
+
+    made = await client.me.contacts.post(SdkContact(
+        given_name="Cy", email_addresses=[SdkEmailAddress(address="cy@example.com")]))
+    assert made is not None and made.id in fake.items["contacts"]
+
+
+async def test_the_sdk_reads_the_fakes_errors(fake: FakeGraph) -> None:
+    with pytest.raises(ODataError) as err:
+        await sdk(fake, "wrong").me.get()
+    assert err.value.response_status_code == 401
+    assert err.value.error is not None and err.value.error.code == \
+        "InvalidAuthenticationToken"
+    with pytest.raises(ODataError) as nf:
+        await sdk(fake, fake.token).me.contacts.by_contact_id("nope").get()
+    assert nf.value.response_status_code == 404
+    assert nf.value.error is not None and nf.value.error.code == "ErrorItemNotFound"
