@@ -12,7 +12,7 @@ OpenAPI document ("Syncro v1") gives for the calls the hub makes:
   ``GET /tickets/{id}`` → ``{"ticket": {…, "comments": […]}}``;
 - ``POST /tickets/{id}/comment`` (``subject``, ``body`` required, ``hidden``,
   ``do_not_email``) → ``{"comment": {…}}``.
-- customers, tickets and leads CRUD with Syncro's search filters (``tests/fakes/
+- customers, contacts, tickets and leads CRUD with Syncro's search filters (``tests/fakes/
   syncro_records.py``); every request's method, path and query kept in ``calls``.
 
 Bearer token auth (401 ``{"error": "Not authorized"}``); Syncro's error bodies. Knobs:
@@ -67,6 +67,7 @@ class Account:
     customers: list[dict[str, Any]] = field(default_factory=list)
     tickets: list[dict[str, Any]] = field(default_factory=list)
     leads: list[dict[str, Any]] = field(default_factory=list)
+    contacts: list[dict[str, Any]] = field(default_factory=list)
     requests: list[float] = field(default_factory=list)  # monotonic time of each request
     paths: list[str] = field(default_factory=list)  # and its path, in the same order
     # (method, path under /api/v1, query parameters) of each request, in order.

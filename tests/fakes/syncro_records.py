@@ -1,4 +1,5 @@
-"""The loopback Syncro's customers, tickets and leads CRUD, as Syncro's API v1 shapes it.
+"""The loopback Syncro's customers, contacts, tickets and leads CRUD, as Syncro's API v1
+shapes it.
 
 - ``GET /customers`` filters by ``query`` (names, email, phones), ``firstname``,
   ``lastname``, ``business_name`` (case-insensitive parts), ``email``, ``id``, ``id_not``,
@@ -9,6 +10,9 @@
   Resolved), ``user_id``, ``mine`` (the token's user, 7), ``query`` (subject),
   ``resolved_after``, ``created_after``, ``since_updated_at``; ``PUT``/``DELETE
   /tickets/{id}`` (``comments_attributes`` added as comments; 422 for a blank subject).
+- ``GET /contacts`` filters by ``customer_id`` and ``query`` (name, email, phones) and
+  takes ``sort`` like customers; ``POST`` (422 without a ``name`` or an existing
+  ``customer_id``), ``GET``/``PUT``/``DELETE /contacts/{id}`` (404 for an unknown id).
 - ``GET /leads`` filters by ``query``, ``status_list``, ``users``, ``mailbox_ids``
   (comma-separated), ``has_ticket``; ``POST``, ``GET``/``PUT /leads/{id}``; Syncro's API
   deletes no lead (no route: 404).
@@ -113,6 +117,17 @@ def _filter_leads(request: Request, records: list[dict[str, Any]]) -> list[dict[
     return out
 
 
+def filter_contacts(request: Request, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    q = request.query_params
+    out = list(records)
+    if "customer_id" in q:
+        out = [c for c in out if str(c.get("customer_id")) == q["customer_id"]]
+    if "query" in q:
+        out = [c for c in out if any(_has(c.get(f), q["query"]) for f in (
+            "name", "email", "phone", "mobile"))]
+    return _sorted(request, out)
+
+
 def _unprocessable(*messages: str) -> Response:
     return JSONResponse({"success": False, "message": list(messages)}, status_code=422)
 
@@ -176,6 +191,40 @@ def records_routes(fake: FakeSyncro) -> list[Route]:
             ticket["comments"].append(fake._new_comment(ticket["id"], c))
         return JSONResponse({"ticket": ticket})
 
+    async def contacts(request: Request) -> Response:
+        account = await fake._gate(request)
+        if isinstance(account, Response):
+            return account
+        if request.method == "GET":
+            return fake._page(request, "contacts", filter_contacts(request, account.contacts))
+        body = await request.json()
+        if find(account.customers, body.get("customer_id")) is None:
+            return _unprocessable("Customer must exist")
+        if not body.get("name"):
+            return _unprocessable("Name can't be blank")
+        contact = {"name": None, "email": None, "phone": None, "mobile": None, "title": None,
+                   **body, "id": next(fake._ids), "created_at": now_iso(),
+                   "updated_at": now_iso()}
+        account.contacts.append(contact)
+        return await fake._answer({"contact": contact})
+
+    async def contact(request: Request) -> Response:
+        account = await fake._gate(request)
+        if isinstance(account, Response):
+            return account
+        found = find(account.contacts, request.path_params["id"])
+        if found is None:
+            return _not_found()
+        if request.method == "DELETE":
+            account.contacts.remove(found)
+            return JSONResponse({"message": f"Contact {found['id']} was deleted."})
+        if request.method == "PUT":
+            body = await request.json()
+            if "name" in body and not body["name"]:
+                return _unprocessable("Name can't be blank")
+            found.update(body, updated_at=now_iso())
+        return JSONResponse({"contact": found})
+
     async def leads(request: Request) -> Response:
         account = await fake._gate(request)
         if isinstance(account, Response):
@@ -206,6 +255,8 @@ def records_routes(fake: FakeSyncro) -> list[Route]:
         Route("/{sub}/api/v1/customers", customer_create, methods=["POST"]),
         Route("/{sub}/api/v1/customers/{id:int}", customer_write, methods=["PUT", "DELETE"]),
         Route("/{sub}/api/v1/tickets/{id:int}", ticket_write, methods=["PUT", "DELETE"]),
+        Route("/{sub}/api/v1/contacts", contacts, methods=["GET", "POST"]),
+        Route("/{sub}/api/v1/contacts/{id:int}", contact, methods=["GET", "PUT", "DELETE"]),
         Route("/{sub}/api/v1/leads", leads, methods=["GET", "POST"]),
         Route("/{sub}/api/v1/leads/{id:int}", lead, methods=["GET", "PUT"]),
     ]
