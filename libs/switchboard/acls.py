@@ -28,6 +28,10 @@ from switchboard.kafka import (
     PARKED,
     REGISTRY,
     STREAM_CURSORS,
+    SYNC_JOBS,
+    SYNC_PAIRS,
+    SYNC_PROFILES,
+    SYNC_STATUS,
     SYNCRO_SLOTS,
     topic_specs,
 )
@@ -45,19 +49,22 @@ class Acl(Struct, frozen=True, order=True):
 # Topics each service reads and writes beyond the runtime's own (registry, conversations).
 READS: Final[dict[str, tuple[str, ...]]] = {
     # delivery log, redelivery and replay (read back by offset), job progress; Syncro's
-    # budget (claims read back) where the API calls Syncro, as the deliverer does
-    "api": (DELIVERIES, ATTEMPTS, JOBS, SYNCRO_SLOTS),
+    # budget (claims read back) where the API calls Syncro, as the deliverer does; sync
+    # profiles and their status
+    "api": (DELIVERIES, ATTEMPTS, JOBS, SYNCRO_SLOTS, SYNC_PROFILES, SYNC_STATUS),
     # web chat: a visitor's history and live answers
     "ingress": (DELIVERIES,),
     # websocket delivery and its acked cursors
     "stream": (DELIVERIES, STREAM_CURSORS),
     "router": (ACTIVITIES,),
     "deliverer": (DELIVERIES, PARKED, SYNCRO_SLOTS),
+    # run requests, the profiles they name, status, pair indexes and watermarks
+    "sync": (SYNC_JOBS, SYNC_PROFILES, SYNC_STATUS, SYNC_PAIRS),
 }
 WRITES: Final[dict[str, tuple[str, ...]]] = {
     # hubs and integrations; redelivered and replayed deliveries; job progress; claims
-    # and 429 blocks of Syncro's budget
-    "api": (REGISTRY, DELIVERIES, JOBS, SYNCRO_SLOTS),
+    # and 429 blocks of Syncro's budget; sync profiles, run requests and their status
+    "api": (REGISTRY, DELIVERIES, JOBS, SYNCRO_SLOTS, SYNC_PROFILES, SYNC_JOBS, SYNC_STATUS),
     # activities from every channel; how far a Syncro ticket's comments were relayed
     # (the conversation's cursor)
     "ingress": (ACTIVITIES, CONVERSATIONS),
@@ -68,11 +75,13 @@ WRITES: Final[dict[str, tuple[str, ...]]] = {
     # integration_disabled), a disabled destination's statusId, Slack thread ids, Syncro
     # budget claims
     "deliverer": (PARKED, ATTEMPTS, DEAD, ACTIVITIES, REGISTRY, CONVERSATIONS, SYNCRO_SLOTS),
+    # run status and review reports, pairs and watermarks
+    "sync": (SYNC_STATUS, SYNC_PAIRS),
 }
 # Consumer groups (prefixed like the topics; the services' GROUP constants).
 GROUPS: Final[dict[str, tuple[str, ...]]] = {
     "api": (), "ingress": (), "stream": (), "router": ("switchboard-router",),
-    "deliverer": ("switchboard-deliverer",),
+    "deliverer": ("switchboard-deliverer",), "sync": ("switchboard-sync",),
 }
 SERVICES: Final = tuple(READS)
 

@@ -29,6 +29,7 @@ from switchboard.model import (
     SystemEnvelope,
 )
 from switchboard.providers import syncro_call, syncro_records
+from switchboard.sync import profiles as sync_profiles
 from switchboard.sync import records as sync_records
 
 PUBLIC: dict[str, Any] = {
@@ -54,6 +55,11 @@ PUBLIC: dict[str, Any] = {
     "syncro-call": syncro_call.RawCall,
     # Two-way record sync: the canonical record of each entity (tagged by `kind`).
     **{f"sync-{kind}": typ for kind, typ in sync_records.KINDS.items()},
+    # Sync profiles' request bodies (/api/v1/hubs/{hubId}/syncProfiles...).
+    "sync-profile-create": sync_profiles.ProfileCreate,
+    "sync-profile-update": sync_profiles.ProfileUpdate,
+    "sync-run": sync_profiles.RunRequest,
+    "sync-allow": sync_profiles.AllowSync,
 }
 
 

@@ -55,6 +55,13 @@ STREAM_CURSORS = "stream-cursors"
 # Syncro's request budget shared by every process: claims and 429 blocks, keyed by account
 # (switchboard.providers.syncro_budget). Short-lived; stamped by the broker's clock.
 SYNCRO_SLOTS = "syncro.slots"
+# Two-way record sync (#13): profiles (key: profile id), their run status and review
+# reports, every module's pair index and watermark (tables); run requests (a log keyed by
+# profile, consumed by the `sync` group).
+SYNC_PROFILES = "sync.profiles"
+SYNC_STATUS = "sync.status"
+SYNC_PAIRS = "sync.pairs"
+SYNC_JOBS = "sync.jobs"
 
 COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
 
@@ -88,6 +95,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(SYNCRO_SLOTS), n, {
             "retention.ms": str(slots_retention_ms(settings)),
             "message.timestamp.type": "LogAppendTime"}),
+        TopicSpec(settings.topic(SYNC_PROFILES), 1, COMPACTED),
+        TopicSpec(settings.topic(SYNC_STATUS), 1, COMPACTED),
+        TopicSpec(settings.topic(SYNC_PAIRS), 1, COMPACTED),
+        TopicSpec(settings.topic(SYNC_JOBS), n, log),
     ]
 
 

@@ -62,7 +62,8 @@ _ABSENT = b"\xff\xff\xff\xff"  # a length no field can have: "no key" / tombston
 # Topics whose readers refuse a record without a valid MAC (kinds: names without prefix).
 VERIFIED_KINDS: Final = frozenset({
     "registry", "conversations", "activities", "deliveries", "deliveries.parked", "jobs",
-    "stream-cursors", "syncro.slots",
+    "stream-cursors", "syncro.slots", "sync.profiles", "sync.status", "sync.pairs",
+    "sync.jobs",
 })
 
 MAC_MODES: Final = ("enforce", "accept-unsigned")

@@ -161,6 +161,12 @@ class Settings(Struct, frozen=True, kw_only=True):
     # Microsoft Graph (the sync's mailbox connector); tests point it at a loopback fake.
     graph_api_url: str = "https://graph.microsoft.com/v1.0"
     provider_timeout_s: float = 10.0
+    # Two-way sync: a connector's Retry-After longer than this fails the run (its error
+    # says so) instead of holding the worker.
+    sync_max_retry_after_s: float = 900.0
+    # TEST ONLY: registers the `testfile` connector kind (a side kept in a local SQLite
+    # file, switchboard.services.sync_testfile). Never on in production.
+    sync_test_connectors: bool = False
     # Kafka security (switchboard.broker_config): PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL.
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_ssl_ca_file: str = ""  # empty: the system's trust store

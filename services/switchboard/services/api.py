@@ -46,6 +46,7 @@ from switchboard.services.http import JSON, read_body
 from switchboard.services.hubs_api import HubCreate, HubsApi, HubUpdate
 from switchboard.services.runtime import Runtime
 from switchboard.services.stats_api import StatsApi
+from switchboard.services.sync_api import SyncProfilesApi
 
 log = logging.getLogger(__name__)
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -125,12 +126,15 @@ class Api:
         self.stats = StatsApi(runtime, self)  # the console's charts
         self.deliveries = DeliveriesApi(runtime, self, observe=self.stats.observe_attempt)
         self.syncro = SyncroActions(self)  # /integrations/{id}/syncro/...
+        self.sync_profiles = SyncProfilesApi(runtime, self)  # /hubs/{hubId}/syncProfiles
 
     async def start(self) -> None:
         await self.deliveries.start()
         await self.stats.start()
+        await self.sync_profiles.start()
 
     async def stop(self) -> None:
+        await self.sync_profiles.stop()
         await self.stats.stop()
         await self.deliveries.stop()
 
@@ -147,6 +151,7 @@ class Api:
                   methods=["DELETE"]),
             *self.deliveries.routes(),
             *self.syncro.routes(),
+            *self.sync_profiles.routes(),
         ]
 
     # ---- auth ------------------------------------------------------------------

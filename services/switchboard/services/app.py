@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from switchboard.services.ingress import FastPath
 
 log = logging.getLogger(__name__)
-SERVICES = ("api", "ingress", "router", "deliverer", "stream")
+SERVICES = ("api", "ingress", "router", "deliverer", "stream", "sync")
 
 
 class Worker(Protocol):
@@ -97,6 +97,10 @@ def build_app(settings: Settings, services: Iterable[str] = SERVICES) -> Starlet
 
         senders = {c: p.sender for c, p in plugins.items() if p.sender is not None}
         workers.append(Deliverer(runtime, senders=senders))
+    if "sync" in names:
+        from switchboard.services.sync_worker import SyncWorker
+
+        workers.append(SyncWorker(runtime))  # two-way record sync runs (sync.jobs)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

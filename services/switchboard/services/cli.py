@@ -166,7 +166,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     # SystemExit lets the `finally` below stop the broker instead of dying with it.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        _serve(settings, ["api", "ingress", "router", "deliverer", "stream"], args.host,
+        _serve(settings, ["api", "ingress", "router", "deliverer", "stream", "sync"], args.host,
                args.port, on_ready=banner)
     except KeyboardInterrupt:
         pass
@@ -324,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     dev.set_defaults(func=cmd_dev)
 
     serve = sub.add_parser("serve", help="run one service against KAFKA_BOOTSTRAP_SERVERS")
-    serve.add_argument("service", choices=["api", "ingress", "router", "deliverer", "stream"])
+    serve.add_argument("service", choices=["api", "ingress", "router", "deliverer", "stream",
+                                           "sync"])
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8080)
     serve.set_defaults(func=cmd_serve)

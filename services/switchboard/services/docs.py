@@ -48,6 +48,8 @@ def openapi_spec() -> dict[str, Any]:
     from switchboard.services.channels.syncro_actions import BODY_TYPES, openapi_paths
     from switchboard.services.deliveries_api import RedeliverRequest, ReplayRequest
     from switchboard.services.hubs_api import HubCreate, HubUpdate
+    from switchboard.services.sync_api import BODY_TYPES as SYNC_BODIES
+    from switchboard.services.sync_api import openapi_paths as sync_paths
 
     _, components = msgspec.json.schema_components(
         [HubCreate, HubUpdate, IntegrationCreate, IntegrationUpdate, InboundActivity, Activity,
@@ -66,6 +68,10 @@ def openapi_spec() -> dict[str, Any]:
     # The Syncro actions' request bodies (Syncro's own field names).
     components.update(msgspec.json.schema_components(
         BODY_TYPES, ref_template="#/components/schemas/{name}")[1])
+    # Sync profiles' request bodies (their credentials are write-only).
+    components.update(msgspec.json.schema_components(
+        SYNC_BODIES, ref_template="#/components/schemas/{name}")[1])
+    components["ConnectorSpec"]["properties"]["credentials"]["writeOnly"] = True
     components["Error"] = {
         "type": "object",
         "properties": {"status": {"type": "integer"}, "errors": {"type": "array", "items": {
@@ -196,6 +202,7 @@ def openapi_spec() -> dict[str, Any]:
                                security=False, responses=(503,))},
     }
     paths.update(openapi_paths(_op, iid))  # /integrations/{id}/syncro/...
+    paths.update(sync_paths(_op))  # /hubs/{hubId}/syncProfiles...
     return {
         "openapi": "3.1.0",
         "info": {"title": "Switchboard", "version": "0.1.0"},
