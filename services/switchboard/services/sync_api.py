@@ -68,7 +68,7 @@ class SyncProfilesApi:
     def __init__(self, runtime: Runtime, api: Api) -> None:
         self.runtime = runtime
         self.api = api
-        self.store = SyncStore(runtime, pairs=False)
+        self.store = SyncStore.for_runtime(runtime, pairs=False)
 
     async def start(self) -> None:
         await self.store.start()

@@ -22,6 +22,7 @@ from aiokafka.structs import TopicPartition
 
 from switchboard.errors import SwitchboardError
 from switchboard.kafka import SYNC_JOBS, SYNC_STATUS, start_group_consumer, stop_consuming
+from switchboard.pacing import Pacer
 from switchboard.services.runtime import Runtime
 from switchboard.services.sync_connectors import ConnectorContext, build
 from switchboard.services.sync_runner import RunFailed, Runner
@@ -66,11 +67,15 @@ class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
         pass
 
 
+SYNC_HEARTBEAT_MS = 3000
+
+
 class SyncWorker:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.store = SyncStore(runtime, pairs=True)
+        self.store = SyncStore.for_runtime(runtime, pairs=True)
         self._consumer: AIOKafkaConsumer | None = None
+        self._pacer: Pacer | None = None
         self._task: asyncio.Task[None] | None = None
         self._current: asyncio.Task[None] | None = None
         self._current_tp: TopicPartition | None = None
@@ -82,22 +87,31 @@ class SyncWorker:
             s, s.topic(SYNC_JOBS), GROUP, lambda c: _Revoke(self),
             # A run may take hours (an initial sync behind a rate limit); membership is
             # kept by heartbeats, and a revoke cancels the run.
-            max_poll_interval_ms=24 * 3600 * 1000, max_poll_records=20)
+            max_poll_interval_ms=24 * 3600 * 1000, max_poll_records=20,
+            # Runs are rare and long: a slower heartbeat than the router's and deliverer's
+            # (a dead worker's runs move within ~10 s instead of ~6) keeps an idle hub idle.
+            heartbeat_interval_ms=SYNC_HEARTBEAT_MS,
+            session_timeout_ms=max(s.session_timeout_ms, 3 * SYNC_HEARTBEAT_MS + 1000))
+        # Idle most of the time: on Tansu the pacer pauses the consumer (a run request
+        # from this process wakes it at once, others within fetch_idle_poll_ms).
+        self._pacer = Pacer(self._consumer, s, [s.topic(SYNC_JOBS)])
         self._task = supervised(self._run(), name="sync")
 
     async def stop(self) -> None:
         if self._current is not None:
             self._current.cancel()
             await asyncio.gather(self._current, return_exceptions=True)
+        if self._pacer is not None:
+            self._pacer.close()
         await stop_consuming(self._task, self._consumer)
         await self.store.stop()
 
     async def _run(self) -> None:
-        assert self._consumer is not None
-        consumer = self._consumer
+        assert self._consumer is not None and self._pacer is not None
+        consumer, pacer = self._consumer, self._pacer
         while True:
             try:
-                batch = await consumer.getmany(timeout_ms=500)
+                batch = await pacer.getmany(timeout_ms=500)
                 for tp, records in batch.items():
                     for rec in records:
                         if tp not in consumer.assignment():
@@ -121,6 +135,14 @@ class SyncWorker:
         except msgspec.DecodeError:
             log.warning("sync: undecodable request at %s offset %d", tp, rec.offset)
             return True
+        try:
+            await self.store.sync()  # the tables as of this request (readers start then)
+        except SwitchboardError as exc:  # the broker went away: take this request again
+            log.warning("sync: tables unavailable for run %s: %r", job.job_id, exc)
+            assert self._consumer is not None
+            self._consumer.seek(tp, rec.offset)
+            await asyncio.sleep(0.5)
+            return False
         self._current_tp = tp
         self._current = asyncio.create_task(self._execute(job))
         try:
