@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
@@ -109,9 +110,15 @@ def build_app(settings: Settings, services: Iterable[str] = SERVICES) -> Starlet
             await runtime.start()
             started: list[Worker] = []
             try:
-                for w in workers:
-                    await w.start()
-                    started.append(w)
+                # At once: each consumer group's join takes seconds (the broker waits for
+                # more members), and the workers do not depend on each other.
+                outcomes = await asyncio.gather(*(w.start() for w in workers),
+                                                return_exceptions=True)
+                started = [w for w, o in zip(workers, outcomes, strict=True)
+                           if not isinstance(o, BaseException)]
+                for outcome in outcomes:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
                 yield
             finally:
                 for w in reversed(started):

@@ -67,7 +67,7 @@ class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
         pass
 
 
-SYNC_HEARTBEAT_MS = 3000
+SYNC_HEARTBEAT_MS = 2000
 
 
 class SyncWorker:
@@ -88,10 +88,11 @@ class SyncWorker:
             # A run may take hours (an initial sync behind a rate limit); membership is
             # kept by heartbeats, and a revoke cancels the run.
             max_poll_interval_ms=24 * 3600 * 1000, max_poll_records=20,
-            # Runs are rare and long: a slower heartbeat than the router's and deliverer's
-            # (a dead worker's runs move within ~10 s instead of ~6) keeps an idle hub idle.
+            # Runs are rare and long: half the heartbeats of the router's and deliverer's
+            # keeps an idle hub idle; the session stays as short as theirs (a longer one
+            # made each join wait 2 s more on Tansu), so a dead worker's runs move as fast.
             heartbeat_interval_ms=SYNC_HEARTBEAT_MS,
-            session_timeout_ms=max(s.session_timeout_ms, 3 * SYNC_HEARTBEAT_MS + 1000))
+            session_timeout_ms=max(s.session_timeout_ms, 3 * SYNC_HEARTBEAT_MS))
         # Idle most of the time: on Tansu the pacer pauses the consumer (a run request
         # from this process wakes it at once, others within fetch_idle_poll_ms).
         self._pacer = Pacer(self._consumer, s, [s.topic(SYNC_JOBS)])
