@@ -227,10 +227,10 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
         "max_poll_interval_ms": 300_000,
         "max_partition_fetch_bytes": 1024 * 1024,
         # How often aiokafka's fetch routine wakes with nothing to do (default 200 ms):
-        # new data, assignments, seeks and a getmany that finds nothing buffered (so a
-        # paced consumer's resume) wake it anyway; idle, it is pure overhead (measured:
-        # 1000 → 5000 took `dev` idle from 1.30 to 1.00 % of a core, broker unchanged).
-        "consumer_timeout_ms": 5000,
+        # new data, resumes and assignments wake it anyway; idle, it is pure overhead.
+        # (5000 saved 0.3 % of a core in an idle `dev`, but a restarted process's Syncro
+        # budget reader once stalled for a minute under it in CI: not worth it untested.)
+        "consumer_timeout_ms": 1000,
         # Short even on Kafka, which answers a fetch as soon as data arrives: aiokafka sends
         # every request of a consumer on one connection, so a commit or an end-offsets
         # query waits behind a long fetch (measured: the Kafka test tier 3.5x slower).

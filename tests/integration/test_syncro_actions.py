@@ -501,7 +501,7 @@ async def test_the_raw_call_reaches_any_path_of_the_account(env: Env) -> None:
     assert r.json() == {"status": 200, "body": {"user_id": 7, "user_name": "Tech Tina",
                                                 "subdomain": t.account.subdomain}}
     r = await c.post(f"{base(t)}/call", headers=t.auth,
-                     json={"method": "GET", "path": "/contacts"})  # not in the fake: 404
+                     json={"method": "GET", "path": "/appointments"})  # not in the fake: 404
     assert r.status_code == 404 and error(r)["code"] == "provider_not_found"
 
 
