@@ -22,6 +22,9 @@ from switchboard.kafka import (
     PARKED,
     REGISTRY,
     STREAM_CURSORS,
+    SYNC_PAIRS,
+    SYNC_PROFILES,
+    SYNC_STATUS,
     SYNCRO_SLOTS,
     describe_topics,
     topic_specs,
@@ -97,7 +100,8 @@ async def test_registry_rebuilds_from_a_compacted_topic(broker: KafkaBroker) -> 
         # logs are not, and each carries the deployment's min.insync.replicas.
         states = {t.name: t for t in await describe_topics(
             admin, [s.name for s in topic_specs(settings)])}
-        tables = {settings.topic(t) for t in (REGISTRY, CONVERSATIONS, STREAM_CURSORS, JOBS)}
+        tables = {settings.topic(t) for t in (REGISTRY, CONVERSATIONS, STREAM_CURSORS, JOBS,
+                                              SYNC_PROFILES, SYNC_STATUS, SYNC_PAIRS)}
         assert {n for n, t in states.items() if t.configs["cleanup.policy"] == "compact"
                 } == tables
         assert {t.configs["cleanup.policy"] for n, t in states.items() if n not in tables
