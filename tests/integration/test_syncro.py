@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -149,10 +150,11 @@ async def test_syncro_down_or_unreachable_is_a_503(env: Env, broker: Any) -> Non
     finally:
         env.syncro.fail_with = None
     assert r.status_code == 503 and r.headers["retry-after"]
-    # Nothing listens at all.
-    from switchboard.brokers import free_port
-
-    settings = make_settings(broker, syncro_api_url=f"http://127.0.0.1:{free_port()}/"
+    # Nothing listens at all: a port held bound without listening refuses every connection
+    # (a merely free port may be taken by another test's server in the meantime).
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    settings = make_settings(broker, syncro_api_url=f"http://127.0.0.1:{closed.getsockname()[1]}/"
                              "{subdomain}/api/v1")
     api = await RunningHub(settings, services=["api"]).start()
     try:
@@ -163,6 +165,7 @@ async def test_syncro_down_or_unreachable_is_a_503(env: Env, broker: Any) -> Non
         assert (await api.client.get(f"/api/v1/integrations/hubs/{h}", headers=a)).json() == []
     finally:
         await api.stop()
+        closed.close()
 
 
 async def test_the_token_is_rotated_by_update_after_syncro_accepts_it(env: Env) -> None:
