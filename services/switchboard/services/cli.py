@@ -363,13 +363,16 @@ def main(argv: list[str] | None = None) -> int:
     schemas.add_argument("--write", action="store_true")
     schemas.set_defaults(func=cmd_schemas)
 
-    from switchboard.services.deliveries_cli import add_parser as add_deliveries
+    from switchboard.services import (
+        deliveries_cli,
+        doctor_cli,
+        hubs_cli,
+        syncro_cli,
+        tail_cli,
+    )
 
-    add_deliveries(sub)
-
-    from switchboard.services.syncro_cli import add_parser as add_syncro
-
-    add_syncro(sub)
+    for module in (hubs_cli, deliveries_cli, tail_cli, syncro_cli, doctor_cli):
+        module.add_parser(sub)
 
     args = parser.parse_args(argv)
     result: int = args.func(args)

@@ -1,0 +1,11 @@
+"""`switchboard hubs / integrations listings` (being built)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    """Register this module's commands on the CLI's subparsers."""
+    del sub
+
