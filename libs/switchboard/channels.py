@@ -14,6 +14,13 @@ from msgspec import Meta, Struct, field
 from switchboard.destinations import validate_webhook_url
 from switchboard.errors import BadRequest
 from switchboard.model import ChannelId, IntegrationType, Message, Url
+from switchboard.names import (
+    INTEGRATION_TYPES,
+    SCHEMES,
+    Vocabulary,
+    canonical_list,
+    canonical_or_same,
+)
 
 # Syncro's Notification Center triggers, as activity types (switchboard.providers.syncro).
 SYNCRO_EVENTS = (
@@ -31,6 +38,7 @@ EVENT_FILTERS = frozenset({
     "*",
 }) | SYNCRO_EVENT_FILTERS
 Secret = Annotated[str, Meta(min_length=1, max_length=4096)]
+_EVENTS = Vocabulary(sorted(EVENT_FILTERS))
 
 
 DeliveryRate = Annotated[float, Meta(gt=0, le=10_000)]
@@ -202,7 +210,7 @@ def parse_config(channel: ChannelId, raw: object, *,
         raise BadRequest(
             "invalid_configuration", "configuration must be an object", "configuration"
         )
-    data = _camel_keys(raw)
+    data = _normalized_names(_camel_keys(raw))
     # Request-only flags are handled by the caller, never stored.
     data.pop("regenerateKeys", None)
     for generated in ("publicSigningKey", "privateSigningKey", "webhookSecret",
@@ -244,6 +252,18 @@ def parse_config(channel: ChannelId, raw: object, *,
 
 
 _URL_FIELD = "configuration.webhookUrl"
+
+
+def _normalized_names(data: dict[str, Any]) -> dict[str, Any]:
+    """The configuration with its fixed names (integrationType, signatureScheme, event
+    filters) in their canonical spelling: ``"customer"`` is ``"Customer"``."""
+    if "integrationType" in data:
+        data["integrationType"] = canonical_or_same(data["integrationType"], INTEGRATION_TYPES)
+    if "signatureScheme" in data:
+        data["signatureScheme"] = canonical_or_same(data["signatureScheme"], SCHEMES)
+    if "events" in data:
+        data["events"] = canonical_list(data["events"], _EVENTS)
+    return data
 
 
 def integration_type_of(cfg: ChannelConfig) -> IntegrationType:

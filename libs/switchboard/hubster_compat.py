@@ -100,6 +100,8 @@ _TYPE_CODE = {itype: code for code, itype in INTEGRATION_TYPE_CODES.items()}
 
 def hub_setting(value: str | None) -> str | None:
     """A hub's ``compat`` as given (``"hubster"``, ``"none"`` or null) → as stored."""
+    # Any case ("Hubster", "NONE"): the modes are our own fixed names.
+    value = value.casefold() if isinstance(value, str) else value
     if value is None or value == "none":
         return None
     if value == HUBSTER:
@@ -111,6 +113,7 @@ def wants_hubster(query: str | None, accept: str | None, hub: str | None) -> boo
     """Whether a request is answered in Hubster's shapes: ``?compat=`` first, then an
     ``Accept`` naming Hubster's media type, then the hub's own setting."""
     if query is not None:
+        query = query.casefold()
         if query not in MODES:
             raise BadRequest("invalid_compat", 'compat must be "hubster" or "none"', "compat")
         return query == HUBSTER

@@ -146,17 +146,20 @@ def test_which_requests_get_hubster_answers() -> None:
         (None, "application/json", "hubster", True), (None, "*/*", None, False),
         (None, f"text/html, {accept.upper()};q=0.5", None, True),
         (None, "application/vnd.hubster+jsonx", None, False),
+        # Our own fixed names, in any case.
+        ("HUBSTER", None, None, True), ("None", None, "hubster", False),
     ]:
         assert hc.wants_hubster(query, acc, hub) is want, (query, acc, hub)
-    for bad in ("", "HUBSTER", "soap", "x" * 10_000):
+    for bad in ("", "soap", "hubster ", "x" * 10_000):
         with pytest.raises(BadRequest) as err:
             hc.wants_hubster(bad, None, None)
         assert err.value.field == "compat" and err.value.code == "invalid_compat"
         assert bad[:20] not in err.value.description or bad == ""
     assert hc.hub_setting("hubster") == "hubster"
     assert hc.hub_setting("none") is None and hc.hub_setting(None) is None
+    assert hc.hub_setting("Hubster") == "hubster" and hc.hub_setting("NONE") is None
     with pytest.raises(BadRequest):
-        hc.hub_setting("Hubster")
+        hc.hub_setting("hubsterx")
 
 
 def readme_rows() -> list[str]:

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from switchboard import config_update, hubster_compat, hubster_signature, keys
+from switchboard import config_update, hubster_compat, hubster_signature, keys, names
 from switchboard.channels import (
     CONFIG_TYPES,
     ChannelConfig,
@@ -57,13 +57,14 @@ class IntegrationCreate(Struct, rename="camel"):
     channel_id: str | int
     name: Name
     configuration: dict[str, Any]
-    status_id: int = StatusId.ACTIVE
+    # A code (3000) or its name in any case ("Active").
+    status_id: int | str = StatusId.ACTIVE
     integration_type_id: str | int | None = None
 
 
 class IntegrationUpdate(Struct, rename="camel"):
     name: Name | None = None
-    status_id: int | None = None
+    status_id: int | str | None = None
     configuration: dict[str, Any] | None = None
 
 
@@ -81,18 +82,20 @@ def parse_channel(value: str | int) -> ChannelId:
             raise BadRequest("invalid_channel", f"unknown channelId {str(value)[:40]}",
                              "channelId")
         return channel
-    for c in ChannelId:
-        if c.value.casefold() == value.casefold():
-            return c
-    names = ", ".join(c.value for c in ChannelId)
-    raise BadRequest("invalid_channel", f"channelId must be one of {names}", "channelId")
+    found = names.CHANNELS.canonical(value)
+    if found is not None:
+        return ChannelId(found)
+    listed = ", ".join(names.CHANNELS.names)
+    raise BadRequest("invalid_channel", f"channelId must be one of {listed}", "channelId")
 
 
 def parse_integration_type(value: str | int) -> IntegrationType:
+    """An integrationTypeId given as a name (any case) or as Hubster's numeric code."""
     if isinstance(value, int) or (value.isascii() and value.isdigit()):
         found = INTEGRATION_TYPE_CODES.get(_code(value))
     else:
-        found = next((t for t in IntegrationType if t.value.casefold() == value.casefold()), None)
+        name = names.INTEGRATION_TYPES.canonical(value)
+        found = IntegrationType(name) if name is not None else None
     if found is None:
         raise BadRequest("invalid_integration_type",
                          f"unknown integrationTypeId {str(value)[:40]}", "integrationTypeId")
@@ -107,11 +110,13 @@ def _code(value: str | int) -> int:
     return int(value) if len(value) <= 9 else -1
 
 
-def parse_status(value: int) -> int:
-    if value not in (StatusId.ACTIVE, StatusId.PAUSED):
+def parse_status(value: int | str) -> int:
+    """A statusId as its code or its name in any case (``"paused"``) → the code."""
+    code = names.status_code(value)
+    if code not in (StatusId.ACTIVE, StatusId.PAUSED):
         raise BadRequest("invalid_status", "statusId must be 3000 (Active) or 3002 (Paused)",
                          "statusId")
-    return value
+    return int(code)
 
 
 class Api:

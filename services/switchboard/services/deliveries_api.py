@@ -153,7 +153,7 @@ class DeliveriesApi:
         principal, view = await self.api._session(request)
         rec = self.api._own_integration(principal, view, request.path_params["integrationId"])
         q = request.query_params
-        status = q.get("status") or None
+        status = (q.get("status") or "").casefold() or None  # our names, in any case
         if status is not None and status not in STATUSES:
             raise BadRequest("invalid_query", f"status must be one of {', '.join(STATUSES)}",
                              "status")
