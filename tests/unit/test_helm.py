@@ -28,7 +28,7 @@ from switchboard.settings import Settings, env_names
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "switchboard"
 PRODUCTION = CHART / "values-production.yaml"
-SERVICES = ("api", "ingress", "stream", "router", "deliverer")
+SERVICES = ("api", "ingress", "stream", "router", "deliverer", "sync")
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN", re.IGNORECASE)
 # Where each secret may go, from the code: the admin token is checked by the API and the
 # stream gateway; Meta's app secret verifies webhooks (ingress) and signs Graph calls
@@ -165,7 +165,7 @@ def test_network_policy_only_when_enabled() -> None:
         assert [p["port"] for rule in spec["ingress"] for p in rule["ports"]] == ["http"]
         blocks = [peer["ipBlock"] for rule in spec["egress"] for peer in rule.get("to", [])
                   if "ipBlock" in peer]
-        if name in ("api", "ingress", "deliverer"):  # webhooks and provider APIs
+        if name in ("api", "ingress", "deliverer", "sync"):  # webhooks, provider APIs, CRMs
             assert len(blocks) == 1 and blocks[0]["cidr"] == "0.0.0.0/0"
             assert {"169.254.0.0/16", "10.0.0.0/8", "127.0.0.0/8"} <= set(blocks[0]["except"])
         else:
@@ -314,3 +314,30 @@ def test_a_service_monitor_needs_the_metrics_token() -> None:
     out = run_helm("template", "sb", str(CHART), *DEFAULTS,
                    "--set", "metrics.serviceMonitor.enabled=true")
     assert out.returncode != 0 and "secret.metricsToken is required" in out.stderr
+
+
+def test_the_sync_worker(variant: tuple[str, list[dict[str, Any]]]) -> None:
+    """`switchboard serve sync` runs as its own Deployment: replicas, the probes every
+    service has, a memory limit sized for the pair index it folds, and only the secrets
+    it uses (the sealing keys open profile credentials; no admin or provider secret)."""
+    name, docs = variant
+    dep = of_kind(docs, "Deployment")["sync"]
+    assert dep["spec"]["replicas"] == 2
+    pod = dep["spec"]["template"]["spec"]
+    [c] = pod["containers"]
+    assert c["args"] == ["serve", "sync", "--port", "8080"]
+    assert c["resources"]["limits"]["memory"] == "1Gi"
+    assert c["resources"]["requests"] == {"cpu": "100m", "memory": "192Mi"}
+    secrets = {e["name"] for e in c["env"] if "valueFrom" in e}
+    assert secrets - {"SWITCHBOARD_KAFKA_SASL_PASSWORD"} == {
+        "SWITCHBOARD_SECRET_KEY", "SWITCHBOARD_SECRET_KEYS", "SWITCHBOARD_METRICS_TOKEN"}
+    assert of_kind(docs, "Service")["sync"]["spec"]["ports"][0]["targetPort"] == "http"
+    off = render(*VARIANTS[name], "--set", "services.sync.enabled=false")
+    assert "sync" not in of_kind(off, "Deployment") and "sync" not in of_kind(off, "Service")
+    scaled = render(*VARIANTS[name], "--set", "services.sync.replicas=5",
+                    "--set", "services.sync.env.SWITCHBOARD_SYNC_MAX_RETRY_AFTER_S=60")
+    dep = of_kind(scaled, "Deployment")["sync"]
+    assert dep["spec"]["replicas"] == 5
+    [c] = dep["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["SWITCHBOARD_SYNC_MAX_RETRY_AFTER_S"] == "60"

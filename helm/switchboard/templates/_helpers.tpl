@@ -53,7 +53,7 @@ chart's Secret, services, optional.
 {{- $name := .name -}}
 {{- $s := $root.Values.secret -}}
 {{- $p := $s.providers -}}
-{{- $all := list "api" "ingress" "stream" "router" "deliverer" -}}
+{{- $all := list "api" "ingress" "stream" "router" "deliverer" "sync" -}}
 {{- $rows := list
   (list "SWITCHBOARD_SECRET_KEY" $s.secretKeyKey $all false)
   (list "SWITCHBOARD_SECRET_KEYS" $s.secretKeysKey $all true)
