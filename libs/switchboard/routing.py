@@ -87,6 +87,14 @@ def conversation_allowed(activity: Activity, conversation: ConversationRecord | 
                 and conversation.customer_integration_id != activity.integration_id)
 
 
+def answerable(activity: Activity, conversation: ConversationRecord | None) -> bool:
+    """Whether an agent's or bot's `activity` names a conversation it may answer: one
+    that exists, in its own hub. (A customer's activity may start a conversation.)"""
+    if activity.type == "message:customer":
+        return True
+    return conversation is not None and conversation_allowed(activity, conversation)
+
+
 def deliveries_for(
     activity: Activity,
     hub_integrations: Iterable[IntegrationRecord],

@@ -108,7 +108,8 @@ async def test_bots_get_customer_messages_and_their_answers_reach_only_the_custo
 
 
 async def test_a_bot_answers_only_in_its_own_hub(hub: RunningHub, receiver: Receiver) -> None:
-    """A bot naming another hub's conversation reaches nobody; that hub's own bot does."""
+    """A bot naming another hub's conversation is refused as if it did not exist; that
+    hub's own bot reaches it."""
     a_id, a_auth = await hub.create_hub("a")
     b_id, b_auth = await hub.create_hub("b")
     a_cust = await _direct(hub, a_id, a_auth, "site", "Customer", receiver.url + "/a-cust")
@@ -120,9 +121,10 @@ async def test_a_bot_answers_only_in_its_own_hub(hub: RunningHub, receiver: Rece
     [got] = await receiver.wait_for("/a-bot", 1)
     theirs = got.json["conversationId"]
 
-    # B's bot names A's conversation: accepted at the door, routed nowhere.
+    # B's bot names A's conversation: the same 404 as a made-up id, nothing routed.
     r = await _post(hub, b_bot, message("hijack", sender="b-bot", conversation=theirs))
-    assert r.status_code == 202, r.text
+    assert r.status_code == 404, r.text
+    assert r.json()["errors"][0]["code"] == "conversation_not_found"
     # Sentinel on A's customer lane (same conversation, same destination): A's own bot
     # answers after it; A's customer gets exactly that.
     r = await _post(hub, a_bot, message("from a's bot", sender="a-bot", conversation=theirs))

@@ -26,9 +26,10 @@ from switchboard.errors import (
     Unauthorized,
 )
 from switchboard.logfmt import LOG_CONTEXT
-from switchboard.model import ChannelId
+from switchboard.model import Activity, ChannelId
 from switchboard.ratelimit import RateLimiter
 from switchboard.registry import IntegrationRecord
+from switchboard.routing import answerable
 from switchboard.services.channels.base import ChannelPlugin, authenticated
 from switchboard.services.http import JSON, error_response, limit, read_body
 from switchboard.services.runtime import Runtime
@@ -221,8 +222,29 @@ class Ingress:
         )
         authenticated(request, rec)
         activity = inbound.normalize_direct(rec, verified.id, body, int(now * 1000))
+        await self._check_conversation(activity)
         await self.runtime.publish(activity)
         return JSON({"activityId": activity.activity_id}, status_code=202)
+
+
+    async def _check_conversation(self, activity: Activity) -> None:
+        """An agent's or bot's answer must name an existing conversation of its hub: else
+        404 `conversation_not_found` (the router would route it to no customer).
+
+        The router writes a conversation durably before any delivery of it, so a
+        conversation id an agent has seen is on the topic. This process's view may lag
+        that write (another process's router, a moment ago): a miss waits for the view
+        to reach the topic's end, then looks again (503 if the broker cannot say).
+        """
+        store = self.runtime.conversations
+        if answerable(activity, store.get(activity.conversation_id)):
+            return
+        await store.sync()
+        if not answerable(activity, store.get(activity.conversation_id)):
+            # Another hub's conversation is indistinguishable from a missing one.
+            raise NotFound("conversation_not_found",
+                           "no such conversation in this hub (it may have ended)",
+                           "conversationId")
 
 
 UNAUTHENTICATED = ("no active integration here accepts this request: the integration is "
