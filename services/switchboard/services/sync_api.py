@@ -19,7 +19,7 @@ from switchboard.ids import new_id
 from switchboard.kafka import SYNC_PROFILES, SYNC_STATUS
 from switchboard.services.http import JSON
 from switchboard.services.runtime import Runtime
-from switchboard.services.sync_connectors import kinds
+from switchboard.services.sync_connectors import kinds, validate
 from switchboard.services.sync_store import SyncStore
 from switchboard.sync.fingerprint import check_maps
 from switchboard.sync.options import Side
@@ -109,13 +109,19 @@ class SyncProfilesApi:
         return rec
 
     def _check(self, portal: ConnectorSpec, mailbox: ConnectorSpec,
-               modules: dict[Module, ModuleSpec]) -> None:
+               modules: dict[Module, ModuleSpec], creating: bool = False) -> None:
         known = kinds(self.runtime.settings)
         for side, spec in (("portal", portal), ("mailbox", mailbox)):
             if spec.kind not in known:
                 raise BadRequest("unknown_connector_kind",
                                  f"{side}: no connector kind {spec.kind!r}; known: "
                                  f"{', '.join(sorted(known)) or 'none'}", field=f"{side}.kind")
+            try:
+                validate(spec.kind, spec.configuration, spec.credentials,
+                         self.runtime.settings, required=creating)
+            except BadRequest as exc:
+                raise BadRequest(exc.code, f"{side}: {exc.description}",
+                                 field=f"{side}.{exc.field}") from None
         for module, m in modules.items():
             kind = MODULE_KINDS[module]
             try:
@@ -155,7 +161,7 @@ class SyncProfilesApi:
     async def create(self, request: Request) -> Response:
         hub_id = await self._hub(request)
         body: ProfileCreate = await self.api._body(request, ProfileCreate)
-        self._check(body.portal, body.mailbox, body.modules)
+        self._check(body.portal, body.mailbox, body.modules, creating=True)
         pid = new_id()
         now = _now_ms()
         rec = ProfileRecord(

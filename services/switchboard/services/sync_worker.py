@@ -177,7 +177,8 @@ class SyncWorker:
                 creds = open_credentials(self.runtime.sealer, profile, side)
                 out[side] = build(spec.kind, ConnectorContext(
                     configuration=spec.configuration, credentials=creds,
-                    settings=self.runtime.settings, http=self.runtime.http))
+                    settings=self.runtime.settings, http=self.runtime.http,
+                    runtime=self.runtime))
             except SwitchboardError as exc:
                 raise RunFailed(side, f"{side}: {exc.description}") from exc
         return out
