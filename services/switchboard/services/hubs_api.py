@@ -7,6 +7,7 @@ the registry keeps only its hash, and reads show when it was issued and last rot
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Annotated, Any
@@ -40,6 +41,8 @@ class HubCreate(Struct, rename="camel"):
 
 
 class HubUpdate(Struct, rename="camel"):
+    # Absent: unchanged. Admin only, and unique like a create's.
+    name: Name | msgspec.UnsetType = msgspec.UNSET
     # Absent: unchanged; null: back to the deployment's schedule.
     retry_schedule: str | msgspec.UnsetType | None = msgspec.UNSET
     # Absent: unchanged; "none" or null: today's answers.
@@ -80,6 +83,18 @@ class HubsApi:
     def __init__(self, api: Api) -> None:
         self.api = api
         self.runtime = api.runtime
+        # Hub names are checked against the view, not in the registry's fold (hubs named
+        # alike before the rule must keep folding): one check-and-write at a time here
+        # closes the race within this process; see the README for two API processes.
+        self._naming = asyncio.Lock()
+
+    @staticmethod
+    def _check_name_free(view: RegistryView, name: str, hub_id: str | None) -> None:
+        holder = next((h for h in view.hubs.values()
+                       if h.name.casefold() == name.casefold() and h.hub_id != hub_id), None)
+        if holder is not None:
+            raise Conflict("hub_name_taken", f"a hub named {holder.name!r} exists "
+                           "(hub names are unique, whatever their case)", "name")
 
     def routes(self) -> list[Route]:
         return [
@@ -115,7 +130,9 @@ class HubsApi:
         hub = HubRecord(hub_id=new_id(), name=body.name, token_hash=keys.hash_token(token),
                         created_at=_now_ms(), retry_schedule=_retry_schedule(body.retry_schedule),
                         compat=hubster_compat.hub_setting(body.compat))
-        await self._put(hub)
+        async with self._naming:
+            self._check_name_free(await self.runtime.registry.sync(), body.name, None)
+            await self._put(hub)
         return JSON({**hub_json(hub), "accessToken": token}, status_code=201)
 
     async def list_hubs(self, request: Request) -> Response:
@@ -136,9 +153,17 @@ class HubsApi:
             changes["retry_schedule"] = _retry_schedule(body.retry_schedule)
         if body.compat is not msgspec.UNSET:
             changes["compat"] = hubster_compat.hub_setting(body.compat)
+        if body.name is not msgspec.UNSET and body.name != hub.name:
+            if not principal.admin:
+                raise Forbidden("admin_only", "renaming a hub needs the admin token")
+            changes["name"] = body.name
         if changes:
-            hub = msgspec.structs.replace(hub, version=hub.version + 1, **changes)
-            await self._put(hub)
+            async with self._naming:
+                if "name" in changes:
+                    self._check_name_free(await self.runtime.registry.sync(), changes["name"],
+                                          hub.hub_id)
+                hub = msgspec.structs.replace(hub, version=hub.version + 1, **changes)
+                await self._put(hub)
         return JSON(hub_json(hub, view))
 
     async def rotate_token(self, request: Request) -> Response:
