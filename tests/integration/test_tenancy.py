@@ -18,12 +18,14 @@ import msgspec
 import pytest
 
 from switchboard.brokers import start_broker
-from switchboard.kafka import DELIVERIES, REGISTRY
+from switchboard.kafka import DELIVERIES, REGISTRY, SYNC_PROFILES, make_producer
 from switchboard.keys import Sealer, generate_secret_key_b64, new_access_token
 from switchboard.model import delivery_decoder
+from switchboard.progress import Progress
 from switchboard.registry import IntegrationRecord, record_decoder
 from switchboard.sealing import sealed_values
 from switchboard.services.reseal import reseal
+from switchboard.sync.profiles import ProfileRecord, open_credentials, profile_decoder
 from tests.conftest import RunningHub, make_settings
 from tests.fakes.messenger import FakeGraph, meta_signature, text_event
 from tests.fakes.messenger import entry as meta_entry
@@ -32,6 +34,9 @@ from tests.fakes.slack import FakeSlack
 from tests.fakes.slack import message_event as slack_message_event
 from tests.fakes.slack import signed as slack_signed_request
 from tests.fakes.twilio import FakeTwilio
+from tests.integration.test_sync_runs import body as sync_body
+from tests.integration.test_sync_runs import run_and_wait as sync_run_and_wait
+from tests.integration.test_sync_runs import sides as sync_sides
 from tests.support import (
     Receiver,
     message,
@@ -48,6 +53,13 @@ def _bearer(token: str) -> dict[str, str]:
 
 async def _read_topic(settings: Any, name: str) -> list[tuple[bytes | None, bytes | None]]:
     return [(k, v) for _, k, v in await read_topics(settings, [name])]
+
+
+def _latest_profile(records: list[tuple[bytes | None, bytes | None]], pid: str
+                    ) -> ProfileRecord:
+    [*_, value] = [v for k, v in records if k == pid.encode()]
+    assert value is not None
+    return profile_decoder.decode(value)
 
 
 # ---- hub tokens, hub delete, no existence oracle ------------------------------------------
@@ -386,10 +398,12 @@ async def test_a_direct_integration_cannot_name_another_hubs_conversation(
 # ---- reseal under a new key -------------------------------------------------------------------
 
 
-async def test_reseal_with_two_keys(broker: Any, receiver: Receiver) -> None:
+async def test_reseal_with_two_keys(broker: Any, receiver: Receiver, tmp_path: Path) -> None:
     old_key, new_key = generate_secret_key_b64(), generate_secret_key_b64()
-    settings = make_settings(broker, secret_key=old_key)
-    h = await RunningHub(settings).start()
+    settings = make_settings(broker, secret_key=old_key, sync_test_connectors=True)
+    portal, mailbox = sync_sides(tmp_path)
+    portal.create("contact", first_name="Ada", email="ada@example.test")
+    h = await RunningHub(settings, ["api"]).start()
     try:
         hub_id, auth = await h.create_hub()
         agent = await h.create_integration(
@@ -400,17 +414,58 @@ async def test_reseal_with_two_keys(broker: Any, receiver: Receiver) -> None:
                           hmacSigning=True, webhookUrl=receiver.url + "/agent")
         cust = await h.create_integration(hub_id, auth, channelId="Direct", name="site",
                                           configuration={"integrationType": "Customer"})
+        # Two sync profiles with sealed credentials (one each side).
+        profiles = []
+        for _ in range(2):
+            r = await h.client.post(f"/api/v1/hubs/{hub_id}/syncProfiles", headers=auth,
+                                    json=sync_body(portal, mailbox, review=False,
+                                                   modules=("contacts",)))
+            assert r.status_code == 201, r.text
+            profiles.append(r.json()["profileId"])
     finally:
         await h.stop()
+    # A profile whose credential was copied from another: it opens under no key here.
+    first = _latest_profile(await _read_topic(settings, SYNC_PROFILES), profiles[0])
+    moved = msgspec.structs.replace(first, profile_id="moved-" + uuid.uuid4().hex[:8])
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic(SYNC_PROFILES),
+                                     msgspec.json.encode(moved), key=moved.profile_id.encode())
+    finally:
+        await producer.stop()
 
     rotated = msgspec.structs.replace(settings, secret_key="", secret_keys=f"{new_key},{old_key}")
     lines: list[str] = []
-    report = await reseal(rotated, dry_run=True, say=lines.append)
+    shown: list[str] = []
+    bar = Progress("reseal", shown.append, tty=False)
+    report = await reseal(rotated, dry_run=True, say=lines.append, progress=bar)
     assert (report.rewritten, report.unchanged) == (2, 0)
+    assert report.profiles is not None and report.profiles.rewritten == 2
+    assert report.profiles.unreadable == [moved.profile_id]
+    assert "sync profiles: would reseal 2 profile(s), 0 already current, 1 unreadable" \
+        in "\n".join(lines)
+    # Progress: a line per step (the registry's 3 records, each table read), no line per
+    # record.
+    assert "reseal: registry 3/3 (100 %) done\n" in shown
+    assert any(line.startswith("reseal: sync.profiles read ") for line in shown)
     report = await reseal(rotated, say=lines.append)
-    assert report.rewritten == 2 and not report.unreadable and not report.conflicts
+    assert report.rewritten == 2 and not report.conflicts
+    assert report.unreadable == [f"sync profile {moved.profile_id}"]
+    assert report.profiles is not None and report.profiles.rewritten == 2
+    assert f"sync profile {moved.profile_id}: cannot open its credentials" in "\n".join(lines)
+    # The unreadable profile is deleted; then nothing is left to reseal.
+    producer = make_producer(rotated)
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic(SYNC_PROFILES), None,
+                                     key=moved.profile_id.encode())
+    finally:
+        await producer.stop()
     again = await reseal(rotated, say=lines.append)
     assert (again.rewritten, again.unchanged) == (0, 2)  # nothing left to reseal
+    assert again.profiles is not None and again.profiles.rewritten == 0
+    assert not again.unreadable and not again.conflicts
     # The command line says the same.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     env |= {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
@@ -422,6 +477,11 @@ async def test_reseal_with_two_keys(broker: Any, receiver: Receiver) -> None:
         env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert "resealed 0 integration(s), 2 already current, 0 unreadable" in done.stdout
+    assert "sync profiles: resealed 0 profile(s), 2 already current, 0 unreadable" \
+        in done.stdout
+    # Not a terminal: the progress is plain lines on stderr.
+    assert "reseal: registry 3/3 (100 %) done" in done.stderr.splitlines()
+    assert "\r" not in done.stderr
     assert new_key not in done.stdout + done.stderr and old_key not in done.stdout + done.stderr
     # Every sealed value on the registry now opens with the new key alone.
     only_new = Sealer.from_b64(new_key)
@@ -438,10 +498,24 @@ async def test_reseal_with_two_keys(broker: Any, receiver: Receiver) -> None:
     for ctx, val in values:
         assert only_new.is_current(val)
         only_new.open(val, ctx)
+    # So does every profile credential (a token each side, per profile).
+    records = await _read_topic(settings, SYNC_PROFILES)
+    for pid in profiles:
+        rec = _latest_profile(records, pid)
+        creds = {side: open_credentials(only_new, rec, side) for side in ("portal", "mailbox")}
+        assert creds == {"portal": {"token": portal.meta("token")},
+                         "mailbox": {"token": mailbox.meta("token")}}
+        assert all(only_new.is_current(v) for v in rec.portal.credentials.values())
 
-    # A hub with only the new key still signs with the integration's keys.
+    # A hub with only the new key still signs with the integration's keys, and runs the
+    # profile with its resealed credentials.
     h = await RunningHub(msgspec.structs.replace(settings, secret_key=new_key)).start()
     try:
+        url = f"/api/v1/hubs/{hub_id}/syncProfiles/{profiles[0]}"
+        done_run = await sync_run_and_wait(h.client, url, auth, initial=True)
+        assert done_run["status"].get("errMessage") is None, done_run["status"]
+        assert done_run["status"]["modules"]["contacts"]["created"] == 1
+        assert [c.email for c in mailbox.live("contact")] == ["ada@example.test"]
         pub = (await h.client.get(f"/api/v1/integrations/{agent['integrationId']}",
                                   headers=auth)).json()["configuration"]["publicSigningKey"]
         assert (await _post(h, cust["integrationId"], cust["configuration"]["privateSigningKey"],

@@ -24,16 +24,29 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.structs import TopicPartition
 
-from switchboard.kafka import CONVERSATIONS, JOBS, STREAM_CURSORS, make_consumer
+from switchboard.kafka import (
+    CONVERSATIONS,
+    JOBS,
+    STREAM_CURSORS,
+    SYNC_PAIRS,
+    SYNC_STATUS,
+    make_consumer,
+)
+from switchboard.keys import UnsealError
+from switchboard.progress import Progress
 from switchboard.record_mac import RecordGuard, guard_for, mac_header
 from switchboard.settings import Settings
 
-__all__ = ["TABLES", "TableReport", "resign_tables"]
+__all__ = ["TABLES", "TableReport", "Transform", "resign_table", "resign_tables"]
 
-TABLES = (CONVERSATIONS, JOBS, STREAM_CURSORS)
+TABLES = (CONVERSATIONS, JOBS, STREAM_CURSORS, SYNC_STATUS, SYNC_PAIRS)
 _IDLE_MS = 500
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
+# A table whose values hold sealed secrets (sync.profiles): (key, value) -> the value
+# resealed under the current key, or None when it already is; UnsealError when a value
+# opens under no configured key.
+Transform: TypeAlias = Callable[[bytes, bytes], bytes | None]
 
 
 class TableReport(msgspec.Struct, frozen=True):
@@ -46,6 +59,10 @@ class TableReport(msgspec.Struct, frozen=True):
     refused: int
     # Keys written by the hub between the scan and our copy: run again.
     conflicts: int
+    # With a transform: values resealed (or that would be), and keys whose value opens
+    # under no configured key (left as they are).
+    rewritten: int = 0
+    unreadable: list[str] = msgspec.field(default_factory=list)
 
 
 async def _records(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int
@@ -62,47 +79,83 @@ async def _records(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int
             yield rec
 
 
-def _plan(guard: RecordGuard, topic: str, records: list[Record]
-          ) -> tuple[list[Record], int, int]:
-    """(records to sign again, already current, refused) for one table's records."""
+class _Plan(msgspec.Struct):
+    todo: list[tuple[Record, bytes]]  # (latest record, the value to write in its place)
+    current: int
+    refused: int
+    rewritten: int
+    unreadable: list[str]
+
+
+def _plan(guard: RecordGuard | None, topic: str, records: list[Record],
+          transform: Transform | None = None) -> _Plan:
+    """What to write again for one table's records: each key's latest record the readers
+    accept, when it is not signed under the current key or `transform` changes it."""
     held: dict[bytes, Record] = {}
     shadowed: set[bytes] = set()  # a refused record came after the one readers hold
     refused = 0
     for rec in records:
         if rec.key is None:
             continue
-        if guard.verdict(topic, rec.key, rec.value, rec.headers) is None:
+        if guard is None or guard.verdict(topic, rec.key, rec.value, rec.headers) is None:
             held[rec.key] = rec
             shadowed.discard(rec.key)
         else:
             refused += 1
             shadowed.add(rec.key)
-    todo: list[Record] = []
-    current = 0
+    out = _Plan([], 0, refused, 0, [])
     for key, rec in held.items():
         if rec.value is None:
             continue  # absent either way
-        if guard.mac.signed_under_current(mac_header(rec.headers)) and key not in shadowed:
-            current += 1
+        value: bytes | None = None
+        if transform is not None:
+            try:
+                value = transform(key, rec.value)
+            except UnsealError:
+                out.unreadable.append(key.decode(errors="replace"))
+                continue
+            out.rewritten += value is not None
+        signed = guard is None or guard.mac.signed_under_current(mac_header(rec.headers))
+        if value is None and signed and key not in shadowed:
+            out.current += 1
         else:
-            todo.append(rec)
-    return todo, current, refused
+            out.todo.append((rec, rec.value if value is None else value))
+    return out
 
 
-async def _resign_table(settings: Settings, producer: AIOKafkaProducer, guard: RecordGuard,
-                        name: str, dry_run: bool) -> TableReport:
+async def resign_table(settings: Settings, producer: AIOKafkaProducer,
+                       guard: RecordGuard | None, name: str, dry_run: bool,
+                       transform: Transform | None = None,
+                       progress: Progress | None = None) -> TableReport:
+    """Write one table's latest records again (see the module), each value through
+    `transform` when given."""
     topic = settings.topic(name)
     tp = TopicPartition(topic, 0)
     consumer = make_consumer(settings, group_id=None)
     await consumer.start()
     try:
         consumer.assign([tp])
-        scanned = [rec async for rec in _records(consumer, tp, 0)]
+        if progress is not None:
+            progress.step(f"{name} read")
+        scanned = []
+        async for rec in _records(consumer, tp, 0):
+            scanned.append(rec)
+            if progress is not None:
+                progress.update(len(scanned))
         end = scanned[-1].offset + 1 if scanned else 0
-        todo, current, refused = _plan(guard, topic, scanned)
-        if dry_run or not todo:
-            return TableReport(name, len(todo), current, refused, 0)
-        futures = [await producer.send(topic, rec.value, key=rec.key) for rec in todo]
+        p = _plan(guard, topic, scanned, transform)
+        report = TableReport(name, len(p.todo), p.current, p.refused, 0, p.rewritten,
+                             p.unreadable)
+        if dry_run or not p.todo:
+            return report
+        if progress is not None:
+            progress.step(f"{name} write", len(p.todo))
+        futures = []
+        for rec, value in p.todo:
+            futures.append(await producer.send(topic, value, key=rec.key))
+            if progress is not None:
+                progress.update(len(futures))
+        todo = [rec for rec, _ in p.todo]
         ours = {rec.key: (await fut).offset for rec, fut in zip(todo, futures, strict=True)}
         # Written by the hub meanwhile: the newest such record before our copy wins again.
         newer: dict[bytes, Record] = {}
@@ -110,7 +163,8 @@ async def _resign_table(settings: Settings, producer: AIOKafkaProducer, guard: R
         async for rec in _records(consumer, tp, end):
             if rec.key not in ours or rec.offset == ours[rec.key]:
                 continue
-            if guard.verdict(topic, rec.key, rec.value, rec.headers) is not None:
+            if guard is not None and guard.verdict(topic, rec.key, rec.value,
+                                                   rec.headers) is not None:
                 continue
             if rec.offset < ours[rec.key]:
                 newer[rec.key] = rec
@@ -119,21 +173,24 @@ async def _resign_table(settings: Settings, producer: AIOKafkaProducer, guard: R
         again = [rec for key, rec in newer.items() if key not in after]
         await asyncio.gather(*[await producer.send(topic, rec.value, key=rec.key)
                                for rec in again])
-        return TableReport(name, len(todo), current, refused, len(newer))
+        return msgspec.structs.replace(report, conflicts=len(newer))
     finally:
         await consumer.stop()
 
 
 async def resign_tables(settings: Settings, producer: AIOKafkaProducer, *,
-                        dry_run: bool = False, say: Callable[[str], None] = print
-                        ) -> list[TableReport]:
+                        dry_run: bool = False, say: Callable[[str], None] = print,
+                        progress: Progress | None = None) -> list[TableReport]:
     """Sign every last-write-wins table again under the current key (see the module)."""
     guard = guard_for(settings)
     if guard is None:
         return []
     reports = []
     for name in TABLES:
-        r = await _resign_table(settings, producer, guard, name, dry_run)
+        r = await resign_table(settings, producer, guard, name, dry_run, progress=progress)
+        if progress is not None:
+            progress.finish()
+            progress.clear()
         say(f"{name}: {'would sign' if dry_run else 'signed'} {r.resigned} record(s) again "
             f"under key {guard.mac.key_id}, {r.current} already current, {r.refused} refused "
             f"(not written by this hub), {r.conflicts} changed meanwhile")
