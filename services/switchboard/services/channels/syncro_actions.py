@@ -303,6 +303,11 @@ def openapi_paths(op: Any, iid: dict[str, Any]) -> dict[str, Any]:
         }
         if kind.deletable:
             item["delete"] = op(f"Delete a Syncro {kind.one}", ok=204, responses=syncro_errors)
+        else:
+            # Served, so that the refusal says why: always 405 not_supported.
+            item["delete"] = op(f"Not supported: Syncro's API does not delete {kind.plural} "
+                                "(update it instead)", ok=405, responses=syncro_errors,
+                                answer="Error")
         paths[f"{base}/{kind.plural}/{{recordId}}"] = item
     comment = op("Comment on a Syncro ticket (made once: Idempotency-Key): 201 {comment}",
                  "CommentCreate", 201, responses=syncro_errors)
