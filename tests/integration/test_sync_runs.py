@@ -133,7 +133,9 @@ async def test_review_then_allow_sync_converges_and_a_second_run_changes_nothing
     assert status["lastSuccessfulSync"] > 0
     assert status["modules"]["contacts"]["created"] == 3
     ops = sum(m["created"] + m["updated"] + m["deleted"] for m in status["modules"].values())
-    assert status["progress"] == {"done": ops, "total": ops} and ops >= 5
+    progress = status["progress"]
+    assert (progress["done"], progress["total"], progress["etaMs"]) == (ops, ops, 0), status
+    assert progress["recordsPerSecond"] > 0 and ops >= 5
     assert portal.meta("throttle") == "0"
     want = ["ada@example.test", "bob@example.test", "mia@example.test", "sam@example.test"]
     # Sam's e-mail as the mailbox wrote it last: the later change wins, on both sides.
@@ -193,6 +195,8 @@ async def test_worker_killed_mid_run_resumes_without_duplicates(
         # Progress is visible (written at most once a second): total known, not done.
         progress = r.json()["status"]["progress"]
         assert progress["total"] == 30 and progress["done"] < 30, progress
+        # The ETA is the rest at the rate so far: unknown until an operation is done.
+        assert (progress["etaMs"] is None) == (progress["done"] == 0), progress
 
         mailbox.set_meta("delay_ms", "0")
         workers.append(Service("sync", settings, tmp_path))

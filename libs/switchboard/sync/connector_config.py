@@ -16,6 +16,7 @@ updated (400 naming the field) and parsed again by the worker that builds the co
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from typing import Annotated, Any, Literal
 
@@ -74,11 +75,16 @@ _CREDENTIALS: dict[str, tuple[str, ...]] = {
 }
 
 
+_AT = re.compile(r"at `\$\.([A-Za-z0-9_]+)")
+_NAMED = re.compile(r"(?:missing required|unknown) field `([A-Za-z0-9_]+)`")
+
+
 def _where(exc: msgspec.ValidationError) -> str:
-    # msgspec says "... - at `$.instanceUrl`": the path after `$.` is the field.
+    """The configuration field msgspec's message names (``... - at `$.instanceUrl```,
+    ``missing required field `subdomain```)."""
     text = str(exc)
-    _, _, path = text.rpartition("at `$")
-    return "configuration" + path.rstrip("`").split("[", 1)[0] if path else "configuration"
+    found = _AT.search(text) or _NAMED.search(text)
+    return f"configuration.{found.group(1)}" if found else "configuration"
 
 
 def parse_config(kind: str, configuration: Mapping[str, Any], *,

@@ -88,6 +88,10 @@ class Watermark(Struct, frozen=True, kw_only=True, rename="camel"):
 
     portal: int = 0
     mailbox: int = 0
+    # A side's own change cursors (Graph's delta links, by resource), kept with the
+    # watermark so the next run reads only what changed, deletes included.
+    portal_links: dict[str, str] = {}
+    mailbox_links: dict[str, str] = {}
 
 
 class Plan(Struct, frozen=True, kw_only=True, rename="camel"):

@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_FIELDS",
     "SIDES",
     "Direction",
+    "EmailLogOptions",
     "FieldMap",
     "ModuleOptions",
     "Side",
@@ -60,6 +61,24 @@ DEFAULT_FIELDS: dict[Kind, tuple[str, ...]] = {
 }
 
 
+class EmailLogOptions(Struct, frozen=True, kw_only=True, rename="camel",
+                      forbid_unknown_fields=True):
+    """E-mail logging (seed 000's ``emailSkipDomains``, ``emailCreateContacts``,
+    ``emailCreateLeads``, ``emailCreateCompany``, ``emailAutoDetectDeal``): which
+    messages are logged and what is made for addresses the portal does not know (see
+    `switchboard.sync.email_log`)."""
+
+    # Addresses at these domains (and their subdomains) are neither matched nor created.
+    skip_domains: tuple[str, ...] = ()
+    # An unknown address becomes a portal contact (a lead: a contact tagged "lead").
+    create_contacts: bool = False
+    create_leads: bool = False
+    # ... filed under an account for its domain, made if none matches it.
+    create_company: bool = False
+    # Attach the e-mail to the open opportunities of the contacts it matched.
+    auto_detect_deal: bool = True
+
+
 class ModuleOptions(Struct, frozen=True, kw_only=True, rename="camel"):
     """One module's settings (BrightSync's ``contSyncDirection``,
     ``contMailboxSyncDeleted``, …)."""
@@ -77,6 +96,8 @@ class ModuleOptions(Struct, frozen=True, kw_only=True, rename="camel"):
     # committed late with an earlier time is still read next run (reading twice is
     # harmless: the fingerprints recognise it).
     overlap_ms: int = 0
+    # The `email` module's logging options (other modules ignore them).
+    email: EmailLogOptions = EmailLogOptions()
 
     def field_maps(self, kind: Kind) -> tuple[FieldMap, ...]:
         """The module's field mappings for `kind`."""

@@ -29,6 +29,7 @@ from switchboard.sync.records import Account, Contact, Kind, Value
 __all__ = [
     "ACCOUNT_FIELDS",
     "CONTACT_FIELDS",
+    "STORED_FIELDS",
     "account_from_customer",
     "contact_from_syncro",
     "customer_body",
@@ -49,6 +50,10 @@ _CONTACT: dict[str, str] = {"email": "email", "phone": "phone", "mobile_phone": 
                             "title": "title"}
 ACCOUNT_FIELDS: tuple[str, ...] = tuple(_CUSTOMER)
 CONTACT_FIELDS: tuple[str, ...] = ("first_name", "last_name", *_CONTACT)
+# What a sync may map on Syncro's side: the above, and a contact's customer (its
+# account, a reference the runner translates through the account pairs).
+STORED_FIELDS: dict[Kind, tuple[str, ...]] = {
+    "account": ACCOUNT_FIELDS, "contact": (*CONTACT_FIELDS, "account_id")}
 
 
 def field_maps(kind: Kind) -> tuple[FieldMap, ...]:
@@ -148,6 +153,10 @@ def syncro_contact_values(values: Mapping[str, Value], current: Contact | None =
     for name, value in values.items():
         if name in _CONTACT:
             out[_CONTACT[name]] = value
+        elif name == "account_id":
+            # Moved to another customer; Syncro cannot leave a contact without one.
+            if isinstance(value, str) and value:
+                out["customer_id"] = syncro_id(value)
         elif name not in ("first_name", "last_name"):
             raise Unsupported(f"Syncro contacts have no field for {name}")
     if "first_name" in values or "last_name" in values:

@@ -37,6 +37,7 @@ from switchboard.sync.errors import ConnectorError, Unsupported
 from switchboard.sync.graph_map import (
     CONTACT_FIELDS,
     EVENT_FIELDS,
+    EVENT_READ_ONLY,
     TASK_FIELDS,
     contact_from_graph,
     contact_to_graph,
@@ -63,6 +64,7 @@ from switchboard.sync.records import (
     CalendarEvent,
     Contact,
     EmailLog,
+    Kind,
     OpportunityRef,
     Record,
     Task,
@@ -118,6 +120,12 @@ class GraphConnector:
     @property
     def capabilities(self) -> frozenset[Capability]:
         return frozenset({Capability.TASKS, Capability.EVENTS})
+
+    def stored_fields(self, kind: Kind) -> tuple[str, ...]:
+        """The canonical fields a sync may map for `kind` (what the mailbox holds; an
+        event's organizer and iCalendar UID are read, never written)."""
+        return {"contact": CONTACT_FIELDS, "event": EVENT_FIELDS + EVENT_READ_ONLY,
+                "task": TASK_FIELDS}.get(kind, ())
 
     # Plumbing ---------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from switchboard.sync.profiles import (
     StatusRecord,
     seal_credentials,
 )
+from switchboard.sync.progress import progress
 from switchboard.sync.tables import report_key, status_key
 
 if TYPE_CHECKING:
@@ -152,7 +153,10 @@ class SyncProfilesApi:
         for k in ("profileId", "hubId", "done", "total"):
             st.pop(k, None)
         st["syncState"] = status.sync_state
-        st["progress"] = {"done": status.done, "total": status.total}
+        executing = status.sync_state == "EXECUTING"
+        st["progress"] = msgspec.to_builtins(progress(
+            status.done, status.total, status.started_at,
+            _now_ms() if executing else status.updated_at, executing))
         out["status"] = st
         return out
 

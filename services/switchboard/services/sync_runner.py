@@ -3,6 +3,14 @@
 the connectors in the order `switchboard.sync.ops` prescribes, writing each created
 pair, then the plan's pairs, then the watermark, to `sync.pairs` as it goes.
 
+Modules run in `references.MODULE_ORDER` (accounts, contacts, tasks, calendar, e-mail):
+references between records are translated through the pairs (`switchboard.sync.
+references`), so a module is planned again, from the same reads, just before it is
+applied when an earlier module of the run wrote pairs it may refer to. The fields a
+module syncs, unless its options name them, are its defaults and its references that
+both sides store (a connector's `stored_fields`). A side's change cursors (Graph's delta
+links) are kept with the watermark. E-mail logging is `sync_email_run`.
+
 Why a run killed anywhere resumes without duplicates: every create's pair is durable
 before the next op starts, and the watermark moves only after the whole plan; the job
 stays uncommitted on `sync.jobs`, so the next worker re-reads the same changes and the
@@ -24,16 +32,32 @@ import msgspec
 
 from switchboard.errors import SwitchboardError
 from switchboard.kafka import SYNC_PAIRS
+from switchboard.services.sync_email_run import EmailRun
 from switchboard.services.sync_store import SyncStore
 from switchboard.sync.connector import Capability, Connector, all_records, supports
 from switchboard.sync.errors import ConnectorError, RateLimited, RecordNotFound
 from switchboard.sync.matching import Lookup, lookups
 from switchboard.sync.ops import Create, Plan, Update, Watermark, created_pair
-from switchboard.sync.options import SIDES, Side
-from switchboard.sync.pairs import PairIndex
+from switchboard.sync.options import DEFAULT_FIELDS, SIDES, FieldMap, ModuleOptions, Side
+from switchboard.sync.pairs import Pair, PairIndex
 from switchboard.sync.plan import Changes, plan
-from switchboard.sync.profiles import MODULE_KINDS, Module, ModuleCounts, ProfileRecord, RunJob
+from switchboard.sync.profiles import (
+    MODULE_KINDS,
+    Module,
+    ModuleCounts,
+    ModuleSpec,
+    ProfileRecord,
+    RunJob,
+)
 from switchboard.sync.records import KINDS, Kind, Record
+from switchboard.sync.references import (
+    MODULE_ORDER,
+    REFERENCES,
+    reference_maps,
+    to_portal_space,
+    to_side,
+    unsynced,
+)
 from switchboard.sync.review import Report, review
 from switchboard.sync.tables import pair_key, watermark_key
 
@@ -48,7 +72,8 @@ _METHODS: dict[Kind, tuple[str, str, str, str]] = {
     "task": ("my_tasks", "create_task", "update_task", "delete_task"),
     "event": ("my_events", "create_event", "update_event", "delete_event"),
 }
-# What a kind needs of both sides beyond the required methods.
+# What a kind needs of both sides beyond the required methods (e-mail logging's needs
+# are `sync_email_run`'s).
 _NEEDS: dict[Kind, Capability | None] = {
     "contact": None, "account": None, "task": Capability.TASKS, "event": Capability.EVENTS,
 }
@@ -64,10 +89,35 @@ class RunFailed(SwitchboardError):
 
 
 class Planned:
-    def __init__(self, module: Module, plan: Plan, old: Watermark) -> None:
+    """One module of a run: what was read, its plan, and where it started."""
+
+    def __init__(self, module: Module, options: ModuleOptions, changes: Changes,
+                 plan: Plan, old: Watermark, start: Watermark,
+                 links: dict[Side, dict[str, str]]) -> None:
         self.module = module
+        self.options = options
+        self.changes = changes  # as read: references in each side's own ids
         self.plan = plan
         self.old = old
+        self.start = start
+        self.links = links
+
+
+def stored_fields(conn: Connector, kind: Kind) -> frozenset[str] | None:
+    """The fields `conn` stores for `kind` (None: any canonical field)."""
+    method = getattr(conn, "stored_fields", None)
+    return frozenset(method(kind)) if callable(method) else None
+
+
+def effective_options(kind: Kind, options: ModuleOptions,
+                      stored: list[frozenset[str] | None]) -> ModuleOptions:
+    """`options` with the fields to sync spelled out: the ones it names, else the
+    kind's defaults and references that every side stores."""
+    if options.fields is not None:
+        return options
+    names = [n for n in (*DEFAULT_FIELDS[kind], *REFERENCES.get(kind, {}))
+             if all(s is None or n in s for s in stored)]
+    return msgspec.structs.replace(options, fields=tuple(FieldMap(n, n) for n in names))
 
 
 class Runner:
@@ -86,8 +136,11 @@ class Runner:
         self.reports: dict[str, Report] = {}
         self.done = 0
         self.total = 0
+        # Each kind's pair index as this run leaves it (references are translated
+        # through the pairs of the modules applied before).
+        self.indexes: dict[Kind, PairIndex] = {}
 
-    async def _call(self, side: Side, call: Callable[[], Awaitable[T]]) -> T:
+    async def call(self, side: Side, call: Callable[[], Awaitable[T]]) -> T:
         """A connector call, waiting out its side's Retry-After as often as asked."""
         while True:
             try:
@@ -104,108 +157,204 @@ class Runner:
             except ConnectorError as exc:
                 raise RunFailed(side, f"{side}: {exc.description}") from exc
 
+    def index(self, kind: Kind, module: str) -> PairIndex:
+        if kind not in self.indexes:
+            self.indexes[kind] = self.store.pairs.index(self.profile.profile_id, module)
+        return self.indexes[kind]
+
+    async def tick(self) -> None:
+        self.done += 1
+        await self.progress(self.done, self.total)
+
+    def _modules(self) -> list[tuple[Module, ModuleSpec]]:
+        enabled = [(m, s) for m, s in self.profile.modules.items() if s.enabled]
+        return sorted(enabled, key=lambda ms: MODULE_ORDER.index(MODULE_KINDS[ms[0]]))
+
+    async def _prepare(self, module: Module, spec: ModuleSpec) -> Planned | EmailRun | None:
+        """Read and plan one module; None if the sides cannot sync it."""
+        kind = MODULE_KINDS[module]
+        start, old = self._start(module)
+        if kind == "email":
+            email = EmailRun(self, module, spec.options, old, start)
+            return email if await email.prepare() else None
+        need = _NEEDS[kind]
+        if need is not None and not all(supports(c, need) for c in self.connectors.values()):
+            return None  # tasks and events need both sides to declare them
+        options = effective_options(kind, spec.options, [
+            stored_fields(c, kind) for c in self.connectors.values()])
+        changes, links = await self._read(kind, start)
+        result = await self._plan(kind, module, options, changes, start)
+        return Planned(module, options, changes, result, old, start, links)
+
     async def run(self) -> None:
-        planned: list[Planned] = []
-        for module, spec in self.profile.modules.items():
-            if not spec.enabled:
-                continue
-            kind = MODULE_KINDS[module]
-            need = _NEEDS.get(kind, Capability.EMAIL)
-            if kind not in _METHODS or (need is not None and not all(
-                    supports(c, need) for c in self.connectors.values())):
-                # E-mail logging has no listing in the contract yet; tasks and events
-                # need both sides to declare them.
+        planned: list[Planned | EmailRun] = []
+        for module, spec in self._modules():
+            p = await self._prepare(module, spec)
+            if p is None:
                 self.counts[module] = ModuleCounts(skipped="unsupported")
                 continue
-            index = self.store.pairs.index(self.profile.profile_id, module)
-            old = self.store.pairs.watermark(self.profile.profile_id, module)
-            start = old
-            if self.job.since is not None:
-                start = Watermark(portal=self.job.since, mailbox=self.job.since)
-            elif self.job.initial:
-                start = Watermark()
-            changes = await self._read(kind, index, start)
-            result = plan(kind, changes, index, spec.options, start)
             if spec.need_review:
-                self.reports[module] = review(result)
-                self.counts[module] = _counts(result, reviewed=True)
+                self.reports[module] = review(p.plan)
+                self.counts[module] = _counts(p.plan, reviewed=True)
                 continue
-            planned.append(Planned(module, result, old))
-            self.counts[module] = _counts(result)
+            self.counts[module] = _counts(p.plan)
+            planned.append(p)
         self.total = sum(len(p.plan.ops) for p in planned)
         await self.progress(self.done, self.total)
+        written: set[Kind] = set()
         for p in planned:
-            await self._apply(p)
+            kind = p.plan.kind
+            if isinstance(p, Planned) and written & set(REFERENCES.get(kind, {}).values()):
+                # Pairs the references may name were written in this run: plan again.
+                again = await self._plan(kind, p.module, p.options, p.changes, p.start)
+                self.total += len(again.ops) - len(p.plan.ops)
+                p.plan = again
+                self.counts[p.module] = _counts(again)
+            elif isinstance(p, EmailRun) and written:
+                # Contacts written in this run are the e-mails' contacts too.
+                before = len(p.plan.ops)
+                await p.refresh()
+                self.total += len(p.plan.ops) - before
+                self.counts[p.module] = _counts(p.plan)
+            if isinstance(p, Planned):
+                await self._apply(p)
+            else:
+                await p.apply()
+            if p.plan.ops or p.plan.pairs:
+                written.add(kind)
 
-    async def _read(self, kind: Kind, index: PairIndex, start: Watermark) -> Changes:
+    def _start(self, module: Module) -> tuple[Watermark, Watermark]:
+        """Where the module's reads start (the watermark, or what the job asks), and the
+        stored watermark."""
+        old = self.store.pairs.watermark(self.profile.profile_id, module)
+        start = old
+        if self.job.since is not None:
+            start = Watermark(portal=self.job.since, mailbox=self.job.since,
+                              portal_links=old.portal_links, mailbox_links=old.mailbox_links)
+        elif self.job.initial:
+            start = Watermark()
+        return start, old
+
+    async def _plan(self, kind: Kind, module: str, options: ModuleOptions, changes: Changes,
+                    start: Watermark) -> Plan:
+        """Lookups for the unpaired, references into portal space, and the plan."""
+        index = self.index(kind, module)
+        maps = options.field_maps(kind)
+        known: dict[Side, list[Record]] = {"portal": [], "mailbox": []}
+        for side in SIDES:
+            got = changes.portal if side == "portal" else changes.mailbox
+            unpaired = [r for r in got if index.find(kind, side, r.id) is None]
+            for q in lookups(kind, side, unpaired):
+                known[q.side] += await self._lookup(q)
+        if reference_maps(kind, maps):
+            def space(records: list[Record]) -> list[Record]:
+                return to_portal_space(kind, records, maps, self.indexes)
+            for ref in REFERENCES[kind].values():
+                self.index(ref, _MODULE_OF[ref])
+            changes = Changes(portal=changes.portal, mailbox=space(changes.mailbox),
+                              portal_known=known["portal"],
+                              mailbox_known=space(known["mailbox"]))
+        else:
+            changes = Changes(portal=changes.portal, mailbox=changes.mailbox,
+                              portal_known=known["portal"], mailbox_known=known["mailbox"])
+        return plan(kind, changes, index, options, start)
+
+    async def _read(self, kind: Kind, start: Watermark
+                    ) -> tuple[Changes, dict[Side, dict[str, str]]]:
         listing = _METHODS[kind][0]
         got: dict[Side, list[Record]] = {}
+        links: dict[Side, dict[str, str]] = {}
         for side in SIDES:
             conn = self.connectors[side]
             since = start.portal if side == "portal" else start.mailbox
+            cursors = getattr(conn, "delta_links", None)
+            if isinstance(cursors, dict):
+                cursors.clear()
+                cursors.update(start.portal_links if side == "portal"
+                               else start.mailbox_links)
             method = getattr(conn, listing)
 
             async def page(cursor: str | None, side: Side = side, method: Any = method,
                            since: int = since) -> Any:
-                return await self._call(side, lambda: method(since or None, cursor))
+                return await self.call(side, lambda: method(since or None, cursor))
 
             got[side] = [r async for r in all_records(page)]
-        known: dict[Side, list[Record]] = {"portal": [], "mailbox": []}
-        for side in SIDES:
-            unpaired = [r for r in got[side] if index.find(kind, side, r.id) is None]
-            for q in lookups(kind, side, unpaired):
-                known[q.side] += await self._lookup(q)
-        return Changes(portal=got["portal"], mailbox=got["mailbox"],
-                       portal_known=known["portal"], mailbox_known=known["mailbox"])
+            links[side] = dict(cursors) if isinstance(cursors, dict) else {}
+        return Changes(portal=got["portal"], mailbox=got["mailbox"]), links
 
     async def _lookup(self, q: Lookup) -> list[Record]:
         conn = self.connectors[q.side]
         out: list[Record] = []
         if q.by == "email":
-            out += await self._call(q.side, lambda: conn.contacts_by_email(list(q.values)))
+            out += await self.call(q.side, lambda: conn.contacts_by_email(list(q.values)))
         elif q.by == "domain" and supports(conn, Capability.ACCOUNTS_BY_DOMAIN):
             for v in q.values:
-                out += await self._call(q.side, functools.partial(conn.accounts_by_domain, v))
+                out += await self.call(q.side, functools.partial(conn.accounts_by_domain, v))
         elif q.by == "name":
             for v in q.values:
-                out += await self._call(q.side, functools.partial(conn.accounts_by_name, v))
+                out += await self.call(q.side, functools.partial(conn.accounts_by_name, v))
         return out
 
+    async def write_pair(self, module: str, pair: Pair, drop: bool = False) -> None:
+        """One pair durable on `sync.pairs` (`drop`: forgotten), and in this run's
+        index."""
+        index = self.index(pair.kind, module)
+        await self.store.write(SYNC_PAIRS, pair_key(self.profile.profile_id, module, pair),
+                               None if drop else _pair_enc.encode(pair))
+        self.indexes[pair.kind] = (index.updated(removals=[pair]) if drop
+                                   else index.updated(upserts=[pair]))
+
+    async def write_watermark(self, module: str, old: Watermark, new: Watermark,
+                              links: dict[Side, dict[str, str]] | None = None) -> None:
+        # Never backwards (a run from an earlier dtStartUTC reads more, it does not
+        # forget what later runs already took in).
+        links = links or {}
+        wm = Watermark(portal=max(old.portal, new.portal),
+                       mailbox=max(old.mailbox, new.mailbox),
+                       portal_links=links.get("portal", old.portal_links),
+                       mailbox_links=links.get("mailbox", old.mailbox_links))
+        await self.store.write(SYNC_PAIRS, watermark_key(self.profile.profile_id, module),
+                               _pair_enc.encode(wm))
+
     async def _apply(self, p: Planned) -> None:
-        pid = self.profile.profile_id
         kind = p.plan.kind
+        maps = p.options.field_maps(kind)
         _, create, update, delete = _METHODS[kind]
+        # Pairs whose references could not be written (no partner yet): unsynced.
+        left: dict[tuple[Side, str], list[str]] = {}
         for op in p.plan.ops:
             write = getattr(self.connectors[op.side], create if isinstance(op, Create)
                             else update if isinstance(op, Update) else delete)
             if isinstance(op, Create):
-                values: dict[str, Any] = dict(op.values)
-                rec = KINDS[kind](id="new", modified_at=0, **values)
-                made = await self._call(op.side, functools.partial(write, rec))
-                pair = created_pair(op, made.id, made.modified_at)
+                values, missing = to_side(kind, op.side, op.values, maps, self.indexes)
+                fields: dict[str, Any] = values
+                rec = KINDS[kind](id="new", modified_at=0, **fields)
+                made = await self.call(op.side, functools.partial(write, rec))
+                pair = unsynced(created_pair(op, made.id, made.modified_at), missing, maps)
                 # Durable before the next op: a crash after it never creates this twice.
-                await self.store.write(SYNC_PAIRS, pair_key(pid, p.module, pair),
-                                       _pair_enc.encode(pair))
+                await self.write_pair(p.module, pair)
             elif isinstance(op, Update):
-                # Deleted meanwhile: the next run reads the delete.
-                with contextlib.suppress(RecordNotFound):
-                    await self._call(op.side, functools.partial(write, op.id, op.values))
+                values, missing = to_side(kind, op.side, op.values, maps, self.indexes)
+                if missing:
+                    left[(op.side, op.id)] = missing
+                if values:
+                    # Deleted meanwhile: the next run reads the delete.
+                    with contextlib.suppress(RecordNotFound):
+                        await self.call(op.side, functools.partial(write, op.id, values))
             else:
                 # Already gone: what the op wanted.
                 with contextlib.suppress(RecordNotFound):
-                    await self._call(op.side, functools.partial(write, op.id))
-            self.done += 1
-            await self.progress(self.done, self.total)
+                    await self.call(op.side, functools.partial(write, op.id))
+            await self.tick()
         for pair in p.plan.pairs:
-            await self.store.write(SYNC_PAIRS, pair_key(pid, p.module, pair),
-                                   _pair_enc.encode(pair))
+            await self.write_pair(p.module, unsynced(
+                pair, left.get(("mailbox", pair.mailbox.id), []), maps))
         for pair in p.plan.unpaired:
-            await self.store.write(SYNC_PAIRS, pair_key(pid, p.module, pair), None)
-        # Never backwards (a run from an earlier dtStartUTC reads more, it does not
-        # forget what later runs already took in).
-        wm = Watermark(portal=max(p.old.portal, p.plan.watermark.portal),
-                       mailbox=max(p.old.mailbox, p.plan.watermark.mailbox))
-        await self.store.write(SYNC_PAIRS, watermark_key(pid, p.module), _pair_enc.encode(wm))
+            await self.write_pair(p.module, pair, drop=True)
+        await self.write_watermark(p.module, p.old, p.plan.watermark, p.links)
+
+
+_MODULE_OF: dict[Kind, str] = {k: m for m, k in MODULE_KINDS.items()}
 
 
 def _counts(result: Plan, reviewed: bool = False) -> ModuleCounts:

@@ -36,6 +36,7 @@ from switchboard.sync.records import (
     CalendarEvent,
     Contact,
     EmailLog,
+    Kind,
     OpportunityRef,
     Task,
     Value,
@@ -69,6 +70,10 @@ class SyncroConnector:
     @property
     def capabilities(self) -> frozenset[Capability]:
         return CAPABILITIES
+
+    def stored_fields(self, kind: Kind) -> tuple[str, ...]:
+        """The canonical fields a sync may map for `kind` (what Syncro stores)."""
+        return m.STORED_FIELDS.get(kind, ())
 
     # ---- transport ----------------------------------------------------------------
 
