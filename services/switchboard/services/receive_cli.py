@@ -13,11 +13,10 @@ from typing import Any
 import httpx
 
 from switchboard.receiver_keys import KeyRing, keys_by_webhook_path, ring_from, verdict
-from switchboard.services.cli_errors import USAGE, CliError
+from switchboard.services.cli_errors import RUNTIME, USAGE, CliError
 
 # Transport noise a reader of a delivery does not need.
 _QUIET_HEADERS = frozenset({"host", "content-length", "connection", "accept", "accept-encoding"})
-_REFRESH_EVERY_S = 2.0
 
 
 def add_parser(sub: Any) -> None:
@@ -45,9 +44,9 @@ def add_parser(sub: Any) -> None:
 
 
 class HubKeys:
-    """publicSigningKeys by webhook path, read from the hub's API; read again (at most
-    every two seconds) when a delivery has no key or fails, as integrations made or keys
-    regenerated after `receive` started would."""
+    """publicSigningKeys by webhook path, read from the hub's API; read again when a
+    delivery has no key or fails (an integration made, or its keys regenerated, after the
+    last read), unless a read began after that delivery arrived."""
 
     def __init__(self, url: str, token: str) -> None:
         self.url = url.rstrip("/")
@@ -72,9 +71,10 @@ class HubKeys:
                 integrations.extend(listed.json())
         return keys_by_webhook_path(integrations)
 
-    def refresh(self, force: bool = False) -> None:
+    def refresh(self, arrived: float | None = None) -> None:
+        """Read the keys again, unless a read began after `arrived` (monotonic)."""
         with self._lock:
-            if not force and time.monotonic() - self._read_at < _REFRESH_EVERY_S:
+            if arrived is not None and self._read_at >= arrived:
                 return
             self._read_at = time.monotonic()
             self.by_path = self.fetch()
@@ -101,18 +101,19 @@ def cmd_receive(args: argparse.Namespace) -> int:
             raise CliError("--url needs --token (or SWITCHBOARD_TOKEN): a hub access token "
                            "or the admin token", USAGE)
         hub = HubKeys(args.url, token)
-        hub.refresh(force=True)
+        hub.refresh()
 
     def ring() -> KeyRing:
         return ring_from(args.public_key, args.key, hub.by_path if hub else None)
 
     async def hook(request: Request) -> Response:
+        arrived = time.monotonic()
         raw = await request.body()
         path = request.url.path
         said = verdict(ring(), path, request.headers, raw, int(time.time()))
         if hub is not None and (said.startswith("signature REJECTED") or "no key" in said):
             try:
-                await run_in_threadpool(hub.refresh)
+                await run_in_threadpool(hub.refresh, arrived)
             except (httpx.HTTPError, CliError) as exc:
                 print(f"(could not read keys from {hub.url}: {exc})", flush=True)
             said = verdict(ring(), path, request.headers, raw, int(time.time()))
@@ -123,6 +124,19 @@ def cmd_receive(args: argparse.Namespace) -> int:
         return Response(status_code=204)
 
     app = Starlette(routes=[Route("/{path:path}", hook, methods=["POST"])])
-    print(f"receiving webhooks on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
+                                           log_level="warning"))
+
+    def say_when_listening() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started:
+            print(f"receiving webhooks on http://{args.host}:{args.port}/ (Ctrl-C stops)",
+                  flush=True)
+
+    threading.Thread(target=say_when_listening, daemon=True).start()
+    server.run()
+    if not server.started:
+        raise CliError(f"cannot listen on {args.host}:{args.port} (in use? pick --port)",
+                       RUNTIME)
     return 0
