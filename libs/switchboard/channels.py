@@ -31,12 +31,15 @@ SYNCRO_EVENTS = (
 # A type, its record kind (``syncro:ticket.*``) or them all (``syncro:*``).
 SYNCRO_EVENT_FILTERS = frozenset(
     {*SYNCRO_EVENTS, "syncro:*"} | {e.split(".", 1)[0] + ".*" for e in SYNCRO_EVENTS})
+# A sync profile's run transitions (switchboard.sync.events).
+SYNC_EVENT_FILTERS = frozenset({"sync:requested", "sync:queued", "sync:started",
+                                "sync:finished", "sync:failed", "sync:*"})
 EVENT_FILTERS = frozenset({
     "message:customer", "message:agent", "message:bot", "message:*",
     "event:delivery_failed", "event:seen", "event:postback", "event:message_status", "event:*",
     "event:conversation_closed",
     "*",
-}) | SYNCRO_EVENT_FILTERS
+}) | SYNCRO_EVENT_FILTERS | SYNC_EVENT_FILTERS
 Secret = Annotated[str, Meta(min_length=1, max_length=4096)]
 _EVENTS = Vocabulary(sorted(EVENT_FILTERS))
 

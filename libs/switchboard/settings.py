@@ -167,6 +167,12 @@ class Settings(Struct, frozen=True, kw_only=True):
     # TEST ONLY: registers the `testfile` connector kind (a side kept in a local SQLite
     # file, switchboard.services.sync_testfile). Never on in production.
     sync_test_connectors: bool = False
+    # Seconds in a schedule's "minute" (intervalType 0). TEST ONLY below 60: lets a test
+    # fire a "every 2 minutes" schedule every 2 s. Hours and days are not scaled.
+    sync_schedule_minute_s: float = 60.0
+    # A partner platform's signup (seed 000) is accepted this long either side of its
+    # `requestTimestamp`; a signup not newer than the user's last accepted one is refused.
+    sync_signup_window_s: float = 300.0
     # Kafka security (switchboard.broker_config): PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL.
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_ssl_ca_file: str = ""  # empty: the system's trust store

@@ -19,6 +19,7 @@ from switchboard.keys import Sealer
 from switchboard.sync.options import ModuleOptions, Side
 from switchboard.sync.records import Kind
 from switchboard.sync.review import Report
+from switchboard.sync.schedule import Schedule
 
 __all__ = [
     "MASK",
@@ -33,6 +34,7 @@ __all__ = [
     "ProfileUpdate",
     "ReportRecord",
     "RunJob",
+    "RunOrigin",
     "RunRequest",
     "StatusRecord",
     "SyncState",
@@ -47,6 +49,8 @@ MODULE_KINDS: dict[Module, Kind] = {
     "contacts": "contact", "accounts": "account", "tasks": "task", "calendar": "event",
     "email": "email",
 }
+# Who asked for a run: the API, a schedule slot, a source's change notification.
+RunOrigin = Literal["api", "schedule", "webhook", "syncro"]
 SyncState = Literal["IDLE", "REQUESTED", "QUEUED", "EXECUTING"]
 # What reads show in place of a credential; sent back in an update, it means "unchanged".
 MASK = "********"
@@ -78,10 +82,16 @@ class ModuleSpec(Struct, kw_only=True, rename="camel", omit_defaults=True):
 
 
 class ProfileCreate(Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
-    name: Name
-    portal: ConnectorSpec
-    mailbox: ConnectorSpec
-    modules: dict[Module, ModuleSpec]
+    """`portal`, `mailbox` and `modules` are required unless `templateId` names a template
+    to take them (and the schedule) from; given with one, they may set its unlocked
+    fields only."""
+
+    name: Name | None = None
+    portal: ConnectorSpec | None = None
+    mailbox: ConnectorSpec | None = None
+    modules: dict[Module, ModuleSpec] | None = None
+    schedule: Schedule | None = None
+    template_id: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
 
 
 class ProfileUpdate(Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
@@ -93,6 +103,7 @@ class ProfileUpdate(Struct, kw_only=True, rename="camel", forbid_unknown_fields=
     portal: ConnectorSpec | None = None
     mailbox: ConnectorSpec | None = None
     modules: dict[Module, ModuleSpec] | None = None
+    schedule: Schedule | None = None
 
 
 class ProfileRecord(Struct, kw_only=True, rename="camel", omit_defaults=True):
@@ -109,6 +120,13 @@ class ProfileRecord(Struct, kw_only=True, rename="camel", omit_defaults=True):
     # Autofy's disconnect: the credentials are dropped and runs refused until new ones
     # come in an update.
     connected: bool = True
+    schedule: Schedule | None = None
+    # When the schedule was last set: its first slot is the first after this.
+    schedule_set_at: int = 0
+    template_id: str | None = None  # provisioned from (and locked by) this template
+    owner: str | None = None  # the signed-up user (``<org>:<user>``) it belongs to
+    # The `whsec_` secret of its change-notification webhook, sealed.
+    webhook_secret: str | None = None
 
     def side(self, side: Side) -> ConnectorSpec:
         return self.portal if side == "portal" else self.mailbox
@@ -145,6 +163,15 @@ class StatusRecord(Struct, kw_only=True, rename="camel", omit_defaults=True):
     started_at: int | None = None
     modules: dict[str, ModuleCounts] = {}
     updated_at: int = 0
+    running_job_id: str | None = None  # the run taken by a worker and not finished
+    # The newest schedule slot whose run finished: a fire of it seen again (a worker
+    # that took over before the first one's marker reached it) is not run twice.
+    last_slot_done: int | None = None
+
+    def pending(self) -> bool:
+        """Whether a requested run has not been taken yet (a trigger then joins it)."""
+        return (self.job_id is not None
+                and self.job_id not in (self.running_job_id, self.last_job_id))
 
 
 class ReportRecord(Struct, kw_only=True, rename="camel"):
@@ -168,6 +195,8 @@ class RunJob(Struct, kw_only=True, rename="camel", omit_defaults=True):
     # Read everything (or everything since `since`) instead of from the watermarks.
     initial: bool = False
     since: int | None = None  # dtStartUTC, ms
+    origin: RunOrigin = "api"
+    slot: int | None = None  # a scheduled run's slot (ms)
 
 
 class RunRequest(Struct, rename="camel", forbid_unknown_fields=True):
