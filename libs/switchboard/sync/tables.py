@@ -116,6 +116,8 @@ class PairsView:
             pairs.pop(parts[3], None)  # re-inserted last: the newest write goes last
             if value is not None:
                 pairs[parts[3]] = _pair_decoder.decode(value)
+            elif not pairs:  # a pruned profile's module leaves nothing behind
+                del self._pairs[(parts[1], parts[2])]
 
     def index(self, profile_id: str, module: str) -> PairIndex:
         return PairIndex(self._pairs.get((profile_id, module), {}).values())
@@ -130,3 +132,11 @@ class PairsView:
             if p == profile_id:
                 keys += [f"pair:{p}:{m}:{k}".encode() for k in pairs]
         return keys
+
+    def profile_ids(self) -> set[str]:
+        """Every profile with a pair or a watermark here."""
+        return {p for p, _ in self._pairs} | {p for p, _ in self._watermarks}
+
+    def count(self, profile_id: str) -> int:
+        """The pairs held for `profile_id`, all modules together."""
+        return sum(len(v) for (p, _), v in self._pairs.items() if p == profile_id)

@@ -206,6 +206,10 @@ class SyncProfilesApi:
         await self.store.write(SYNC_STATUS, status_key(pid), None)
         await self.store.write(SYNC_STATUS, report_key(pid), None)
         await self.store.write(SYNC_PROFILES, pid.encode(), None)
+        # The worker owning the profile's runs prunes its pairs and watermarks (after a
+        # run of it still under way; sync_store.prune).
+        await self.store.request(pid.encode(), _enc.encode(RunJob(
+            job_id=new_id(), profile_id=pid, hub_id=rec.hub_id, requested_at=_now_ms())))
         return Response(status_code=204)
 
     async def run(self, request: Request) -> Response:

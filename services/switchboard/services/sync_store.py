@@ -1,6 +1,13 @@
 """The sync tables of one process: `sync.profiles`, `sync.status` and (in the sync worker)
 `sync.pairs`, each followed by a `TableReader` into its view; writes answer once this
-process's view has applied them (read-your-writes, like the registry)."""
+process's view has applied them (read-your-writes, like the registry).
+
+A store that follows `sync.pairs` also prunes what deleted profiles leave there and on
+`sync.status` (`switchboard.sync.prune`): when it sees a profile's delete marker, when
+something is written for a profile that no longer exists (a run that was under way), when
+its readers start (a half-done prune of a worker that stopped), and when asked
+(`prune`, which the worker awaits for a run request of a deleted profile).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from aiokafka import ConsumerRecord
 from switchboard.errors import Unavailable
 from switchboard.kafka import SYNC_JOBS, SYNC_PAIRS, SYNC_PROFILES, SYNC_STATUS, TableReader
 from switchboard.services.runtime import Runtime
+from switchboard.sync.prune import gone, pair_tombstones, status_tombstones
 from switchboard.sync.tables import PairsView, ProfilesView, StatusView
 
 log = logging.getLogger(__name__)
@@ -36,8 +44,11 @@ class SyncStore:
         self._started: set[str] = set()
         self._starting = asyncio.Lock()
         self._users = 0
+        self._pruning: asyncio.Task[None] | None = None
+        self._prune_again = False
+        self._prune_lock = asyncio.Lock()
         views: list[tuple[str, Callable[[bytes | None, bytes | None], None]]] = [
-            (SYNC_PROFILES, self.profiles.apply), (SYNC_STATUS, self.status.apply)]
+            (SYNC_PROFILES, self._apply_profile), (SYNC_STATUS, self.status.apply)]
         for name, apply in views:
             self._readers[name] = TableReader(s, s.topic(name), _applier(apply))
         if pairs:
@@ -60,6 +71,62 @@ class SyncStore:
             self._readers[SYNC_PAIRS] = TableReader(s, s.topic(SYNC_PAIRS),
                                                     _applier(self.pairs.apply))
 
+    def _apply_profile(self, key: bytes | None, value: bytes | None) -> None:
+        self.profiles.apply(key, value)
+        # A profile's delete marker (profile ids hold no ':'; other records of the topic do).
+        if value is None and key is not None and b":" not in key:
+            self._want_prune()
+
+    def _want_prune(self) -> None:
+        """Prune soon, in the background (once more if a prune is already under way)."""
+        if SYNC_PAIRS not in self._readers:
+            return  # only a store that folds sync.pairs knows what to tombstone
+        if self._pruning is not None and not self._pruning.done():
+            self._prune_again = True
+            return
+        self._pruning = asyncio.get_running_loop().create_task(self._prune_loop())
+
+    async def _prune_loop(self) -> None:
+        while True:
+            self._prune_again = False
+            try:
+                await self.prune()
+            except Exception as exc:  # the next trigger (or request) tries again
+                log.warning("sync: pruning deleted profiles failed: %r", exc)
+            if not self._prune_again:
+                return
+
+    async def prune(self) -> int:
+        """Tombstone the pairs, watermarks, status and report of every deleted profile
+        (`switchboard.sync.prune`); the number of keys written. Idempotent."""
+        if SYNC_PAIRS not in self._readers:
+            return 0
+        async with self._prune_lock:
+            await self.sync()
+            first = gone(self.profiles.profiles, self.pairs, self.status)
+            if not first:
+                return 0
+            # The profiles read again, after the pairs and status above: a profile still
+            # missing now was deleted (its record always precedes its pairs and status).
+            await self.sync()
+            written = 0
+            for pid in sorted(first & gone(self.profiles.profiles, self.pairs, self.status)):
+                pairs = pair_tombstones(pid, self.pairs)
+                status = status_tombstones(pid, self.status)
+                await self.write_many(SYNC_PAIRS, [(k, None) for k in pairs])
+                await self.write_many(SYNC_STATUS, [(k, None) for k in status])
+                log.info("sync: pruned deleted profile %s: %d pair(s) and watermark(s), "
+                         "%d status record(s)", pid, len(pairs), len(status))
+                written += len(pairs) + len(status)
+            return written
+
+    def _written_for_gone(self, table: str, key: bytes) -> None:
+        """Something written for a profile that no longer exists (a run under way when it
+        was deleted): prune it again afterwards."""
+        parts = key.split(b":", 2)
+        if len(parts) >= 2 and parts[1].decode(errors="replace") not in self.profiles.profiles:
+            self._want_prune()
+
     async def start(self) -> None:
         """Register a user of the store (each calls it once). The readers start with the
         first `sync` or `write`: a hub that never syncs records never reads these topics,
@@ -68,16 +135,24 @@ class SyncStore:
 
     async def _ensure(self) -> None:
         async with self._starting:
+            fresh = False
             for name, reader in self._readers.items():
                 if name not in self._started:
                     await reader.start()
                     self._started.add(name)
+                    fresh |= name == SYNC_PAIRS
+            if fresh:  # what a stopped worker left half-pruned
+                self._want_prune()
 
     async def stop(self) -> None:
         """Stop the readers once the last user stops."""
         self._users -= 1
         if self._users > 0:
             return
+        if self._pruning is not None:
+            self._pruning.cancel()
+            await asyncio.gather(self._pruning, return_exceptions=True)
+            self._pruning = None
         for name in list(self._started):
             await self._readers[name].stop()
             self._started.discard(name)
@@ -103,6 +178,27 @@ class SyncStore:
                 await self._ensure()
                 md = await self.runtime.producer.send_and_wait(s.topic(table), value, key=key)
             await self._readers[table].wait_for(md.offset, timeout=s.produce_timeout_s)
+        except Exception as exc:
+            log.warning("sync table write failed: %r", exc)
+            raise Unavailable("broker_unavailable", "the sync tables are unavailable; retry") \
+                from exc
+        if value is not None and table in (SYNC_PAIRS, SYNC_STATUS):
+            self._written_for_gone(table, key)
+
+    async def write_many(self, table: str, items: list[tuple[bytes, bytes | None]]) -> None:
+        """Write table records durably (in order, pipelined) and wait until this process's
+        view has them all."""
+        if not items:
+            return
+        s = self.runtime.settings
+        try:
+            async with asyncio.timeout(s.produce_timeout_s * (1 + len(items) // 1000)):
+                await self._ensure()
+                topic = s.topic(table)
+                sent = [await self.runtime.producer.send(topic, value, key=key)
+                        for key, value in items]
+                last = max([(await f).offset for f in sent])
+            await self._readers[table].wait_for(last, timeout=s.produce_timeout_s)
         except Exception as exc:
             log.warning("sync table write failed: %r", exc)
             raise Unavailable("broker_unavailable", "the sync tables are unavailable; retry") \

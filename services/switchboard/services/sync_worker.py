@@ -186,8 +186,14 @@ class SyncWorker:
     async def _execute(self, job: RunJob) -> None:
         await self.store.sync()
         profile = self.store.profiles.profiles.get(job.profile_id)
-        if profile is None or profile.hub_id != job.hub_id:
-            return  # deleted since it was requested
+        if profile is None:
+            # Deleted (its delete asks for this request): what it left on sync.pairs and
+            # sync.status is tombstoned before the request is committed, so a worker
+            # stopped half-way leaves the rest to its successor.
+            await self.store.prune()
+            return
+        if profile.hub_id != job.hub_id:
+            return
         await self._status(job, sync_state="QUEUED")
         started = _now_ms()
         last = 0.0
