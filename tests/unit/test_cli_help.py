@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -70,3 +72,34 @@ def test_yaml_errors_name_the_line_and_multiline_messages_are_cut() -> None:
     assert line.startswith("not valid YAML: line 3, column 4: ") and code == 2
     line, code = describe(RuntimeError("first\nsecond"))
     assert "\n" not in line and line.startswith("unexpected RuntimeError: first") and code == 1
+
+
+def _script(*args: str) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run([str(root / "switchboard"), *args], capture_output=True, text=True,
+                          timeout=120, cwd=root)
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "help"])
+def test_the_script_explains_itself_then_lists_the_cli_commands(flag: str) -> None:
+    done = _script(flag)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for own in ("  dev ", "  test ", "  setup ", "  lock ", "Anything else goes to the "
+                "switchboard CLI"):
+        assert own in out
+    listed = out.split("The switchboard CLI's commands")[1]
+    for command in ("dev", "serve", "apply", "send", "receive", "schemas", "reseal"):
+        assert f"    {command} " in listed
+
+
+@pytest.mark.parametrize(("command", "says"), [
+    ("test", "go to both pytest runs"),
+    ("setup", "requirements.lock"),
+    ("lock", "--upgrade moves every pin"),
+    ("dev", "--replace"),  # set up, then the CLI's own help for dev
+])
+def test_the_script_commands_show_help_instead_of_running(command: str, says: str) -> None:
+    done = _script(command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert says in done.stdout and "== ruff" not in done.stdout
