@@ -362,7 +362,7 @@ async def test_cli_lists_shows_and_redelivers(world: World) -> None:
     before = await world.mark()
     code, out = await run("redeliver", world.x, "--delivery", "msg_cli1")
     assert code == 0, out
-    assert "done: 1/1" in out
+    assert "redeliver: deliveries 1/1 (100 %) done" in out
     assert ids_of(await world.produced_since(before)) == ["msg_cli1"]
 
     code, out = await run("show", "msg_nope")

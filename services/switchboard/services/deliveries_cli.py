@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from switchboard.progress import Progress
 from switchboard.services.cli_api import add_connection_args, call, run, table
 
 _AGO = re.compile(r"^(\d+)([smhd])$")
@@ -53,6 +55,9 @@ def cmd_list(client: httpx.Client, args: argparse.Namespace) -> int:
         params["cursor"] = args.cursor
     page = call(client, "GET", f"/api/v1/integrations/{args.integration}/deliveries",
                  params=params)
+    if args.json:
+        print(json.dumps(page, indent=2, ensure_ascii=False))
+        return 0
     rows = [["DELIVERY ID", "STATUS", "ATTEMPTS", "LAST", "UPDATED (UTC)", "ERROR"]]
     for d in page["items"]:
         rows.append([d["deliveryId"], d["status"], str(d["attempts"]),
@@ -65,6 +70,9 @@ def cmd_list(client: httpx.Client, args: argparse.Namespace) -> int:
 
 def cmd_show(client: httpx.Client, args: argparse.Namespace) -> int:
     d = call(client, "GET", f"/api/v1/deliveries/{args.delivery}")
+    if args.json:
+        print(json.dumps(d, indent=2, ensure_ascii=False))
+        return 0
     for label, key in (("delivery", "deliveryId"), ("activity", "activityId"),
                        ("integration", "integrationId"), ("conversation", "conversationId"),
                        ("status", "status"), ("attempts", "attemptCount"),
@@ -83,23 +91,43 @@ def cmd_show(client: httpx.Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def _follow(client: httpx.Client, job_id: str, wait: bool) -> int:
-    print(f"job {job_id}")
-    if not wait:
+def _follow(client: httpx.Client, job_id: str, args: argparse.Namespace) -> int:
+    """Wait for a job, its progress on stderr (switchboard.progress: in place on a
+    terminal, a line per change otherwise); stdout keeps the job id, or its JSON."""
+    if args.no_wait:
+        print(json.dumps({"jobId": job_id}) if args.json else f"job {job_id}")
         return 0
-    shown = None
+    if not args.json:
+        print(f"job {job_id}", flush=True)
+    progress: Progress | None = None
     while True:
         job = call(client, "GET", f"/api/v1/jobs/{job_id}")
-        line = f"{job['state']}: {job['done']}/{job['total']}" + (
-            f" ({job['skipped']} skipped)" if job.get("skipped") else "")
-        if line != shown:
-            print(line, flush=True)
-            shown = line
+        if progress is None:
+            tty = sys.stderr.isatty()
+            # Polled twice a second: a log gets each change, not one line per 5 s.
+            progress = Progress(job.get("kind", "job"), sys.stderr.write, tty=tty,
+                                every_s=None if tty else 0.0)
+            progress.step("deliveries", job["total"])
+            shown = (0, job["total"])
+        if (job["done"], job["total"]) != shown:
+            shown = (job["done"], job["total"])
+            progress.update(job["done"], job["total"])
         if job["state"] != "running":
-            if job.get("error"):
-                print(f"error: {job['error']}", file=sys.stderr)
-            return 0 if job["state"] == "done" else 1
+            break
         time.sleep(0.5)
+    if job["state"] == "done":
+        progress.finish()
+    else:
+        progress.clear()
+        print(f"{job.get('kind', 'job')}: {job['state']} at {job['done']}/{job['total']}",
+              file=sys.stderr)
+    if job.get("skipped"):
+        print(f"{job['skipped']} skipped: no longer on the deliveries topic", file=sys.stderr)
+    if args.json:
+        print(json.dumps(job, indent=2))
+    if job.get("error"):
+        print(f"error: {job['error']}", file=sys.stderr)
+    return 0 if job["state"] == "done" else 1
 
 
 def cmd_redeliver(client: httpx.Client, args: argparse.Namespace) -> int:
@@ -109,7 +137,7 @@ def cmd_redeliver(client: httpx.Client, args: argparse.Namespace) -> int:
         body = {"status": "failed", "since": args.failed_since}
     made = call(client, "POST", f"/api/v1/integrations/{args.integration}/redeliver",
                  json=body)
-    return _follow(client, made["jobId"], not args.no_wait)
+    return _follow(client, made["jobId"], args)
 
 
 def cmd_replay(client: httpx.Client, args: argparse.Namespace) -> int:
@@ -117,7 +145,7 @@ def cmd_replay(client: httpx.Client, args: argparse.Namespace) -> int:
     if args.until is not None:
         body["until"] = args.until
     made = call(client, "POST", f"/api/v1/integrations/{args.integration}/replay", json=body)
-    return _follow(client, made["jobId"], not args.no_wait)
+    return _follow(client, made["jobId"], args)
 
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
@@ -132,6 +160,8 @@ def add_parser(sub: Any) -> None:
     def action(name: str, helptext: str, func: Any) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = actions.add_parser(name, help=helptext)
         add_connection_args(p)
+        p.add_argument("--json", action="store_true",
+                       help="print the API's JSON answer (a job's: once it has ended)")
         p.set_defaults(func=cmd_deliveries, action=func)
         return p
 
