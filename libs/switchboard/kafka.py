@@ -20,6 +20,7 @@ from aiokafka.errors import (
 from aiokafka.structs import TopicPartition
 from msgspec import Struct
 
+from switchboard import kafka_logs
 from switchboard.broker_config import (
     Replication,
     TopicState,
@@ -198,6 +199,7 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
 
     It wakes this process's idle readers of the topics it writes (`switchboard.pacing`).
     """
+    kafka_logs.install()  # aiokafka's retried errors are warnings (every client passes here)
 
     kwargs: dict[str, object] = {
         **kafka_kwargs(settings),
@@ -216,6 +218,7 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
 def make_consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: object
                   ) -> AIOKafkaConsumer:
     """A consumer that never auto-commits: stages commit only offsets whose outcome is final."""
+    kafka_logs.install()
     kwargs: dict[str, object] = {
         **kafka_kwargs(settings),
         "group_id": group_id,

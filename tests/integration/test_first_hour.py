@@ -1,16 +1,27 @@
 """The first hour with the API: names in any case, an answer to a conversation that does
-not exist refused with 404, on a real broker with a real hub, receiver and Twilio fake."""
+not exist refused with 404, on a real broker with a real hub, receiver and Twilio fake; and
+`switchboard dev` starting, carrying a conversation and stopping without an ERROR line."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.conftest import RunningHub, make_settings
+from switchboard.brokers import free_port
+from tests.conftest import BROKER_KIND, RunningHub, make_settings
 from tests.fakes.twilio import FakeTwilio
 from tests.support import Receiver, message, sign_with_cryptography
 
@@ -177,3 +188,79 @@ async def test_a_conversation_created_a_moment_ago_in_another_process_is_found(
             "answer 0", "answer 1", "answer 2"]
     finally:
         await ingress.stop()
+
+
+# A log line at ERROR or CRITICAL in either format (ours and uvicorn's), or a traceback.
+BAD_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback \(most recent call last\)")
+
+
+async def test_a_normal_dev_run_logs_no_error(broker: Any, tmp_path: Path) -> None:
+    """`switchboard dev` as a user runs it: start, a conversation both ways, SIGTERM."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env["SWITCHBOARD_ADMIN_TOKEN"] = admin_token = "dev-admin-" + uuid.uuid4().hex
+    if BROKER_KIND == "kafka":
+        # dev starts Tansu itself; on the Kafka tier it uses the test's Apache Kafka.
+        env |= {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+                "SWITCHBOARD_BROKER_KIND": "kafka",
+                "SWITCHBOARD_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:8]}."}
+    log_path = tmp_path / "dev.log"
+    receiver = await Receiver().start()
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "switchboard.services.cli", "dev", "--port", str(port),
+            "--data-dir", str(tmp_path / "var"),
+            stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            deadline = time.monotonic() + 90
+            while True:
+                assert proc.returncode is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                try:
+                    if (await c.get("/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.2)
+            r = await c.post("/api/v1/hubs", json={"name": "first"},
+                             headers={"Authorization": f"Bearer {admin_token}"})
+            assert r.status_code == 201, r.text
+            hub_id = r.json()["hubId"]
+            auth = {"Authorization": f"Bearer {r.json()['accessToken']}"}
+            made = {}
+            for name, itype in (("site", "customer"), ("desk", "agent")):
+                r = await c.post(f"/api/v1/integrations/hubs/{hub_id}", headers=auth,
+                                 json={"channelId": "direct", "name": name, "configuration": {
+                                     "integrationType": itype,
+                                     "webhookUrl": f"{receiver.url}/{name}"}})
+                assert r.status_code == 201, r.text
+                made[name] = r.json()
+
+            async def post(who: str, body: bytes) -> httpx.Response:
+                key = made[who]["configuration"]["privateSigningKey"]
+                return await c.post(f"/ingress/{made[who]['integrationId']}", content=body,
+                                    headers=sign_with_cryptography(key, body))
+
+            assert (await post("site", message("hello", sender="ada"))).status_code == 202
+            [got] = await receiver.wait_for("/desk", 1)
+            r = await post("desk", message("hi Ada", sender="agent-7",
+                                           conversation=got.json["conversationId"]))
+            assert r.status_code == 202, r.text
+            r = await post("desk", message("lost", sender="agent-7", conversation="nope"))
+            assert r.status_code == 404, r.text
+            [back] = await receiver.wait_for("/site", 1)
+            assert back.json["activity"]["message"]["text"] == "hi Ada"
+            assert (await c.get("/docs")).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await receiver.stop()
+    out = log_path.read_text()
+    assert "Application shutdown complete" in out, out
+    assert [line for line in out.splitlines() if BAD_LINE.search(line)] == [], out
