@@ -103,3 +103,12 @@ def test_the_script_commands_show_help_instead_of_running(command: str, says: st
     done = _script(command, "--help")
     assert done.returncode == 0, done.stderr
     assert says in done.stdout and "== ruff" not in done.stdout
+
+
+def test_a_broker_that_cannot_start_is_one_line() -> None:
+    from switchboard.brokers import BrokerError
+
+    line, code = describe(BrokerError("tansu exited with code 1 during startup; last lines "
+                                      "of /x/tansu.log:\nboom\nbang"))
+    assert line == ("broker: tansu exited with code 1 during startup; last lines of "
+                    "/x/tansu.log: …") and code == 1

@@ -11,6 +11,7 @@ import json
 import httpx
 import yaml
 
+from switchboard.brokers import BrokerError
 from switchboard.errors import ConfigError, SwitchboardError
 from switchboard.hubfile import yaml_problem
 
@@ -46,6 +47,8 @@ def _describe(exc: BaseException, url: str | None) -> tuple[str, int]:
     if isinstance(exc, SwitchboardError):
         where = f" ({exc.field})" if exc.field else ""
         return f"{exc.description}{where}", USAGE if exc.status < 500 else RUNTIME
+    if isinstance(exc, BrokerError):  # its log's last lines follow: the first one says it
+        return f"broker: {exc}", RUNTIME
     if isinstance(exc, httpx.TransportError):
         target = url or (str(exc.request.url) if _has_request(exc) else "the hub")
         return (f"cannot reach {target}: is the hub running? (switchboard dev) "
