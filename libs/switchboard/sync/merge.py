@@ -22,12 +22,12 @@ from collections.abc import Sequence
 from msgspec import Struct
 
 from switchboard.sync.fingerprint import Fingerprint, fingerprint, pair_key, side_field
-from switchboard.sync.ops import Conflict, Delete, Op, Update
+from switchboard.sync.ops import Conflict, Create, Delete, Op, Update
 from switchboard.sync.options import SIDES, FieldMap, ModuleOptions, Side, flows, other
 from switchboard.sync.pairs import Pair, PairSide
 from switchboard.sync.records import Kind, Record, Value, field_time, is_empty
 
-__all__ = ["Outcome", "reconcile"]
+__all__ = ["Outcome", "after_create", "reconcile"]
 
 
 class Outcome(Struct, frozen=True, kw_only=True):
@@ -168,3 +168,26 @@ def _merge(kind: Kind, maps: Sequence[FieldMap], options: ModuleOptions,
 def _id(rec: Record | None) -> str:
     assert rec is not None, "a new match has both records"
     return rec.id
+
+
+def after_create(op: Create, made: Record, maps: Sequence[FieldMap]) -> tuple[
+        dict[str, Value], Pair]:
+    """What a create leaves: the pair with the created record's own fingerprint (what the
+    side holds, not what was sent), and the values the side assigned itself (a mailbox's
+    new iCalendar UID, its organizer) to write back to the source (its field names), so
+    both sides agree without another run. `made` in pair space (references translated)."""
+    target, source = op.side, other(op.side)
+    made_fp = fingerprint(made, maps, target)
+    back: dict[str, Value] = {}
+    source_fp = dict(op.source.fields)
+    for fmap in maps:
+        key = pair_key(fmap)
+        value = getattr(made, side_field(fmap, target))
+        if made_fp.get(key) != op.fields.get(key) and not is_empty(value):
+            back[side_field(fmap, source)] = value
+            source_fp[key] = made_fp[key]
+    made_side = PairSide(id=made.id, seen_at=made.modified_at, fields=made_fp)
+    source_side = PairSide(id=op.source.id, seen_at=op.source.seen_at, fields=source_fp)
+    if target == "mailbox":
+        return back, Pair(kind=op.kind, portal=source_side, mailbox=made_side)
+    return back, Pair(kind=op.kind, portal=made_side, mailbox=source_side)

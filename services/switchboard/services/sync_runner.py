@@ -37,8 +37,16 @@ from switchboard.services.sync_store import SyncStore
 from switchboard.sync.connector import Capability, Connector, all_records, supports
 from switchboard.sync.errors import ConnectorError, RateLimited, RecordNotFound
 from switchboard.sync.matching import Lookup, lookups
-from switchboard.sync.ops import Create, Plan, Update, Watermark, created_pair
-from switchboard.sync.options import DEFAULT_FIELDS, SIDES, FieldMap, ModuleOptions, Side
+from switchboard.sync.merge import after_create
+from switchboard.sync.ops import Create, Plan, Update, Watermark
+from switchboard.sync.options import (
+    DEFAULT_FIELDS,
+    SIDES,
+    FieldMap,
+    ModuleOptions,
+    Side,
+    other,
+)
 from switchboard.sync.pairs import Pair, PairIndex
 from switchboard.sync.plan import Changes, plan
 from switchboard.sync.profiles import (
@@ -330,9 +338,19 @@ class Runner:
                 fields: dict[str, Any] = values
                 rec = KINDS[kind](id="new", modified_at=0, **fields)
                 made = await self.call(op.side, functools.partial(write, rec))
-                pair = unsynced(created_pair(op, made.id, made.modified_at), missing, maps)
+                if op.side == "mailbox":
+                    made = to_portal_space(kind, [made], maps, self.indexes)[0]
+                back, pair = after_create(op, made, maps)
                 # Durable before the next op: a crash after it never creates this twice.
-                await self.write_pair(p.module, pair)
+                await self.write_pair(p.module, unsynced(pair, missing, maps))
+                if back:
+                    # What the side assigned itself (an event's UID) goes back at once.
+                    source = other(op.side)
+                    values, _ = to_side(kind, source, back, maps, self.indexes)
+                    update_source = getattr(self.connectors[source], update)
+                    with contextlib.suppress(RecordNotFound):
+                        await self.call(source, functools.partial(
+                            update_source, op.source_id, values))
             elif isinstance(op, Update):
                 values, missing = to_side(kind, op.side, op.values, maps, self.indexes)
                 if missing:
