@@ -1,6 +1,7 @@
 """The folds of the sync topics (pure: records in, views out).
 
-- `sync.profiles` (key: profile id) → `ProfilesView`;
+- `sync.profiles` (key: profile id; ``template:<id>``, ``app:<appId>``, ``user:<key>`` for
+  templates, signup apps and signed-up users) → `ProfilesView`;
 - `sync.status` (keys ``status:<profile>`` and ``report:<profile>``) → `StatusView`;
 - `sync.pairs` (keys ``pair:<profile>:<module>:<pair key>`` and ``wm:<profile>:<module>``)
   → `PairsView`: each module's pair index and watermark.
@@ -23,6 +24,8 @@ from switchboard.sync.profiles import (
     report_decoder,
     status_decoder,
 )
+from switchboard.sync.signup import AppRecord, UserRecord, app_decoder, user_decoder
+from switchboard.sync.templates import TemplateRecord, template_decoder
 
 __all__ = [
     "PairsView",
@@ -57,15 +60,41 @@ def watermark_key(profile_id: str, module: str) -> bytes:
 class ProfilesView:
     def __init__(self) -> None:
         self.profiles: dict[str, ProfileRecord] = {}
+        self.templates: dict[str, TemplateRecord] = {}
+        self.apps: dict[str, AppRecord] = {}  # by app id
+        self.users: dict[str, UserRecord] = {}  # by owner key
+        self.user_tokens: dict[str, str] = {}  # token hash → owner key
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:
             return
         pid = key.decode()
-        if value is None:
-            self.profiles.pop(pid, None)
-        else:
-            self.profiles[pid] = profile_decoder.decode(value)
+        what, sep, rest = pid.partition(":")
+        if not sep:  # a profile (ids hold no ':')
+            if value is None:
+                self.profiles.pop(pid, None)
+            else:
+                self.profiles[pid] = profile_decoder.decode(value)
+        elif what == "template":
+            if value is None:
+                self.templates.pop(rest, None)
+            else:
+                self.templates[rest] = template_decoder.decode(value)
+        elif what == "app":
+            if value is None:
+                self.apps.pop(rest, None)
+            else:
+                self.apps[rest] = app_decoder.decode(value)
+        elif what == "user":
+            old = self.users.pop(rest, None)
+            if old is not None:
+                self.user_tokens.pop(old.token_hash, None)
+            if value is not None:
+                user = self.users[rest] = user_decoder.decode(value)
+                self.user_tokens[user.token_hash] = rest
+
+    def app_of_hub(self, hub_id: str) -> AppRecord | None:
+        return next((a for a in self.apps.values() if a.hub_id == hub_id), None)
 
     def of_hub(self, hub_id: str) -> list[ProfileRecord]:
         return sorted((p for p in self.profiles.values() if p.hub_id == hub_id),

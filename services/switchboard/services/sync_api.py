@@ -1,6 +1,10 @@
 """`/api/v1/hubs/{hubId}/syncProfiles`: two-way sync profiles, their runs, review reports,
 allowSync and disconnect. Same tokens and walls as the rest of the API: another hub's
-profile answers 404. Credentials are sealed before they reach Kafka and never shown."""
+profile answers 404; a signed-up user's token (`sync_signup`) reaches that user's
+profiles only. Credentials are sealed before they reach Kafka and never shown.
+
+Templates, signup and change-notification webhooks are their own modules
+(`sync_templates_api`, `sync_signup`, `sync_webhooks`), registered with these routes."""
 
 from __future__ import annotations
 
@@ -14,13 +18,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from switchboard.errors import BadRequest, Conflict, NotFound
+from switchboard.errors import BadRequest, Conflict, Forbidden, NotFound
 from switchboard.ids import new_id
 from switchboard.kafka import SYNC_PROFILES, SYNC_STATUS
+from switchboard.services import sync_signup, sync_templates_api, sync_webhooks
 from switchboard.services.http import JSON
 from switchboard.services.runtime import Runtime
 from switchboard.services.sync_connectors import kinds, validate
+from switchboard.services.sync_requests import request_run
+from switchboard.services.sync_signup import SignupApi, SyncCaller
 from switchboard.services.sync_store import SyncStore
+from switchboard.services.sync_templates_api import TemplatesApi
+from switchboard.services.sync_webhooks import WebhooksApi, new_webhook_secret
 from switchboard.sync.fingerprint import check_maps
 from switchboard.sync.options import Side
 from switchboard.sync.profiles import (
@@ -39,7 +48,10 @@ from switchboard.sync.profiles import (
     seal_credentials,
 )
 from switchboard.sync.progress import progress
+from switchboard.sync.schedule import check_schedule
+from switchboard.sync.signup import SignupApp, SignupRequest
 from switchboard.sync.tables import report_key, status_key
+from switchboard.sync.templates import TemplateCreate, TemplateUpdate
 
 if TYPE_CHECKING:
     from switchboard.services.api import Api
@@ -70,6 +82,9 @@ class SyncProfilesApi:
         self.runtime = runtime
         self.api = api
         self.store = SyncStore.for_runtime(runtime, pairs=False)
+        self.templates = TemplatesApi(self)
+        self.signup = SignupApi(self)
+        self.webhooks = WebhooksApi(self)
 
     async def start(self) -> None:
         await self.store.start()
@@ -89,23 +104,40 @@ class SyncProfilesApi:
             Route(one + "/report", self.report, methods=["GET"]),
             Route(one + "/allowSync", self.allow_sync, methods=["PUT"]),
             Route(one + "/disconnect", self.disconnect, methods=["POST"]),
+            *self.templates.routes(),
+            *self.signup.routes(),
+            *self.webhooks.routes(),
         ]
 
     # ---- helpers -------------------------------------------------------------------
 
-    async def _hub(self, request: Request) -> str:
-        principal, view = await self.api._session(request)
+    async def _caller(self, request: Request) -> SyncCaller:
+        """The hub in the path, if the caller may see it; with a signed-up user's token,
+        that user (who sees only their own profiles)."""
         hub_id: str = request.path_params["hubId"]
+        caller = await self.signup.user_caller(request, hub_id)
+        if caller is not None:
+            return caller
+        principal, view = await self.api._session(request)
         if hub_id not in view.hubs or not principal.may_see(hub_id):
             raise NotFound("hub_not_found", "no such hub")
         await self.store.sync()
-        return hub_id
+        return SyncCaller(hub_id=hub_id)
+
+    async def _hub(self, request: Request) -> str:
+        """The hub, for hub-level callers only (a user's token is refused)."""
+        caller = await self._caller(request)
+        if caller.owner is not None:
+            raise Forbidden("hub_token_required", "a user's sync token reaches only that "
+                            "user's profiles")
+        return caller.hub_id
 
     async def _own(self, request: Request) -> ProfileRecord:
-        hub_id = await self._hub(request)
+        caller = await self._caller(request)
         rec = self.store.profiles.profiles.get(request.path_params["profileId"])
-        # Another hub's profile is indistinguishable from a missing one.
-        if rec is None or rec.hub_id != hub_id:
+        # Another hub's (or user's) profile is indistinguishable from a missing one.
+        if rec is None or rec.hub_id != caller.hub_id or (
+                caller.owner is not None and rec.owner != caller.owner):
             raise NotFound("sync_profile_not_found", "no such sync profile")
         return rec
 
@@ -145,6 +177,8 @@ class SyncProfilesApi:
         for side in ("portal", "mailbox"):
             out[side]["credentials"] = {k: MASK for k in out[side].get("credentials", {})}
         out["connected"] = rec.connected
+        out.pop("webhookSecret", None)  # sealed; shown once, at create or rotation
+        out["webhookUrl"] = self.webhooks.url(rec.profile_id)
         out["needReview"] = sorted(m for m, s in rec.modules.items()
                                    if s.enabled and s.need_review)
         status = self.store.status.status.get(rec.profile_id) or StatusRecord(
@@ -165,20 +199,34 @@ class SyncProfilesApi:
     async def create(self, request: Request) -> Response:
         hub_id = await self._hub(request)
         body: ProfileCreate = await self.api._body(request, ProfileCreate)
-        self._check(body.portal, body.mailbox, body.modules, creating=True)
+        check_schedule(body.schedule)
         pid = new_id()
         now = _now_ms()
-        rec = ProfileRecord(
-            profile_id=pid, hub_id=hub_id, name=body.name,
-            portal=self._seal(pid, "portal", body.portal),
-            mailbox=self._seal(pid, "mailbox", body.mailbox),
-            modules=body.modules, created_at=now, updated_at=now)
+        secret = new_webhook_secret()
+        sealed = self.webhooks.seal(pid, secret)
+        if body.template_id is not None:
+            rec = self.templates.provision(hub_id, body.template_id, body, pid, now)
+            rec = msgspec.structs.replace(rec, webhook_secret=sealed)
+        else:
+            if body.portal is None or body.mailbox is None or body.modules is None:
+                raise BadRequest("missing_field", "portal, mailbox and modules are required "
+                                 "(or a templateId)", field="portal")
+            self._check(body.portal, body.mailbox, body.modules, creating=True)
+            rec = ProfileRecord(
+                profile_id=pid, hub_id=hub_id, name=body.name or "sync profile",
+                portal=self._seal(pid, "portal", body.portal),
+                mailbox=self._seal(pid, "mailbox", body.mailbox),
+                modules=body.modules, created_at=now, updated_at=now,
+                schedule=body.schedule, schedule_set_at=now, webhook_secret=sealed)
         await self._put(rec)
-        return JSON(self._out(rec), status_code=201)
+        out = self._out(rec)
+        out["webhookSecret"] = secret  # shown once
+        return JSON(out, status_code=201)
 
     async def list(self, request: Request) -> Response:
-        hub_id = await self._hub(request)
-        return JSON({"items": [self._out(p) for p in self.store.profiles.of_hub(hub_id)]})
+        caller = await self._caller(request)
+        return JSON({"items": [self._out(p) for p in self.store.profiles.of_hub(caller.hub_id)
+                               if caller.owner is None or p.owner == caller.owner]})
 
     async def get(self, request: Request) -> Response:
         return JSON(self._out(await self._own(request)))
@@ -186,6 +234,8 @@ class SyncProfilesApi:
     async def update(self, request: Request) -> Response:
         rec = await self._own(request)
         body: ProfileUpdate = await self.api._body(request, ProfileUpdate)
+        check_schedule(body.schedule)
+        self.templates.check_unlocked(rec, body)
         portal = rec.portal if body.portal is None else self._seal(
             rec.profile_id, "portal", body.portal, rec.portal)
         mailbox = rec.mailbox if body.mailbox is None else self._seal(
@@ -194,9 +244,13 @@ class SyncProfilesApi:
         modules.update(body.modules or {})
         self._check(portal, mailbox, modules)
         connected = rec.connected or body.portal is not None or body.mailbox is not None
+        now = _now_ms()
+        schedule, set_at = rec.schedule, rec.schedule_set_at
+        if body.schedule is not None and body.schedule != rec.schedule:
+            schedule, set_at = body.schedule, now
         new = msgspec.structs.replace(
             rec, name=body.name or rec.name, portal=portal, mailbox=mailbox, modules=modules,
-            connected=connected, updated_at=_now_ms())
+            connected=connected, updated_at=now, schedule=schedule, schedule_set_at=set_at)
         await self._put(new)
         return JSON(self._out(new))
 
@@ -220,17 +274,9 @@ class SyncProfilesApi:
             raise Conflict("sync_profile_disconnected",
                            "the profile is disconnected: update its credentials first")
         initial = body.initial is True or body.initial == "true"
-        job = RunJob(job_id=new_id(), profile_id=rec.profile_id, hub_id=rec.hub_id,
-                     requested_at=_now_ms(), initial=initial,
-                     since=_parse_start(body.dtStartUTC))
-        old = self.store.status.status.get(rec.profile_id) or StatusRecord(
-            profile_id=rec.profile_id, hub_id=rec.hub_id)
-        # Requested before the request exists: the worker's later states always win.
-        status = msgspec.structs.replace(old, sync_state="REQUESTED", job_id=job.job_id,
-                                         last_request=job.requested_at,
-                                         updated_at=job.requested_at)
-        await self.store.write(SYNC_STATUS, status_key(rec.profile_id), _enc.encode(status))
-        await self.store.request(rec.profile_id.encode(), _enc.encode(job))
+        job = await request_run(self.runtime, self.store, rec, origin="api", initial=initial,
+                                since=_parse_start(body.dtStartUTC))
+        assert job is not None
         return JSON({"jobId": job.job_id, "profileId": rec.profile_id,
                      "syncState": "REQUESTED"}, status_code=202)
 
@@ -273,7 +319,8 @@ class SyncProfilesApi:
 
 
 # The request bodies the OpenAPI document describes (components by these names).
-BODY_TYPES = (ProfileCreate, ProfileUpdate, RunRequest, AllowSync)
+BODY_TYPES = (ProfileCreate, ProfileUpdate, RunRequest, AllowSync, TemplateCreate,
+              TemplateUpdate, SignupApp, SignupRequest)
 
 
 def openapi_paths(op: Callable[..., dict[str, Any]]) -> dict[str, Any]:
@@ -282,6 +329,9 @@ def openapi_paths(op: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     pid = {"name": "profileId", "in": "path", "required": True, "schema": {"type": "string"}}
     one = BASE + "/{profileId}"
     return {
+        **sync_templates_api.openapi_paths(op),
+        **sync_signup.openapi_paths(op),
+        **sync_webhooks.openapi_paths(op),
         BASE: {
             "parameters": [hub],
             "post": op("Create a sync profile: two connectors (credentials write-only, "

@@ -5,7 +5,12 @@ worker killed half-way leaves the request for its successor, which resumes it.
 
 A run's state goes to `sync.status` as the seeds show it: QUEUED when taken, EXECUTING
 with progress (operations done / total) while it runs, IDLE with the modules' counts,
-`lastSuccessfulSync` or `errMessage` / `errSvcId` when it ends.
+`lastSuccessfulSync` or `errMessage` / `errSvcId` when it ends; each transition is also a
+`sync:*` event for the hub's System integrations (`switchboard.sync.events`).
+
+Each member also fires the schedules of the profiles whose `sync.jobs` partition it owns
+(`sync_scheduler`); a slot's run is recognised by its slot, so a slot fired twice around
+a rebalance runs once.
 """
 
 from __future__ import annotations
@@ -25,10 +30,13 @@ from switchboard.kafka import SYNC_JOBS, SYNC_STATUS, start_group_consumer, stop
 from switchboard.pacing import Pacer
 from switchboard.services.runtime import Runtime
 from switchboard.services.sync_connectors import ConnectorContext, build
+from switchboard.services.sync_requests import publish_quietly
 from switchboard.services.sync_runner import RunFailed, Runner
+from switchboard.services.sync_scheduler import Scheduler
 from switchboard.services.sync_store import SyncStore
 from switchboard.supervision import supervised
 from switchboard.sync.connector import Connector
+from switchboard.sync.events import Transition, sync_event
 from switchboard.sync.options import SIDES, Side
 from switchboard.sync.profiles import (
     ProfileRecord,
@@ -79,6 +87,7 @@ class SyncWorker:
         self._task: asyncio.Task[None] | None = None
         self._current: asyncio.Task[None] | None = None
         self._current_tp: TopicPartition | None = None
+        self.scheduler = Scheduler(self)
 
     async def start(self) -> None:
         await self.store.start()
@@ -97,8 +106,10 @@ class SyncWorker:
         # from this process wakes it at once, others within fetch_idle_poll_ms).
         self._pacer = Pacer(self._consumer, s, [s.topic(SYNC_JOBS)])
         self._task = supervised(self._run(), name="sync")
+        self.scheduler.start()
 
     async def stop(self) -> None:
+        await self.scheduler.stop()
         if self._current is not None:
             self._current.cancel()
             await asyncio.gather(self._current, return_exceptions=True)
@@ -163,11 +174,17 @@ class SyncWorker:
             self._current = None
             self._current_tp = None
 
-    async def _status(self, job: RunJob, **changes: object) -> None:
+    async def _status(self, job: RunJob, event: Transition | None = None,
+                      profile: ProfileRecord | None = None, **changes: object) -> None:
         old = self.store.status.status.get(job.profile_id) or StatusRecord(
             profile_id=job.profile_id, hub_id=job.hub_id)
-        new = msgspec.structs.replace(old, updated_at=_now_ms(), **changes)
+        now = _now_ms()
+        new = msgspec.structs.replace(old, updated_at=now, **changes)
         await self.store.write(SYNC_STATUS, status_key(job.profile_id), _enc.encode(new))
+        if event is not None:
+            name = profile.name if profile is not None else ""
+            await publish_quietly(self.runtime, sync_event(event, job, new, profile_name=name,
+                                                           now_ms=now))
 
     def _connectors(self, profile: ProfileRecord) -> dict[Side, Connector]:
         out: dict[Side, Connector] = {}
@@ -194,7 +211,12 @@ class SyncWorker:
             return
         if profile.hub_id != job.hub_id:
             return
-        await self._status(job, sync_state="QUEUED")
+        before = self.store.status.status.get(job.profile_id)
+        if (job.slot is not None and before is not None and before.last_slot_done is not None
+                and job.slot <= before.last_slot_done):
+            return  # this slot's run finished already: a second fire of it
+        await self._status(job, "queued", profile, sync_state="QUEUED",
+                           running_job_id=job.job_id)
         started = _now_ms()
         last = 0.0
 
@@ -204,7 +226,8 @@ class SyncWorker:
                 last = time.monotonic()
                 await self._status(job, sync_state="EXECUTING", done=done, total=total)
 
-        await self._status(job, sync_state="EXECUTING", started_at=started, done=0, total=0)
+        await self._status(job, "started", profile, sync_state="EXECUTING", started_at=started,
+                           done=0, total=0)
         runner: Runner | None = None
         error: RunFailed | None = None
         try:
@@ -233,15 +256,19 @@ class SyncWorker:
             await self.store.write(SYNC_STATUS, report_key(profile.profile_id),
                                    _enc.encode(report))
         counts = runner.counts if runner is not None else {}
+        slot = job.slot if job.slot is not None else (current.last_slot_done if current
+                                                      else None)
         if error is None:
             assert runner is not None
-            await self._status(job, sync_state=state, last_job_id=job.job_id, modules=counts,
-                               done=runner.done, total=runner.total,
-                               last_successful_sync=now, err_message=None, err_svc_id=None,
-                               err_timestamp=None)
+            await self._status(job, "finished", profile, sync_state=state,
+                               last_job_id=job.job_id, modules=counts, done=runner.done,
+                               total=runner.total, last_successful_sync=now,
+                               err_message=None, err_svc_id=None, err_timestamp=None,
+                               running_job_id=None, last_slot_done=slot)
         else:
             log.warning("sync %s: run %s failed: %s", profile.profile_id, job.job_id,
                         error.description)
-            await self._status(job, sync_state=state, last_job_id=job.job_id, modules=counts,
+            await self._status(job, "failed", profile, sync_state=state,
+                               last_job_id=job.job_id, modules=counts,
                                err_message=error.description[:500], err_svc_id=error.side,
-                               err_timestamp=now)
+                               err_timestamp=now, running_job_id=None, last_slot_done=slot)

@@ -33,6 +33,7 @@ from switchboard.services.channels.syncro_client import SyncroClient
 from switchboard.services.channels.syncro_sync import SyncroSender, TicketSync
 from switchboard.services.http import JSON, read_body
 from switchboard.services.runtime import Runtime
+from switchboard.services.sync_webhooks import on_syncro_customer
 
 TOKEN_FIELD = "configuration.apiToken"  # noqa: S105 (a field name)
 
@@ -109,6 +110,10 @@ class SyncroPlugin(ChannelPlugin):
             subdomain=cfg.subdomain, now_ms=now_ms)
         # Whatever `events` lets through: a technician's comment reaches the customer.
         await self.tickets.on_webhook(rec, hook, now_ms)
+        if syncro_webhooks.event_type(hook) == "syncro:customer.created":
+            # A new customer: an incremental run of the sync profiles on this account.
+            await on_syncro_customer(self.runtime, rec.hub_id, rec.integration_id,
+                                     cfg.subdomain)
         if activity is None or not matches_filter(activity.type, cfg.events):
             # Acknowledged, so Syncro does not retry what the integration does not take.
             out: dict[str, Any] = {"activityId": None, "accepted": False}
