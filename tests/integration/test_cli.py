@@ -106,10 +106,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            assert proc.wait(timeout=10) == 0  # Ctrl-C is how a receiver stops
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def _deliveries(out: str, path: str) -> list[tuple[str, list[str], str]]:

@@ -135,7 +135,10 @@ def cmd_receive(args: argparse.Namespace) -> int:
                   flush=True)
 
     threading.Thread(target=say_when_listening, daemon=True).start()
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # Ctrl-C is how a receiver is meant to stop
+        return 0
     if not server.started:
         raise CliError(f"cannot listen on {args.host}:{args.port} (in use? pick --port)",
                        RUNTIME)
