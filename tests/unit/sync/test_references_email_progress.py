@@ -235,3 +235,29 @@ def test_syncro_and_graph_configuration() -> None:
     assert err.value.field == "configuration.pastDays"
     with pytest.raises(BadRequest):
         cc.check_credentials("graph", ["apiToken"])
+
+
+# After a create -------------------------------------------------------------------------
+
+def test_a_create_keeps_what_the_side_assigned_and_sends_it_back() -> None:
+    from switchboard.sync.merge import after_create
+    from switchboard.sync.records import CalendarEvent
+
+    maps = (FieldMap("subject", "subject"), FieldMap("ical_uid", "ical_uid"))
+    source = CalendarEvent(id="P1", modified_at=5, subject="Kickoff")
+    result = plan("event", Changes(portal=[source]), PairIndex(), ModuleOptions(fields=maps),
+                  Watermark())
+    op = result.ops[0]
+    assert isinstance(op, Create) and op.side == "mailbox"
+    made = CalendarEvent(id="M1", modified_at=9, subject="Kickoff", ical_uid="UID-1")
+    back, pair = after_create(op, made, maps)
+    assert back == {"ical_uid": "UID-1"}
+    assert (pair.portal.id, pair.mailbox.id, pair.mailbox.seen_at) == ("P1", "M1", 9)
+    assert pair.portal.fields == pair.mailbox.fields == fingerprint(made, maps, "mailbox")
+    # Once the portal holds the UID too, reading both again changes nothing.
+    echoed = CalendarEvent(id="P1", modified_at=7, subject="Kickoff", ical_uid="UID-1")
+    again = plan("event", Changes(portal=[echoed], mailbox=[made]), PairIndex([pair]),
+                 ModuleOptions(fields=maps), Watermark())
+    assert again.ops == []
+    same = CalendarEvent(id="M1", modified_at=9, subject="Kickoff")
+    assert after_create(op, same, maps)[0] == {}

@@ -104,3 +104,14 @@ def test_ids_are_syncros_integers() -> None:
     for bad in ("P12", "-1", "", "1" * 17):
         with pytest.raises(RecordNotFound):
             m.syncro_id(bad)
+
+
+def test_a_contact_moves_to_another_customer_by_its_account() -> None:
+    from switchboard.sync.syncro_map import STORED_FIELDS, syncro_contact_values
+
+    assert syncro_contact_values({"account_id": "42", "title": "CTO"}) == {
+        "customer_id": 42, "title": "CTO"}
+    # Syncro keeps every contact under a customer: no account leaves it where it is.
+    assert syncro_contact_values({"account_id": None}) == {}
+    assert "account_id" in STORED_FIELDS["contact"]
+    assert "domain" not in STORED_FIELDS["account"]  # read-only: matched, never written
