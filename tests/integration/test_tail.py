@@ -203,6 +203,21 @@ async def test_tail_from_the_beginning_marks_records_the_hub_did_not_write(
         assert out[2].endswith("[not written by this hub: unsigned]"), out[2]
     finally:
         t.kill()
+    # --since: from the first record written at or after that time (the second activity's
+    # acceptance; its record was written after it, the first one's before).
+    from tests.topics import read_topics
+
+    accepted = [json.loads(v or b"")["timestamp"] for _, _, v in
+                await read_topics(hub1.settings, [ACTIVITIES])]
+    t = Tail(hub1, "activities", "--since", str(accepted[1]), "--max", "2")
+    try:
+        await t.start()
+        assert f"(ms {accepted[1]})" in t.ready
+        code, out, err = await t.finish()
+        assert code == 0, err
+        assert [line.split("  ")[4] for line in out] == [second, "act_forged"]
+    finally:
+        t.kill()
 
 
 async def _first_value(hub: RunningHub) -> bytes:

@@ -19,22 +19,11 @@ from aiokafka import ConsumerRecord
 from aiokafka.structs import TopicPartition
 from msgspec import Struct
 
+from switchboard import devstate
 from switchboard.errors import ConfigError
 from switchboard.kafka import make_consumer
 from switchboard.registry import RegistryView
 from switchboard.settings import Settings
-
-DEV_FILE = "dev.json"
-
-
-class DevFile(Struct, frozen=True):
-    """What `switchboard dev` writes to ``<data-dir>/dev.json`` while it runs."""
-
-    bootstrap: str
-    broker: str = "tansu"
-    url: str | None = None
-    pid: int | None = None
-    brokerPid: int | None = None
 
 
 class Target(Struct, frozen=True):
@@ -66,16 +55,18 @@ def resolve_target(bootstrap: str | None, data_dir: str | None,
     if env.get("KAFKA_BOOTSTRAP_SERVERS"):
         return Target(env["KAFKA_BOOTSTRAP_SERVERS"], kind, "KAFKA_BOOTSTRAP_SERVERS")
     directory = Path(data_dir or env.get("SWITCHBOARD_DATA_DIR") or "var")
-    path = directory / DEV_FILE
+    path = directory / devstate.FILE_NAME
     try:
-        dev = msgspec.json.decode(path.read_bytes(), type=DevFile)
+        dev = devstate.decode(path.read_bytes())
     except FileNotFoundError:
         raise ConfigError(f"no broker: pass --bootstrap HOST:PORT, set KAFKA_BOOTSTRAP_SERVERS, "
                           f"or start `switchboard dev` (then {path} names its broker)") from None
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except OSError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    return Target(dev.bootstrap, "tansu" if dev.broker == "tansu" else "kafka", str(path),
-                  api_url=dev.url, dev_dir=str(directory))
+    if dev is None:
+        raise ConfigError(f"{path} is not what `switchboard dev` writes: pass --bootstrap")
+    return Target(dev.bootstrap, dev.broker, str(path), api_url=dev.url,
+                  dev_dir=str(directory))
 
 
 def key_source(target: Target | None, env: Mapping[str, str] | None = None

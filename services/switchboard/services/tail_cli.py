@@ -21,7 +21,6 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
-from switchboard.errors import ConfigError
 from switchboard.kafka import REGISTRY, make_admin, make_consumer
 from switchboard.record_mac import guard_for
 from switchboard.registry import RegistryView
@@ -32,15 +31,12 @@ from switchboard.services.cli_broker import (
     resolve_target,
     tool_settings,
 )
+from switchboard.services.cli_errors import CliError
 from switchboard.services.deliveries_cli import parse_time
 from switchboard.settings import Settings
-from switchboard.tail import TOPICS, as_json, describe, format_line, wanted
+from switchboard.tail import TOPICS, as_json, describe, format_line, wanted, when
 
 CONNECT_TIMEOUT_S = 15.0
-
-
-class Usage(Exception):
-    """A filter names nothing (exit 2)."""
 
 
 def _pick(wanted_name: str, ids: dict[str, str], what: str) -> str:
@@ -51,8 +47,9 @@ def _pick(wanted_name: str, ids: dict[str, str], what: str) -> str:
     if len(named) == 1:
         return named[0]
     if named:
-        raise Usage(f"several {what}s are named {wanted_name!r}: pass an id ({', '.join(named)})")
-    raise Usage(f"no {what} with id or name {wanted_name!r} in the registry")
+        raise CliError(f"several {what}s are named {wanted_name!r}: pass an id "
+                       f"({', '.join(named)})")
+    raise CliError(f"no {what} with id or name {wanted_name!r} in the registry")
 
 
 def resolve_filters(view: RegistryView, hub: str | None, integration: str | None
@@ -165,7 +162,7 @@ class Tail:
         for tp, at in found.items():
             if at is not None:
                 consumer.seek(tp, at.offset)
-        return f"ms {self.args.since}"
+        return f"{when(self.args.since)} UTC (ms {self.args.since})"
 
     def _show(self, rec: ConsumerRecord[bytes, bytes], hubs: set[str] | None,
               integrations: set[str] | None) -> bool:
@@ -200,18 +197,13 @@ async def _main(args: argparse.Namespace, settings: Settings, target: Target) ->
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    try:
-        target = resolve_target(args.bootstrap, args.data_dir)
-        settings = tool_settings(target)
-        guard_for(settings) if settings.sealing_keys.strip() else None  # a malformed key: now
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    # ConfigError (no broker, a malformed key) and CliError reach the CLI's one-line errors.
+    target = resolve_target(args.bootstrap, args.data_dir)
+    settings = tool_settings(target)
+    if settings.sealing_keys.strip():
+        guard_for(settings)  # a malformed key: now, not at the first record
     try:
         return asyncio.run(_main(args, settings, target))
-    except Usage as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
     except BrokenPipeError:
         # `tail … | head`: the reader is gone; nothing is wrong. Quiet the exit flush.
         with contextlib.suppress(OSError):
