@@ -104,6 +104,7 @@ class Scheduler:
             await request_run(self.worker.runtime, self.worker.store, rec, origin="schedule",
                               slot=slot, job_id=slot_job_id(pid, slot))
             self._fired[pid] = slot
+            log.info("sync schedule: profile %s slot %d fired", pid, slot)
 
     def _next(self, pid: str, now: int) -> int | None:
         store = self.worker.store

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 
@@ -195,7 +196,8 @@ class SyncWorker:
                 out[side] = build(spec.kind, ConnectorContext(
                     configuration=spec.configuration, credentials=creds,
                     settings=self.runtime.settings, http=self.runtime.http,
-                    runtime=self.runtime))
+                    runtime=self.runtime, rotate=functools.partial(
+                        self.store.replace_credential, profile.profile_id, side)))
             except SwitchboardError as exc:
                 raise RunFailed(side, f"{side}: {exc.description}") from exc
         return out
@@ -214,7 +216,10 @@ class SyncWorker:
         before = self.store.status.status.get(job.profile_id)
         if (job.slot is not None and before is not None and before.last_slot_done is not None
                 and job.slot <= before.last_slot_done):
-            return  # this slot's run finished already: a second fire of it
+            # This slot's run finished already: a second fire of it (around a rebalance).
+            if before.job_id == job.job_id and before.sync_state == "REQUESTED":
+                await self._status(job, sync_state="IDLE")  # what the fire wrote, undone
+            return
         await self._status(job, "queued", profile, sync_state="QUEUED",
                            running_job_id=job.job_id)
         started = _now_ms()
