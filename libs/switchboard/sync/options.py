@@ -46,8 +46,9 @@ class FieldMap(Struct, frozen=True, rename="camel"):
 
 
 # The fields a module syncs unless its options map others. References to other records
-# (account_id, contact_ids, owner_id) are side-local ids and stay out until the planner
-# translates them through the pairs; tags filter what is synced, they are not copied.
+# are side-local ids: a run adds the ones it translates through the pairs
+# (`switchboard.sync.references`) when both sides store them; owner ids stay out; tags
+# filter what is synced, they are not copied.
 DEFAULT_FIELDS: dict[Kind, tuple[str, ...]] = {
     "contact": ("first_name", "last_name", "email", "phone", "mobile_phone", "title",
                 "company_name"),

@@ -61,8 +61,8 @@ class Contact(_Base, tag="contact"):
     mobile_phone: Short | None = None
     title: Short | None = None
     company_name: Short | None = None
-    # References to other records are the side's own ids; they are not synced by
-    # default (translating them through the account pairs is still to be built).
+    # References to other records are the side's own ids; a run translates them
+    # through the pairs (`switchboard.sync.references`).
     account_id: Id | None = None
     owner_id: Id | None = None
     tags: list[Short] = []
