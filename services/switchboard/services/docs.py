@@ -70,6 +70,7 @@ def _headers(content_type: str, etag: str) -> dict[str, str]:
 def docs_routes() -> list[Route]:
     """`/openapi.json`, `/docs` and `/docs/{name}`."""
     spec = openapi_spec()
+    swagger_ui_dir()  # a missing runtime dependency fails the build, not the first visit
     files = _Files()
 
     def serve(request: Request, name: str) -> Response:
