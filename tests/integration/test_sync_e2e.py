@@ -335,3 +335,45 @@ async def test_connector_configuration_is_checked_when_a_profile_is_made(e2e: E2
                                   json={**base, "portal": portal}, headers=e2e.auth)
         assert r.status_code == 400, r.text
         assert r.json()["errors"][0]["field"] == field, r.text
+
+
+async def test_email_logging_makes_leads_and_companies_for_unknown_senders(e2e: E2E) -> None:
+    p, g = e2e.platform, e2e.graph
+    p.add_user("ptok3", user_id="u3", email="pat@platform.test")
+    me = g.me["mail"]
+    now = int(time.time() * 1000)
+    initech = p.add("account", owner_id="u3", name="Initech", domain="initech.test")
+    mail(g, 1, "zed@initech.test", [me], now - 40_000)
+    mail(g, 2, "kim@globex.test", [me, "lee@globex.test"], now - 30_000)
+    mail(g, 3, "joe@gmail.com", [me], now - 20_000)
+    mail(g, 4, "ads@mail.spam.test", [me], now - 10_000)
+    url = await e2e.create({
+        "name": "Outlook → CRM, e-mail only",
+        "portal": e2e.portal("ptok3"),
+        "mailbox": {"kind": "graph", "credentials": {"accessToken": g.token}},
+        "modules": {"email": {"needReview": False, "options": {"email": {
+            "skipDomains": ["spam.test"], "createLeads": True, "createCompany": True}}}}})
+
+    status = await e2e.run(url, initial=True)
+    assert status["modules"]["email"]["created"] == 3, status
+    people = by_email([c for c in p.live("contact") if c.get("ownerId") == "u3"])
+    assert set(people) == {"zed@initech.test", "kim@globex.test", "lee@globex.test",
+                           "joe@gmail.com"}
+    assert all(c["tags"] == ["lead"] for c in people.values())
+    accounts = {a["domain"]: a for a in p.live("account") if a.get("ownerId") == "u3"}
+    # Found by domain, or made once per domain; none for a public mail domain.
+    assert set(accounts) == {"initech.test", "globex.test"}
+    assert people["zed@initech.test"]["accountId"] == initech["id"]
+    assert people["kim@globex.test"]["accountId"] == people["lee@globex.test"][
+        "accountId"] == accounts["globex.test"]["id"]
+    assert "accountId" not in people["joe@gmail.com"]
+    logged = {e["subject"]: e for e in p.live("email")}
+    assert set(logged) == {"mail 1", "mail 2", "mail 3"}
+    assert set(logged["mail 2"]["contactIds"]) == {people["kim@globex.test"]["id"],
+                                                   people["lee@globex.test"]["id"]}
+    assert logged["mail 2"]["accountId"] == accounts["globex.test"]["id"]
+
+    before = copy.deepcopy(p.records)
+    status = await e2e.run(url, initial=True)
+    assert ops(status) == 0, status
+    assert p.records == before
