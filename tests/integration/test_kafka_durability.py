@@ -146,9 +146,9 @@ async def test_registry_rebuilds_from_a_compacted_topic(broker: KafkaBroker) -> 
             await consumer.stop()
 
     written = await records()
-    for _ in range(60):  # segments roll by time; keep appending until the cleaner runs
+    for n in range(60):  # segments roll by time; keep appending until the cleaner runs
         h = await RunningHub(settings, ["api"]).start()
-        await h.create_hub("roll")
+        await h.create_hub(f"roll-{n}")  # hub names are unique
         await h.stop()
         if await records() < written:
             break
