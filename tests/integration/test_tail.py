@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -218,6 +219,19 @@ async def test_tail_from_the_beginning_marks_records_the_hub_did_not_write(
         assert [line.split("  ")[4] for line in out] == [second, "act_forged"]
     finally:
         t.kill()
+
+
+async def test_tail_stops_cleanly_on_ctrl_c_and_sigterm(hub1: RunningHub) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        t = Tail(hub1, "deliveries")
+        try:
+            await t.start()
+            assert t.proc is not None
+            t.proc.send_signal(sig)
+            code, out, err = await t.finish(timeout=30)
+            assert (code, out, err) == (0, [], ""), (sig, err)
+        finally:
+            t.kill()
 
 
 async def _first_value(hub: RunningHub) -> bytes:
