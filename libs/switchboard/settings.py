@@ -160,6 +160,9 @@ class Settings(Struct, frozen=True, kw_only=True):
     syncro_rate_window_s: float = 60.0
     # Microsoft Graph (the sync's mailbox connector); tests point it at a loopback fake.
     graph_api_url: str = "https://graph.microsoft.com/v1.0"
+    # The Microsoft identity platform that refreshes a mailbox's Graph access token
+    # ({authority}/{tenant}/oauth2/v2.0/token); tests point it at a loopback fake.
+    graph_authority_url: str = "https://login.microsoftonline.com"
     provider_timeout_s: float = 10.0
     # Two-way sync: a connector's Retry-After longer than this fails the run (its error
     # says so) instead of holding the worker.

@@ -71,7 +71,9 @@ _CONFIGS: dict[str, type[Struct]] = {
 _CREDENTIALS: dict[str, tuple[str, ...]] = {
     "platform": ("accessToken", "apiToken"),
     "syncro": ("apiToken", "apiKey"),
-    "graph": ("accessToken",),
+    # An access token, or what refreshes one (switchboard.sync.graph_token): refreshToken
+    # and clientId, clientSecret for a confidential client, tenant (default common).
+    "graph": ("accessToken", "refreshToken", "clientId", "clientSecret", "tenant"),
 }
 
 

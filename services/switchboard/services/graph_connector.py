@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from switchboard.services.graph_http import GraphHttp
+from switchboard.services.graph_token import GraphTokens
 from switchboard.services.http_client import HttpClient
 from switchboard.settings import Settings
 from switchboard.sync.connector import Capability, Page, User, require
@@ -92,7 +93,7 @@ def _quote(value: str) -> str:
 class GraphConnector:
     """One Microsoft 365 user's mailbox as a sync side (see the module docstring)."""
 
-    def __init__(self, http: HttpClient, token: str, *,
+    def __init__(self, http: HttpClient, token: str | GraphTokens, *,
                  base_url: str = "https://graph.microsoft.com/v1.0",
                  timeout_s: float = 10.0, page_size: int = 100,
                  task_list_id: str | None = None,
@@ -111,7 +112,7 @@ class GraphConnector:
         self._me: User | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, http: HttpClient, token: str,
+    def from_settings(cls, settings: Settings, http: HttpClient, token: str | GraphTokens,
                       **options: Any) -> GraphConnector:
         """A connector on ``SWITCHBOARD_GRAPH_API_URL`` with the provider timeout."""
         return cls(http, token, base_url=settings.graph_api_url,

@@ -1,9 +1,10 @@
 """Microsoft Graph over the process's aiohttp client: one user's bearer token, Graph's
 answers mapped onto the connector errors, paging links kept on Graph's host.
 
-The access token is the caller's (OAuth2, delegated: Contacts.ReadWrite,
-Calendars.ReadWrite, Tasks.ReadWrite, Mail.Read): acquiring and refreshing it is not done
-here. A 401 is `AuthFailed`, after which the caller gets a new token and calls again.
+The access token (OAuth2, delegated: Contacts.ReadWrite, Calendars.ReadWrite,
+Tasks.ReadWrite, Mail.Read) is the caller's, or comes from a `GraphTokens` that refreshes
+it (`switchboard.services.graph_token`): then a 401 refreshes it once and the request is
+sent again. A 401 otherwise (or again) is `AuthFailed`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from switchboard.retry import parse_retry_after
 from switchboard.services.http_client import HttpAnswer, HttpClient, HttpError
@@ -24,6 +25,9 @@ from switchboard.sync.errors import (
     RecordNotFound,
 )
 from switchboard.sync.graph_wire import decode_error
+
+if TYPE_CHECKING:
+    from switchboard.services.graph_token import GraphTokens
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ def graph_error(status: int, headers: Mapping[str, str], content: bytes,
 class GraphHttp:
     """Requests to one Graph base URL with one access token."""
 
-    def __init__(self, http: HttpClient, token: str, base_url: str, *,
+    def __init__(self, http: HttpClient, token: str | GraphTokens, base_url: str, *,
                  timeout_s: float = 10.0, page_size: int = 100) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")
@@ -80,12 +84,15 @@ class GraphHttp:
                    json: Any = None, headers: Mapping[str, str] | None = None,
                    record_id: str | None = None) -> HttpAnswer:
         """One request, throttling waited out; an error answer raises its connector error."""
-        sent = {"authorization": f"Bearer {self._token}", "accept": "application/json",
+        tokens = None if isinstance(self._token, str) else self._token
+        token = await tokens.current() if tokens is not None else str(self._token)
+        sent = {"authorization": f"Bearer {token}", "accept": "application/json",
                 "prefer": self._prefer}
         if headers:
             sent.update(headers)
         url = self.url(path)
-        for attempt in range(MAX_THROTTLED + 1):
+        refreshed = False
+        for attempt in range(MAX_THROTTLED + 2):
             try:
                 resp = await self.http.request(method, url, params=params, json=json,
                                                headers=sent, timeout_s=self._timeout_s)
@@ -94,9 +101,15 @@ class GraphHttp:
                 raise RateLimited("Graph could not be reached; retry", 5.0) from None
             if resp.is_success:
                 return resp
+            if resp.status_code == 401 and tokens is not None and not refreshed:
+                # Expired or revoked early: one new token, the request once more.
+                refreshed = True
+                token = await tokens.refresh(token)
+                sent["authorization"] = f"Bearer {token}"
+                continue
             error = graph_error(resp.status_code, resp.headers, resp.content, record_id)
             if (isinstance(error, RateLimited) and error.retry_after is not None
-                    and attempt < MAX_THROTTLED):
+                    and attempt - refreshed < MAX_THROTTLED):
                 wait = parse_retry_after(resp.headers.get("retry-after"), time.time())
                 if wait is not None and wait <= MAX_INLINE_WAIT_S:
                     await asyncio.sleep(wait)

@@ -40,6 +40,9 @@ class ConnectorContext(Struct, frozen=True, kw_only=True):
     settings: Settings
     http: Any = None
     runtime: Any = None
+    # Persists a credential the provider rotated (name, old value, new value, names to
+    # drop with it), sealed into the profile (`SyncStore.replace_credential`).
+    rotate: Any = None
 
 
 Factory = Callable[[ConnectorContext], Connector]
@@ -121,9 +124,23 @@ def _syncro(ctx: ConnectorContext) -> Connector:
 
 def _graph(ctx: ConnectorContext) -> Connector:
     from switchboard.services.graph_connector import GraphConnector
+    from switchboard.services.graph_token import GraphTokens
+    from switchboard.sync.graph_token import credentials_from
 
     config: cc.GraphConfig = cc.parse_config("graph", ctx.configuration, allow_private=True)
-    _, token = cc.pick_credential("graph", ctx.credentials)
+    refresh = credentials_from(ctx.credentials)
+    token: Any
+    if refresh is None:
+        _, token = cc.pick_credential("graph", ctx.credentials)
+    else:
+        rotate = ctx.rotate
+
+        async def save(old: str, new: str) -> None:
+            if rotate is not None:  # the stored access token is stale once refreshed
+                await rotate("refreshToken", old, new, ("accessToken",))
+
+        token = GraphTokens(ctx.http, ctx.settings.graph_authority_url, refresh, save=save,
+                            timeout_s=ctx.settings.provider_timeout_s)
     return GraphConnector.from_settings(ctx.settings, ctx.http, token,
                                         task_list_id=config.task_list_id,
                                         past_days=config.past_days,

@@ -13,20 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection
 from weakref import WeakKeyDictionary
 
+import msgspec
 from aiokafka import ConsumerRecord
 
 from switchboard.errors import Unavailable
 from switchboard.kafka import SYNC_JOBS, SYNC_PAIRS, SYNC_PROFILES, SYNC_STATUS, TableReader
 from switchboard.services.runtime import Runtime
+from switchboard.sync.options import Side
+from switchboard.sync.profiles import credentials_context, seal_credentials
 from switchboard.sync.prune import gone, pair_tombstones, status_tombstones
 from switchboard.sync.tables import PairsView, ProfilesView, StatusView
 
 log = logging.getLogger(__name__)
 
 
+_enc = msgspec.json.Encoder()
 _PER_RUNTIME: WeakKeyDictionary[Runtime, SyncStore] = WeakKeyDictionary()
 
 
@@ -203,6 +208,31 @@ class SyncStore:
             log.warning("sync table write failed: %r", exc)
             raise Unavailable("broker_unavailable", "the sync tables are unavailable; retry") \
                 from exc
+
+    async def replace_credential(self, profile_id: str, side: Side, name: str, old: str,
+                                 new: str, drop: Collection[str] = ()) -> bool:
+        """Seal `new` into the profile in place of credential `name` (a refresh token the
+        provider rotated), dropping `drop` with it; False, writing nothing, when the
+        profile is gone or holds another value than `old` (updated meanwhile: the newer
+        credentials win)."""
+        await self.sync()
+        rec = self.profiles.profiles.get(profile_id)
+        if rec is None:
+            return False
+        spec = rec.side(side)
+        sealer = self.runtime.sealer
+        stored = spec.credentials.get(name)
+        if stored is None or sealer.open(
+                stored, credentials_context(profile_id, side, name)).decode() != old:
+            return False
+        creds = {k: v for k, v in spec.credentials.items() if k not in drop}
+        creds.update(seal_credentials(sealer, profile_id, side, {name: new}))
+        fresh = msgspec.structs.replace(spec, credentials=creds)
+        rec = msgspec.structs.replace(rec, updated_at=int(time.time() * 1000), **{side: fresh})
+        await self.write(SYNC_PROFILES, profile_id.encode(), _enc.encode(rec))
+        log.info("sync %s: %s credential %s rotated by the provider, stored", profile_id,
+                 side, name)
+        return True
 
     async def request(self, key: bytes, value: bytes) -> None:
         """Put a run request on `sync.jobs` (durable once this returns)."""
