@@ -380,3 +380,38 @@ def test_dev_finds_a_running_dev_and_a_leftover_broker(tmp_path: Path) -> None:
                 proc.wait()
         if isinstance(leftover, int) and _alive(leftover):
             os.kill(leftover, signal.SIGKILL)
+
+
+async def test_send_says_what_is_wrong_in_one_line(hub: RunningHub) -> None:
+    """The first-hour mistakes with `send`: the public key, a mangled key, the wrong id,
+    no hub running. One line each, no traceback, exit 2 for usage and 1 for the rest."""
+    pair = generate_signing_keypair()
+
+    def send(key: str, url: str = hub.base_url) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "switchboard.services.cli", "send",
+                               "no-such-integration", "--key", key, "--text", "hi",
+                               "--url", url], capture_output=True, text=True, timeout=60)
+
+    public = await asyncio.to_thread(send, pair.public)
+    assert public.returncode == 2 and public.stderr.strip().splitlines() == [
+        "switchboard send: --key must be the integration's privateSigningKey (whsk_…, the "
+        "one shown once when it was created; the publicSigningKey only verifies); this is "
+        "a publicSigningKey"]
+    mangled = await asyncio.to_thread(send, pair.secret[:-4])
+    assert mangled.returncode == 2 and len(mangled.stderr.strip().splitlines()) == 1
+    assert "this one is malformed" in mangled.stderr and pair.secret[:-4] not in mangled.stderr
+    refused = await asyncio.to_thread(send, pair.secret)
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert refused.stderr.startswith("switchboard send: the hub answered 401 ")
+    assert "is the integration id right" in refused.stderr
+    down = f"http://127.0.0.1:{free_port()}"
+    gone = await asyncio.to_thread(send, pair.secret, down)
+    assert gone.returncode == 1 and gone.stderr.startswith(
+        f"switchboard send: cannot reach {down}: is the hub running? (switchboard dev)")
+    for done in (public, mangled, refused, gone):
+        assert "Traceback" not in done.stderr and done.stdout == ""
+    debug = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "switchboard.services.cli", "send", "x", "--key", pair.public,
+        "--text", "hi"], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "SWITCHBOARD_DEBUG": "1"})
+    assert debug.returncode == 1 and "Traceback" in debug.stderr

@@ -21,7 +21,7 @@ import uvicorn
 from switchboard import logscrub
 from switchboard.errors import ConfigError
 from switchboard.logfmt import TEXT_FORMAT
-from switchboard.services.cli_errors import USAGE, CliError, describe
+from switchboard.services.cli_errors import RUNTIME, USAGE, CliError, describe
 from switchboard.settings import Settings
 
 log = logging.getLogger("switchboard")
@@ -45,8 +45,8 @@ class DrainingServer(uvicorn.Server):
             with super().capture_signals():
                 yield
             return
-        # uvicorn captures SIGINT and SIGTERM only; its exit re-raises what it caught, so
-        # the handler put back here runs once the server is down.
+        # uvicorn captures SIGINT and SIGTERM only. A SIGHUP caught here shuts down as they
+        # do, and the server's run then returns (the caller's cleanup runs as after Ctrl-C).
         previous = signal.signal(signal.SIGHUP, self.handle_exit)
         try:
             with super().capture_signals():
@@ -196,8 +196,15 @@ def cmd_send(args: argparse.Namespace) -> int:
         raise CliError(f"--id: {exc}", USAGE) from None
     headers["content-type"] = "application/json"
     resp = httpx.post(f"{args.url}/ingress/{args.integration}", content=raw, headers=headers)
-    print(resp.status_code, resp.text)
-    return 0 if resp.status_code < 300 else 1
+    if resp.status_code < 300:
+        print(resp.status_code, resp.text)
+        return 0
+    # The ingress says nothing more than 401 to an unauthenticated sender, on purpose.
+    hint = (" (is the integration id right, and --key its privateSigningKey? a paused or "
+            "non-Direct integration is refused the same way)" if resp.status_code == 401
+            else "")
+    raise CliError(f"the hub answered {resp.status_code} {resp.text.strip()[:300]}{hint}",
+                   RUNTIME)
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
