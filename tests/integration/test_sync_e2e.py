@@ -311,12 +311,17 @@ async def test_syncro_and_the_platform_accounts_and_contacts(e2e: E2E) -> None:
     assert next(c for c in account.contacts if c["email"] == "ada@acme.test"
                 )["title"] == "Countess"
 
-    # A delete on the platform reaches Syncro (BOTH, portalDeletes on by default).
+    # A delete on the platform reaches Syncro (BOTH, portalDeletes on by default); a
+    # customer disabled in Syncro does not reach the platform (mailboxDeletes is off).
     p.remove("contact", ada["id"])
+    later = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + 3))
+    globex.update(disabled=True, updated_at=later + ".000-00:00")
     status = await e2e.run(url)
     assert [c["email"] for c in account.contacts] == ["bob@globex.test"]
+    assert "Globex" in {a["name"] for a in p.live("account")}
     status = await e2e.run(url)
     assert ops(status) == 0, status
+    assert "Globex" in {a["name"] for a in p.live("account")}
 
 
 async def test_connector_configuration_is_checked_when_a_profile_is_made(e2e: E2E) -> None:
