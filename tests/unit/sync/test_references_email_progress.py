@@ -261,3 +261,21 @@ def test_a_create_keeps_what_the_side_assigned_and_sends_it_back() -> None:
     assert again.ops == []
     same = CalendarEvent(id="M1", modified_at=9, subject="Kickoff")
     assert after_create(op, same, maps)[0] == {}
+
+
+def test_a_module_syncs_the_fields_and_references_both_sides_store() -> None:
+    from switchboard.services.sync_runner import effective_options
+    from switchboard.sync.graph_map import CONTACT_FIELDS
+    from switchboard.sync.syncro_map import STORED_FIELDS
+
+    def names(stored: list[frozenset[str] | None]) -> list[str]:
+        opts = effective_options("contact", ModuleOptions(), stored)
+        return [m.portal for m in opts.field_maps("contact")]
+
+    syncro = names([None, frozenset(STORED_FIELDS["contact"])])
+    assert "account_id" in syncro and "company_name" not in syncro
+    graph = names([None, frozenset(CONTACT_FIELDS)])
+    assert "company_name" in graph and "account_id" not in graph
+    assert "account_id" in names([None, None])  # two platforms: references translated
+    given = ModuleOptions(fields=(FieldMap("email", "email"),))
+    assert effective_options("contact", given, [frozenset()]) is given
