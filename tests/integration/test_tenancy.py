@@ -369,11 +369,11 @@ async def test_a_direct_integration_cannot_name_another_hubs_conversation(
     assert (await _post(hub, b_cust["integrationId"], key(b_cust), "hi B")).status_code == 202
     [first] = await receiver.wait_for("/b-agent", 1)
     theirs = first.json["conversationId"]
-    # Hub A's agent answers into B's conversation: accepted at the ingress (no oracle),
-    # routed nowhere. A's customer naming it gets a conversation of its own (a customer's
-    # ids are scoped to it), which A's agent sees.
+    # Hub A's agent answers into B's conversation: the same 404 as a made-up id (no
+    # oracle), routed nowhere. A's customer naming it gets a conversation of its own (a
+    # customer's ids are scoped to it), which A's agent sees.
     r = await _post(hub, a_agent["integrationId"], key(a_agent), "hijack", conversation=theirs)
-    assert r.status_code == 202
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "conversation_not_found"
     r = await _post(hub, a_cust["integrationId"], key(a_cust), "squat", conversation=theirs)
     assert r.status_code == 202
     [squat] = await receiver.wait_for("/a-agent", 1)
