@@ -415,3 +415,44 @@ async def test_send_says_what_is_wrong_in_one_line(hub: RunningHub) -> None:
         "--text", "hi"], capture_output=True, text=True, timeout=60,
         env={**os.environ, "SWITCHBOARD_DEBUG": "1"})
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_dev_finds_its_leftover_kafka_without_dev_json(tmp_path: Path) -> None:
+    """A Kafka JVM whose dev was killed, with dev.json gone too: found by its command line
+    (this data dir's server.properties), named in one line, stopped by --replace."""
+    data = tmp_path / "var"
+    port = free_port()
+    log = tmp_path / "dev.log"
+    first = _dev(log, port, data, "--broker", "kafka")
+    jvm = None
+    replaced = None
+    try:
+        jvm = _ready(first, port, log, timeout=180)["brokerPid"]
+        assert isinstance(jvm, int)
+        first.kill()
+        first.wait()
+        (data / "dev.json").unlink()
+        assert _alive(jvm)
+
+        again_log = tmp_path / "again.log"
+        again = _dev(again_log, port, data, "--broker", "kafka")
+        assert again.wait(timeout=60) == 1
+        [line] = again_log.read_text().strip().splitlines()
+        assert line == (f"switchboard dev: a Kafka from a previous `switchboard dev` is still "
+                        f"running on {data.resolve()} (pid {jvm}): stop it with `kill {jvm}`, "
+                        "or start with --replace"), line
+
+        replaced_log = tmp_path / "replaced.log"
+        replaced = _dev(replaced_log, port, data, "--broker", "kafka", "--replace")
+        state = _ready(replaced, port, replaced_log, timeout=180)
+        assert not _alive(jvm) and state["brokerPid"] != jvm
+        assert f"stopping the Kafka left running (pid {jvm})" in replaced_log.read_text()
+        replaced.send_signal(signal.SIGTERM)
+        assert replaced.wait(timeout=90) == 0
+    finally:
+        for proc in (first, replaced):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if isinstance(jvm, int) and _alive(jvm):
+            os.kill(jvm, signal.SIGKILL)
