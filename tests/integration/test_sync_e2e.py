@@ -149,7 +149,8 @@ async def test_a_mailbox_and_the_platform_all_four_modules(e2e: E2E) -> None:
                     "credentials": {"accessToken": g.token}},
         "modules": {
             "contacts": {"options": {"direction": "BOTH"}},
-            "calendar": {"options": {"direction": "BOTH"}},
+            # A meeting cancelled in Outlook is cancelled in the CRM too.
+            "calendar": {"options": {"direction": "BOTH", "mailboxDeletes": True}},
             "tasks": {"options": {"direction": "BOTH"}},
             "email": {"options": {"direction": "TO_PORTAL",
                                   "email": {"skipDomains": ["spam.test"]}}}}})
@@ -219,14 +220,19 @@ async def test_a_mailbox_and_the_platform_all_four_modules(e2e: E2E) -> None:
     assert next(t for t in p.live("task") if t["title"] == "Buy milk")["status"] == "done"
     assert {e["subject"] for e in p.live("email")} == {"mail 1", "mail 2", "mail 5"}
 
-    # Deletes: the portal's reach the mailbox; the mailbox's do not reach the portal
-    # (mailboxDeletes is off), and the survivor is not recreated.
+    # Deletes: the portal's reach the mailbox; the mailbox's contacts do not reach the
+    # portal (mailboxDeletes is off there), and the survivor is not recreated; its
+    # meetings do (on for the calendar: Graph's deletes are read from the delta links
+    # the last run kept).
     sam_p = by_email(p.live("contact"))["sam@example.test"]
     p.remove("contact", sam_p["id"])
     g.remove("contacts", graph_contacts(g)["mia@example.test"]["id"])
+    g.remove("events", next(e for e in g.live("events") if e["subject"] == "Lunch")["id"])
     status = await e2e.run(url)
     assert set(graph_contacts(g)) == {"ada@example.test"}
     assert set(by_email(p.live("contact"))) == {"ada@example.test", "mia@example.test"}
+    assert {e["subject"] for e in p.live("event")} == {"Kickoff"}
+    assert status["modules"]["calendar"]["deleted"] == 1, status
 
     # A replay from the beginning logs nothing twice and recreates nothing.
     status = await e2e.run(url, dtStartUTC=0)
