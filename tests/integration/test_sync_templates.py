@@ -64,6 +64,16 @@ async def test_a_template_provisions_profiles_out_of_review_and_locks_its_fields
     assert r.status_code == 400 and "timezone" in r.text, r.text
 
     profiles = f"/api/v1/hubs/{hub_id}/syncProfiles"
+    # Bad input is a 4xx: no template and no sides, an unknown template, a bad schedule.
+    r = await c.post(profiles, json={"name": "bare"}, headers=auth)
+    assert r.status_code == 400, r.text
+    r = await c.post(profiles, json={"templateId": "nosuch"}, headers=auth)
+    assert r.status_code == 404, r.text
+    for schedule in ({"intervalType": 3}, {"intervalType": 0, "interval": 0},
+                     {"intervalType": 2, "timeOfDay": "25:00"}, {"interval": 5}):
+        r = await c.post(profiles, json={"templateId": tid, "schedule": schedule},
+                         headers=auth)
+        assert r.status_code == 400, (schedule, r.text)
     # A locked field given at creation is refused, naming it.
     r = await c.post(profiles, json={"templateId": tid, "portal": body(portal, mailbox)["portal"]},
                      headers=auth)
