@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import socket
 import sys
@@ -12,8 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aiokafka.admin import NewTopic
+
+from switchboard.kafka import make_admin
 from switchboard.keys import generate_secret_key_b64, key_id
-from tests.conftest import RunningHub
+from tests.conftest import RunningHub, make_settings
 
 EXE = str(Path(sys.executable).parent / "switchboard")
 
@@ -96,3 +100,53 @@ async def test_an_unreachable_broker_fails_within_the_bound(hub: RunningHub, bro
     assert took < 30, took
     # Nothing that needs the broker is claimed to be fine.
     assert not [r for r in rows if r[1] in ("topics", "secret key")], rows
+
+
+async def test_topics_that_are_not_what_the_hub_creates(broker: Any) -> None:
+    """A registry with 2 partitions (not compacted, on Kafka) and parked lanes that do not
+    match `deliveries`: each a FAIL naming the topic; the rest missing is a warn."""
+    settings = make_settings(broker)
+    p = settings.topic_prefix
+    admin = make_admin(settings)
+    await admin.start()
+    try:
+        await admin.create_topics([
+            NewTopic(p + "registry", 2, 1, topic_configs={"cleanup.policy": "delete"}),
+            NewTopic(p + "deliveries", 4, 1), NewTopic(p + "deliveries.parked", 2, 1)])
+    finally:
+        await admin.close()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SWITCHBOARD_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env.update(SWITCHBOARD_TOPIC_PREFIX=p, SWITCHBOARD_SECRET_KEY=settings.secret_key,
+               SWITCHBOARD_BROKER_KIND=settings.broker_kind, SWITCHBOARD_PARTITIONS="4")
+    proc = await asyncio.create_subprocess_exec(
+        EXE, "doctor", "--bootstrap", settings.kafka_bootstrap_servers, "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode == 1, err
+    topics = [(c["status"], c["text"]) for c in json.loads(out) if c["check"] == "topics"]
+    assert topics[0][0] == "warn" and "missing" in topics[0][1]
+    fails = [text for status, text in topics if status == "FAIL"]
+    assert any(t.startswith(f"{p}registry has 2 partitions, a table needs exactly 1")
+               for t in fails), fails
+    assert any("same deliverer" in t and f"{p}deliveries.parked 2" in t for t in fails), fails
+    warns = [text for status, text in topics if status == "warn"]
+    assert any(t.startswith(f"{p}deliveries.parked has 2 partitions") for t in warns), topics
+    if settings.broker_kind == "kafka":
+        assert any(f"topic {p}registry: cleanup.policy delete, needs compact" in t
+                   for t in fails), fails
+
+
+async def test_a_tansu_dev_found_through_its_dev_json(hub: RunningHub, tmp_path: Path) -> None:
+    """`switchboard dev` without SWITCHBOARD_SECRET_KEY: its key is in its memory only, so
+    the key is not checked (a warn), and the rest is found through dev.json."""
+    (tmp_path / "dev.json").write_text(json.dumps({
+        "pid": os.getpid(), "url": hub.base_url, "broker": hub.settings.broker_kind,
+        "bootstrap": hub.settings.kafka_bootstrap_servers, "brokerPid": None}))
+    code, rows, err = await doctor(hub, "--data-dir", str(tmp_path), SWITCHBOARD_SECRET_KEY="")
+    assert code == 0, (rows, err)
+    assert [(r[0], r[1]) for r in rows] == [
+        ("ok", "config"), ("ok", "broker"), ("ok", "topics"), ("ok", "clock"),
+        ("warn", "secret key")], rows
+    assert f"(from {tmp_path / 'dev.json'})" in rows[1][2]
+    assert hub.base_url in rows[3][2]

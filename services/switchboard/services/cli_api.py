@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -29,6 +30,13 @@ def call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
             why = resp.text
         raise ApiFailed(f"{resp.status_code}: {why}")
     return resp.json() if resp.content else None
+
+
+def utc(ms: int | None) -> str:
+    """A time of the API (ms since the epoch) as the tables show it, in UTC; "-" if none."""
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def table(rows: list[list[str]]) -> str:

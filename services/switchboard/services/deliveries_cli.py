@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from switchboard.progress import Progress
-from switchboard.services.cli_api import add_connection_args, call, run, table
+from switchboard.services.cli_api import add_connection_args, call, run, table, utc
 
 _AGO = re.compile(r"^(\d+)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -39,12 +39,6 @@ def parse_time(value: str, now_ms: int | None = None) -> int:
     return int(parsed.timestamp() * 1000)
 
 
-def _when(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def cmd_list(client: httpx.Client, args: argparse.Namespace) -> int:
     params: dict[str, str | int] = {"limit": args.limit}
     if args.status:
@@ -61,7 +55,7 @@ def cmd_list(client: httpx.Client, args: argparse.Namespace) -> int:
     rows = [["DELIVERY ID", "STATUS", "ATTEMPTS", "LAST", "UPDATED (UTC)", "ERROR"]]
     for d in page["items"]:
         rows.append([d["deliveryId"], d["status"], str(d["attempts"]),
-                     str(d["lastStatus"] or "-"), _when(d["updatedAt"]), d["lastError"] or ""])
+                     str(d["lastStatus"] or "-"), utc(d["updatedAt"]), d["lastError"] or ""])
     print(table(rows) if page["items"] else "no deliveries")
     if page["nextCursor"]:
         print(f"more: --cursor {page['nextCursor']}")
@@ -78,13 +72,13 @@ def cmd_show(client: httpx.Client, args: argparse.Namespace) -> int:
                        ("status", "status"), ("attempts", "attemptCount"),
                        ("last status", "lastStatus"), ("last error", "lastError")):
         print(f"{label + ':':14}{d[key] if d[key] is not None else '-'}")
-    print(f"{'created:':14}{_when(d['createdAt'])}\n{'updated:':14}{_when(d['updatedAt'])}")
+    print(f"{'created:':14}{utc(d['createdAt'])}\n{'updated:':14}{utc(d['updatedAt'])}")
     if d["nextAttemptAt"] is not None:
-        print(f"{'next attempt:':14}{_when(d['nextAttemptAt'])}")
+        print(f"{'next attempt:':14}{utc(d['nextAttemptAt'])}")
     rows = [["#", "AT (UTC)", "STATUS", "MS", "ERROR", "RESPONSE"]]
     for a in d["attempts"]:
         response = (a["response"] or "").replace("\n", " ")
-        rows.append([str(a["attempt"]), _when(a["at"]), str(a["status"] or "-"),
+        rows.append([str(a["attempt"]), utc(a["at"]), str(a["status"] or "-"),
                      str(a["latencyMs"] if a["latencyMs"] is not None else "-"),
                      a["error"] or "", response[:60]])
     print("\n" + table(rows))

@@ -53,6 +53,12 @@ from switchboard.services.cli_broker import (
 from switchboard.settings import Settings
 
 
+def _dev_key_in_memory(settings: Settings, target: Target | None) -> bool:
+    """A Tansu `dev` without SWITCHBOARD_SECRET_KEY: its key exists only in its memory."""
+    return target is not None and target.dev_dir is not None and \
+        not settings.sealing_keys.strip()
+
+
 def check_configuration(target: Target | None) -> tuple[Settings, list[Check]]:
     """The settings the rest is checked with, and what `serve` would say about them."""
     from switchboard.services.cli import check_serve_settings
@@ -68,6 +74,10 @@ def check_configuration(target: Target | None) -> tuple[Settings, list[Check]]:
     problems = security_problems(settings)
     if problems:
         return settings, [Check("FAIL", "config", "; ".join(problems))]
+    if target is not None and _dev_key_in_memory(settings, target):
+        return settings, [Check("ok", "config", f"a `switchboard dev` ({target.source}): its "
+                                "secret key is made in memory, so `serve`'s checks of it "
+                                "do not apply")]
     try:
         check_serve_settings(settings)
     except ConfigError as exc:
@@ -159,8 +169,11 @@ def _foreign_kid(value: str) -> str | None:
     return None
 
 
-async def check_key(settings: Settings, source: str, timeout_s: float) -> Check:
+async def check_key(settings: Settings, target: Target, timeout_s: float) -> Check:
     """Open every sealed value of the registry and check every record's MAC."""
+    if _dev_key_in_memory(settings, target):
+        return Check("warn", "secret key", "not checked: this `switchboard dev` made its key "
+                     "in memory; start it with SWITCHBOARD_SECRET_KEY set to check the key")
     if not settings.sealing_keys.strip():
         return Check("FAIL", "secret key", "no SWITCHBOARD_SECRET_KEY (or _KEYS) here: set "
                      "the key the hub runs with, to check it opens the registry")
@@ -205,7 +218,7 @@ async def check_key(settings: Settings, source: str, timeout_s: float) -> Check:
                            unsigned=unsigned, sealed=sealed, unopened=unopened,
                            foreign_key_ids=tuple(sorted(foreign)), old_key_values=old,
                            enforce=settings.record_mac == "enforce")
-    return key_check(findings, source)
+    return key_check(findings, key_source(target)[0])
 
 
 async def run_checks(args: argparse.Namespace) -> list[Check]:
@@ -225,7 +238,7 @@ async def run_checks(args: argparse.Namespace) -> list[Check]:
     checks.append(await asyncio.to_thread(check_clock, url, settings.timestamp_tolerance_s,
                                           args.timeout))
     if brokers is not None:
-        checks.append(await check_key(settings, key_source(target)[0], args.timeout * 6))
+        checks.append(await check_key(settings, target, args.timeout * 6))
     return checks
 
 

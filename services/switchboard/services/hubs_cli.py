@@ -9,21 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from switchboard.services.cli_api import ApiFailed, add_connection_args, call, run, table
+from switchboard.services.cli_api import ApiFailed, add_connection_args, call, run, table, utc
 
 # Our own shapes, whatever a hub's `compat` setting says (the table reads our field names).
 _OURS = {"compat": "none"}
-
-
-def _when(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _dump(data: Any) -> None:
@@ -81,7 +74,7 @@ def cmd_hubs_list(client: httpx.Client, args: argparse.Namespace) -> int:
     rows = [["HUB ID", "NAME", "INTEGRATIONS", "CREATED (UTC)", "TOKEN ISSUED (UTC)"]]
     for h in sorted(hubs, key=lambda h: h["createdAt"]):
         rows.append([h["hubId"], h["name"], str(h.get("integrationCount", "-")),
-                     _when(h["createdAt"]), _when(h.get("tokenIssuedAt"))])
+                     utc(h["createdAt"]), utc(h.get("tokenIssuedAt"))])
     print(table(rows) if hubs else "no hubs")
     return 0
 
@@ -94,8 +87,8 @@ def cmd_hubs_show(client: httpx.Client, args: argparse.Namespace) -> int:
         _dump({**hub, "integrations": items})
         return 0
     for label, value in (("hub", hub["hubId"]), ("name", hub["name"]),
-                         ("created", _when(hub["createdAt"])),
-                         ("token issued", _when(hub.get("tokenIssuedAt"))),
+                         ("created", utc(hub["createdAt"])),
+                         ("token issued", utc(hub.get("tokenIssuedAt"))),
                          ("retries", hub.get("retrySchedule") or "the deployment's schedule"),
                          ("compat", hub.get("compat") or "none")):
         print(f"{label + ':':14}{value}")
