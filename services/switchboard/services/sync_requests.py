@@ -21,6 +21,7 @@ import msgspec
 from switchboard.errors import SwitchboardError
 from switchboard.ids import new_id
 from switchboard.kafka import SYNC_STATUS
+from switchboard.model import Activity
 from switchboard.services.runtime import Runtime
 from switchboard.services.sync_store import SyncStore
 from switchboard.sync.events import sync_event
@@ -40,12 +41,9 @@ def _lock(profile_id: str) -> asyncio.Lock:
     return lock
 
 
-async def publish_quietly(runtime: Runtime, activity: object) -> None:
+async def publish_quietly(runtime: Runtime, activity: Activity) -> None:
     """Publish a `sync:*` event; a broker failure is logged, not the run's failure (the
     status on `sync.status` stays the truth)."""
-    from switchboard.model import Activity
-
-    assert isinstance(activity, Activity)
     try:
         await runtime.publish(activity)
     except SwitchboardError as exc:
