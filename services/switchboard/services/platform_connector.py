@@ -50,6 +50,7 @@ MAX_INLINE_WAIT_S = 60.0
 # A lookup (by name, e-mail, …) reads at most this many pages: a lookup that matches
 # more is not a lookup any more.
 MAX_LOOKUP_PAGES = 20
+EMAILS_PER_LOOKUP = 50
 DEFAULT_PAGE_SIZE = 200
 R = TypeVar("R", bound=Record)
 T = TypeVar("T")
@@ -258,10 +259,13 @@ class PlatformConnector:
         return [_as(Contact, r) for r in await self._lookup("contact", [(wire.NAME, name)])]
 
     async def contacts_by_email(self, emails: Sequence[str]) -> list[Contact]:
-        if not emails:
-            return []
-        return [_as(Contact, r) for r in await self._lookup(
-            "contact", [(wire.EMAIL, e) for e in emails])]
+        out: list[Contact] = []
+        # A few at a time: an initial sync asks about every unpaired record, and a query
+        # string of thousands of addresses is beyond what HTTP servers take (~8 KiB).
+        for i in range(0, len(emails), EMAILS_PER_LOOKUP):
+            out += [_as(Contact, r) for r in await self._lookup(
+                "contact", [(wire.EMAIL, e) for e in emails[i:i + EMAILS_PER_LOOKUP]])]
+        return out
 
     async def contacts_by_email_domain(self, domain: str) -> list[Contact]:
         return [_as(Contact, r) for r in await self._lookup(
