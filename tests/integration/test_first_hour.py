@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from switchboard.brokers import free_port
 from tests.conftest import BROKER_KIND, RunningHub, make_settings
 from tests.fakes.twilio import FakeTwilio
+from tests.integration.test_resilience import Service, _stop_all
 from tests.support import Receiver, message, sign_with_cryptography
 
 
@@ -157,14 +159,17 @@ async def test_an_answer_to_a_conversation_that_does_not_exist_is_404(env: Env) 
 
 
 async def test_a_conversation_created_a_moment_ago_in_another_process_is_found(
-        env: Env, broker: Any) -> None:
-    """The router of one process creates the conversation; an ingress-only process, whose
-    view of conversations may not have read it yet, takes the agent's answer at once."""
+        env: Env, tmp_path: Path) -> None:
+    """The router of one process creates the conversation; the agent's answer goes at once
+    to an ingress in another OS process, whose view of conversations has not read it:
+    idle, that view looks at the topic only every 30 s on Tansu (`switchboard.pacing`),
+    and no producer of its own process wakes it. The miss waits for the view to reach the
+    topic's end, and the answer is taken."""
     hub, receiver, tag = env.hub, env.receiver, uuid.uuid4().hex[:8]
-    # A second process on the same topics, serving only the ingress: its conversations
-    # view learns of the new conversation only by reading the topic.
-    ingress = await RunningHub(env.hub.settings, services=["ingress"]).start()
+    settings = msgspec.structs.replace(hub.settings, fetch_idle_poll_ms=30_000)
+    ingress = Service("ingress", settings, tmp_path)
     try:
+        await ingress.wait_ready()
         hub_id, auth = await hub.create_hub(f"race-{tag}")
         customer = await hub.create_integration(
             hub_id, auth, channelId="Direct", name="site",
@@ -174,20 +179,28 @@ async def test_a_conversation_created_a_moment_ago_in_another_process_is_found(
             hub_id, auth, channelId="Direct", name="desk",
             configuration={"integrationType": "Agent",
                            "webhookUrl": f"{receiver.url}/{tag}/agent"})
-        for i in range(3):
-            r = await _post(hub, customer, message(f"hello {i}", sender=f"cust-{i}"))
-            assert r.status_code == 202, r.text
-            got = await receiver.wait_for(f"/{tag}/agent", i + 1)
-            conversation = got[-1].json["conversationId"]
-            # The very moment the agent has it, to the other process.
-            r = await _post(ingress, agent, message(f"answer {i}", sender="agent-7",
-                                                    conversation=conversation))
-            assert r.status_code == 202, r.text
+        async with httpx.AsyncClient(base_url=ingress.url, timeout=30) as other:
+            for i in range(3):
+                await asyncio.sleep(1.5)  # the other process's readers go idle
+                r = await _post(hub, customer, message(f"hello {i}", sender=f"cust-{i}"))
+                assert r.status_code == 202, r.text
+                got = await receiver.wait_for(f"/{tag}/agent", i + 1)
+                body = message(f"answer {i}", sender="agent-7",
+                               conversation=got[-1].json["conversationId"])
+                key = agent["configuration"]["privateSigningKey"]
+                r = await other.post(f"/ingress/{agent['integrationId']}", content=body,
+                                     headers=sign_with_cryptography(key, body))
+                assert r.status_code == 202, r.text
+            # And a made-up one is still refused there.
+            body = message("lost", sender="agent-7", conversation=f"made-up-{tag}")
+            r = await other.post(f"/ingress/{agent['integrationId']}", content=body,
+                                 headers=sign_with_cryptography(key, body))
+            assert r.status_code == 404, r.text
         back = await receiver.wait_for(f"/{tag}/customer", 3)
         assert sorted(b.json["activity"]["message"]["text"] for b in back) == [
             "answer 0", "answer 1", "answer 2"]
     finally:
-        await ingress.stop()
+        await _stop_all([ingress])
 
 
 # A log line at ERROR or CRITICAL in either format (ours and uvicorn's), or a traceback.
