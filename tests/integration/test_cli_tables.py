@@ -35,18 +35,23 @@ async def world(broker: Any) -> AsyncIterator[tuple[RunningHub, FakeTwilio]]:
         await twilio.stop()
 
 
-async def sb(token: str, hub: RunningHub, *args: str) -> tuple[int, str, str]:
-    """The CLI in a subprocess (the hub serves on this event loop): code, stdout, stderr."""
-    env = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_TOKEN"}
+async def sb(token: str, hub: RunningHub | None, *args: str, **env_extra: str
+             ) -> tuple[int, str, str]:
+    """The CLI in a subprocess (the hub serves on this event loop): code, stdout, stderr.
+    No hub: no --url (the command finds it)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SWITCHBOARD_TOKEN", "SWITCHBOARD_DATA_DIR")}
+    env.update(env_extra)
+    url = ["--url", hub.base_url] if hub is not None else []
     proc = await asyncio.create_subprocess_exec(
-        EXE, *args, "--url", hub.base_url, "--token", token, env=env,
+        EXE, *args, *url, "--token", token, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode or 0, out.decode(), err.decode()
 
 
 async def test_hubs_and_integrations_as_tables_and_json(
-        world: tuple[RunningHub, FakeTwilio]) -> None:
+        world: tuple[RunningHub, FakeTwilio], tmp_path: Path) -> None:
     hub, twilio = world
     admin = hub.settings.admin_token
     acme, acme_auth = await hub.create_hub("Acme")
@@ -70,6 +75,12 @@ async def test_hubs_and_integrations_as_tables_and_json(
     assert lines[0].split() == ["HUB", "ID", "NAME", "INTEGRATIONS", "CREATED", "(UTC)",
                                 "TOKEN", "ISSUED", "(UTC)"]
     assert [line.split()[:3] for line in lines[1:]] == [[acme, "Acme", "2"], [other, "other", "0"]]
+    # No --url: the hub of the `switchboard dev` whose dev.json is in the data dir.
+    (tmp_path / "dev.json").write_text(json.dumps({
+        "pid": os.getpid(), "url": hub.base_url, "broker": hub.settings.broker_kind,
+        "bootstrap": hub.settings.kafka_bootstrap_servers, "brokerPid": None}))
+    code, found, err = await sb(admin, None, "hubs", "list", SWITCHBOARD_DATA_DIR=str(tmp_path))
+    assert (code, found) == (0, out), err
     code, out, _ = await sb(admin, hub, "hubs", "list", "--json")
     assert code == 0 and {h["hubId"] for h in json.loads(out)} == {acme, other}
     # A hub token sees its own hub only.

@@ -6,10 +6,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
+
+from switchboard import devstate
+
+DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 class ApiFailed(Exception):
@@ -48,13 +54,28 @@ def table(rows: list[list[str]]) -> str:
 
 def add_connection_args(p: argparse.ArgumentParser) -> None:
     """--url and --token, as every API command takes them."""
-    p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--url", default=None,
+                   help="the hub's base URL (default: a running `switchboard dev`'s, from "
+                        "<$SWITCHBOARD_DATA_DIR or ./var>/dev.json, else "
+                        f"{DEFAULT_URL})")
     p.add_argument("--token", default="", help="default: $SWITCHBOARD_TOKEN")
+
+
+def default_url(env: Mapping[str, str] | None = None) -> str:
+    """The URL of the `switchboard dev` running on the default data dir, else :8080."""
+    env = os.environ if env is None else env
+    path = Path(env.get("SWITCHBOARD_DATA_DIR") or "var") / devstate.FILE_NAME
+    try:
+        state = devstate.decode(path.read_bytes())
+    except OSError:
+        state = None
+    return state.url if state is not None else DEFAULT_URL
 
 
 def run(args: argparse.Namespace, timeout: float) -> int:
     """Call `args.action(client, args)` with a client for `args.url` and the token; exit
     codes: 0 done, 1 the API refused or could not be reached, 2 bad usage."""
+    args.url = args.url or default_url()
     token = args.token or os.environ.get("SWITCHBOARD_TOKEN", "")
     if not token:
         print("pass --token or set SWITCHBOARD_TOKEN (a hub access token or the admin token)",
