@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from switchboard.kafka import ACTIVITIES, make_producer
+from switchboard.keys import generate_secret_key_b64
 from switchboard.settings import Settings
 from tests.conftest import RunningHub, make_settings
 from tests.support import Receiver, message, sign_with_cryptography
@@ -262,3 +264,18 @@ async def test_tail_says_what_is_wrong(hub1: RunningHub, tmp_path: Path) -> None
     code, out = await run("activities", "--bootstrap", hub1.settings.kafka_bootstrap_servers,
                           "--since", "yesterday")
     assert code == 2 and "not ms, an ISO 8601 time or an age" in out, out
+    # Another deployment's key: the hub's records are refused, and the error says why.
+    env["SWITCHBOARD_SECRET_KEY"] = generate_secret_key_b64()
+    code, out = await run("activities", "--hub", "acme",
+                          "--bootstrap", hub1.settings.kafka_bootstrap_servers)
+    assert code == 2 and "no hub with id or name 'acme'" in out, out
+    assert "do not carry this key's MAC: is SWITCHBOARD_SECRET_KEY the hub's?" in out, out
+    # A broker that is not there: one line, exit 1.
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    try:
+        code, out = await run("deliveries", "--bootstrap",
+                              f"127.0.0.1:{held.getsockname()[1]}")
+    finally:
+        held.close()
+    assert code == 1 and "cannot reach the broker at 127.0.0.1:" in out, out

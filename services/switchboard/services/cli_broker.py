@@ -125,14 +125,17 @@ async def read_table(settings: Settings, topic: str, timeout_s: float = 30.0
 
 
 def fold_registry(records: list[ConsumerRecord[bytes, bytes]], settings: Settings
-                  ) -> RegistryView:
-    """The registry as the hub sees it: records without this deployment's MAC left out
-    (when the secret key is known; without it, every record is taken at its word)."""
+                  ) -> tuple[RegistryView, int]:
+    """The registry as the hub sees it, and how many records were left out for lacking
+    this deployment's MAC (with no secret key known, every record is taken at its word)."""
     from switchboard.record_mac import guard_for
 
     guard = guard_for(settings) if settings.sealing_keys.strip() else None
     view = RegistryView()
+    refused = 0
     for rec in records:
         if guard is None or guard.verdict(rec.topic, rec.key, rec.value, rec.headers) is None:
             view.apply(rec.offset, rec.key, rec.value)
-    return view
+        else:
+            refused += 1
+    return view, refused

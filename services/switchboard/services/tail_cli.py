@@ -113,6 +113,7 @@ class Tail:
                   "right, and has a hub started there?", file=sys.stderr)
             return 1
         registry = self.registry_tp.topic in topics
+        refused = 0
         if registry:
             consumer.assign([self.registry_tp])
             await consumer.seek_to_beginning(self.registry_tp)
@@ -121,8 +122,15 @@ class Tail:
             while await consumer.position(self.registry_tp) < end:
                 records += (await consumer.getmany(self.registry_tp, timeout_ms=500)).get(
                     self.registry_tp, [])
-            self.view = fold_registry(records, self.settings)
-        hubs, integrations = resolve_filters(self.view, self.args.hub, self.args.integration)
+            self.view, refused = fold_registry(records, self.settings)
+        try:
+            hubs, integrations = resolve_filters(self.view, self.args.hub,
+                                                 self.args.integration)
+        except CliError as exc:
+            if not refused:
+                raise
+            raise CliError(f"{exc} ({refused} of its records do not carry this key's MAC: "
+                           "is SWITCHBOARD_SECRET_KEY the hub's?)") from None
         tps = [TopicPartition(self.topic, p) for p in range(topics[self.topic])]
         registry_at = await consumer.position(self.registry_tp) if registry else 0
         consumer.assign(tps + ([self.registry_tp] if registry else []))
