@@ -260,8 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     reseal = sub.add_parser(
-        "reseal", help="rewrite every sealed secret of the registry under the first key of "
-                       "SWITCHBOARD_SECRET_KEYS (after a key rotation)")
+        "reseal", help="re-seal stored secrets under the newest secret key",
+        description="Rewrite every sealed secret of the registry (and sync profiles) under "
+                    "the first key of SWITCHBOARD_SECRET_KEYS, after a key rotation.")
     reseal.add_argument("--dry-run", action="store_true", help="only count what would change")
     reseal.set_defaults(func=cmd_reseal)
 
