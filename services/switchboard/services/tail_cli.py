@@ -79,6 +79,8 @@ class Tail:
         self.view = RegistryView()
         self.printed = 0
         self.stop = asyncio.Event()
+        self.following = False  # past the start-up (until then a signal cancels it)
+        self._names: tuple[dict[str, str], dict[str, str]] | None = None
 
     async def run(self) -> int:
         consumer = make_consumer(self.settings, group_id=None)
@@ -142,12 +144,14 @@ class Tail:
             await consumer.position(tp)
         print(f"following {self.topic} ({len(tps)} partitions) on {self.target.bootstrap} "
               f"from {where}; Ctrl-C stops", file=sys.stderr, flush=True)
+        self.following = True
         while not self.stop.is_set():
             batch = await consumer.getmany(timeout_ms=200)
             for rec in batch.pop(self.registry_tp, []):
                 if self.guard is None or self.guard.verdict(
                         rec.topic, rec.key, rec.value, rec.headers) is None:
                     self.view.apply(rec.offset, rec.key, rec.value)
+                    self._names = None
             records = sorted((r for rs in batch.values() for r in rs),
                              key=lambda r: (r.timestamp, r.partition, r.offset))
             for rec in records:
@@ -172,6 +176,13 @@ class Tail:
                 consumer.seek(tp, at.offset)
         return f"{when(self.args.since)} UTC (ms {self.args.since})"
 
+    def names(self) -> tuple[dict[str, str], dict[str, str]]:
+        """Hub and integration names by id (made again only after the registry changed)."""
+        if self._names is None:
+            self._names = ({h.hub_id: h.name for h in self.view.hubs.values()},
+                           {i.integration_id: i.name for i in self.view.integrations.values()})
+        return self._names
+
     def _show(self, rec: ConsumerRecord[bytes, bytes], hubs: set[str] | None,
               integrations: set[str] | None) -> bool:
         line = describe(self.args.what, rec.value)
@@ -189,19 +200,28 @@ class Tail:
             why = None if self.guard is None else self.guard.verdict(
                 rec.topic, rec.key, rec.value, rec.headers)
             note = f"not written by this hub: {why.replace('_', ' ')}" if why else ""
-            print(format_line(line, {h.hub_id: h.name for h in self.view.hubs.values()},
-                              {i.integration_id: i.name
-                               for i in self.view.integrations.values()}, note), flush=True)
+            print(format_line(line, *self.names(), note), flush=True)
         self.printed += 1
         return True
 
 
 async def _main(args: argparse.Namespace, settings: Settings, target: Target) -> int:
     tail = Tail(settings, args, target)
+    task = asyncio.create_task(tail.run())
+
+    def on_signal() -> None:
+        # Following: finish the batch in hand and stop. Starting up: stop at once.
+        tail.stop.set()
+        if not tail.following:
+            task.cancel()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, tail.stop.set)
-    return await tail.run()
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return 0
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
