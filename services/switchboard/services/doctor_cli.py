@@ -198,6 +198,7 @@ async def check_key(settings: Settings, target: Target, timeout_s: float) -> Che
         elif why is not None:
             macs_bad += 1
             if header is not None and why == "unknown_key":
+                # The header is a version byte, then the signing key's 6-byte id.
                 foreign.add(header[1:7].hex())
         view.apply(rec.offset, rec.key, rec.value)  # every record: what would open?
     sealed = unopened = old = 0
