@@ -128,6 +128,16 @@ async def test_hub_names_are_unique_whatever_their_case(hub: RunningHub) -> None
     assert again.status_code == 201
 
 
+async def test_creates_racing_for_one_name_in_one_api_process_make_one_hub(hub: RunningHub
+                                                                           ) -> None:
+    answers = await asyncio.gather(*(
+        hub.client.post("/api/v1/hubs", json={"name": name}, headers=hub.admin)
+        for name in ("race", "Race", "RACE", "race", "rAce", "race")))
+    assert sorted(a.status_code for a in answers) == [201, 409, 409, 409, 409, 409]
+    listed = (await hub.client.get("/api/v1/hubs", headers=hub.admin)).json()
+    assert len(listed) == 1
+
+
 async def test_apply_matches_a_hub_name_whatever_its_case(hub: RunningHub, tmp_path: Path
                                                           ) -> None:
     await hub.create_hub("demo")
