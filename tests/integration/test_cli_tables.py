@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
 import sys
 import time
 import uuid
@@ -129,6 +130,14 @@ async def test_hubs_and_integrations_as_tables_and_json(
     assert code == 1 and err.startswith("error 404")
 
 
+def _read_pty(fd: int) -> bytes:
+    """What a terminal got, b"" once it is all read (Linux: EIO when the writer is gone)."""
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return b""
+
+
 async def test_deliveries_json_and_replay_progress(world: tuple[RunningHub, FakeTwilio]) -> None:
     hub, _ = world
     hub_id, auth = await hub.create_hub("acme")
@@ -161,6 +170,28 @@ async def test_deliveries_json_and_replay_progress(world: tuple[RunningHub, Fake
     progress = err.splitlines()
     assert progress[0].startswith("replay: deliveries ")
     assert progress[-1] == "replay: deliveries 3/3 (100 %) done", err
+
+    # On a terminal: one line, rewritten in place, ended once the job is.
+    leader, follower = pty.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            EXE, "deliveries", "replay", x, "--since", str(t0), "--until", str(t0 + 10),
+            "--url", hub.base_url, "--token", token, stdout=asyncio.subprocess.PIPE,
+            stderr=follower)
+        out_bytes, _ = await asyncio.wait_for(proc.communicate(), 60)
+        os.close(follower)
+        follower = -1
+        shown = b""
+        while chunk := await asyncio.to_thread(_read_pty, leader):
+            shown += chunk
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    assert proc.returncode == 0 and out_bytes.decode().startswith("job "), shown
+    text = shown.decode()
+    assert text.startswith("\r\x1b[Kreplay: deliveries ") and "\n" not in text[:-2], text
+    assert text.endswith("\r\x1b[Kreplay: deliveries 3/3 (100 %) done\r\n"), text
 
     code, out, err = await sb(token, hub, "deliveries", "replay", x, "--since", str(t0),
                               "--until", str(t0 + 10), "--json")
