@@ -3,6 +3,7 @@
 A hub id this token may not see answers exactly as an unknown one (404 ``hub_not_found``),
 so hub ids cannot be probed. The access token is shown once, on create and on rotation;
 the registry keeps only its hash, and reads show when it was issued and last rotated.
+Hub names are unique, case-insensitively (409 ``hub_name_taken`` on create and rename).
 """
 
 from __future__ import annotations
