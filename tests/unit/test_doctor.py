@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
 from switchboard.doctor import (
     Check,
     KeyFindings,
@@ -74,3 +78,37 @@ def test_secret_key_verdicts_name_the_key_never_show_it() -> None:
     old = key_check(KeyFindings(**{**base, "old_key_values": 2}), "x")  # type: ignore[arg-type]
     assert old.status == "warn" and "reseal" in old.text
     assert render(Check("FAIL", "secret key", "why")) == "FAIL  secret key  why"
+
+
+def test_configuration_is_checked_as_serve_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from switchboard.keys import generate_secret_key_b64
+    from switchboard.services.cli_broker import Target
+    from switchboard.services.doctor_cli import check_configuration
+
+    for name in [n for n in os.environ if n.startswith("SWITCHBOARD_")]:
+        monkeypatch.delenv(name)
+    target = Target("127.0.0.1:9092", "kafka", "--bootstrap")
+    monkeypatch.setenv("SWITCHBOARD_SECRET_KEY", generate_secret_key_b64())
+    _, [ok] = check_configuration(target)
+    assert ok.status == "ok" and "`switchboard serve` accepts it" in ok.text
+
+    monkeypatch.setenv("SWITCHBOARD_ADMIN_TOKEN", "short")
+    _, [short] = check_configuration(target)
+    assert short.status == "FAIL" and "SWITCHBOARD_ADMIN_TOKEN must be at least" in short.text
+    monkeypatch.delenv("SWITCHBOARD_ADMIN_TOKEN")
+
+    monkeypatch.setenv("SWITCHBOARD_KAFKA_SASL_USERNAME", "hub")
+    _, [sasl] = check_configuration(target)
+    assert sasl.status == "FAIL" and "SWITCHBOARD_KAFKA_SECURITY_PROTOCOL is PLAINTEXT" in \
+        sasl.text
+    monkeypatch.delenv("SWITCHBOARD_KAFKA_SASL_USERNAME")
+
+    monkeypatch.setenv("SWITCHBOARD_PARTITIONS", "many")
+    settings, [bad] = check_configuration(target)
+    assert bad.status == "FAIL" and "SWITCHBOARD_PARTITIONS='many' is not a number" in bad.text
+    assert settings.kafka_bootstrap_servers == "127.0.0.1:9092"  # the rest goes on
+
+    monkeypatch.delenv("SWITCHBOARD_PARTITIONS")
+    monkeypatch.delenv("SWITCHBOARD_SECRET_KEY")
+    _, [nokey] = check_configuration(target)
+    assert nokey.status == "FAIL" and "SWITCHBOARD_SECRET_KEY" in nokey.text
