@@ -46,7 +46,8 @@ class Pair(Struct, frozen=True, kw_only=True, rename="camel"):
 
 
 class PairIndex:
-    """Pairs by either side's id; immutable (`updated` returns a new index)."""
+    """Pairs by either side's id; `updated` returns a new index, `add` and `remove`
+    change this one."""
 
     __slots__ = ("_by_mailbox", "_by_portal")
 
@@ -79,6 +80,14 @@ class PairIndex:
 
     def __len__(self) -> int:
         return len(self._by_portal)
+
+    def add(self, pair: Pair) -> None:
+        """Put `pair` in place (for an index one run owns; `updated` otherwise)."""
+        self._put(pair)
+
+    def remove(self, pair: Pair) -> None:
+        """Drop `pair` in place (for an index one run owns)."""
+        self._drop(pair)
 
     def updated(self, upserts: Iterable[Pair] = (), removals: Iterable[Pair] = ()
                 ) -> PairIndex:

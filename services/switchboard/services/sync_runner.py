@@ -308,9 +308,12 @@ class Runner:
         index."""
         index = self.index(pair.kind, module)
         await self.store.write(SYNC_PAIRS, pair_key(self.profile.profile_id, module, pair),
-                               None if drop else _pair_enc.encode(pair))
-        self.indexes[pair.kind] = (index.updated(removals=[pair]) if drop
-                                   else index.updated(upserts=[pair]))
+                               None if drop else _pair_enc.encode(pair), applied=False)
+        # In place: this run's own index (a copy per pair made an initial sync quadratic).
+        if drop:
+            index.remove(pair)
+        else:
+            index.add(pair)
 
     async def write_watermark(self, module: str, old: Watermark, new: Watermark,
                               links: dict[Side, dict[str, str]] | None = None) -> None:

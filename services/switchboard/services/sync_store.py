@@ -175,14 +175,19 @@ class SyncStore:
             raise Unavailable("broker_unavailable", "the sync tables are unavailable; retry") \
                 from exc
 
-    async def write(self, table: str, key: bytes, value: bytes | None) -> None:
-        """Write one table record durably and wait until this process's view has it."""
+    async def write(self, table: str, key: bytes, value: bytes | None, *,
+                    applied: bool = True) -> None:
+        """Write one table record durably and (`applied`) wait until this process's view
+        has it. A run's pairs need only be durable: nothing reads them back before the
+        run's end, and every run starts by catching the view up (`sync`); waiting for the
+        view too cost a fetch round trip per created record."""
         s = self.runtime.settings
         try:
             async with asyncio.timeout(s.produce_timeout_s):
                 await self._ensure()
                 md = await self.runtime.producer.send_and_wait(s.topic(table), value, key=key)
-            await self._readers[table].wait_for(md.offset, timeout=s.produce_timeout_s)
+            if applied:
+                await self._readers[table].wait_for(md.offset, timeout=s.produce_timeout_s)
         except Exception as exc:
             log.warning("sync table write failed: %r", exc)
             raise Unavailable("broker_unavailable", "the sync tables are unavailable; retry") \
