@@ -158,7 +158,12 @@ async def test_change_notifications_run_incrementally_and_a_burst_coalesces(
         assert r.status_code == 401, r.text
         r = await raw.post(hook, content=payload, headers=signed(new, payload))
         assert r.status_code == 202, r.text
-    await wait_job(c, url, auth, r.json()["jobId"] or jobs[-1])
+        await wait_job(c, url, auth, r.json()["jobId"] or jobs[-1])
+        # A deleted hub's profiles take no more notifications.
+        r = await c.delete(f"/api/v1/hubs/{hub_id}", headers=hub.admin)
+        assert r.status_code == 204, r.text
+        r = await raw.post(hook, content=payload, headers=signed(new, payload))
+        assert r.status_code == 404, r.text
 
 
 async def test_a_syncro_customer_created_runs_the_profiles_on_that_account(

@@ -119,8 +119,10 @@ class Scheduler:
 
     def _due(self, now: int, owned: frozenset[int], partitions: int) -> list[tuple[str, int]]:
         out: list[tuple[str, int]] = []
+        hubs = self.worker.runtime.registry.view.hubs
         for pid, rec in list(self.worker.store.profiles.profiles.items()):
-            if rec.schedule is None or not rec.schedule.enabled:
+            # A deleted hub's profiles stay on the topic; they fire no more.
+            if rec.schedule is None or not rec.schedule.enabled or rec.hub_id not in hubs:
                 continue
             if partition_of(pid, partitions) not in owned:
                 continue

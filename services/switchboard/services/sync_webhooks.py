@@ -115,7 +115,8 @@ class WebhooksApi:
     async def notify(self, request: Request) -> Response:
         await self.store.sync()
         rec = self.store.profiles.profiles.get(request.path_params["profileId"])
-        if rec is None or rec.webhook_secret is None:
+        if (rec is None or rec.webhook_secret is None
+                or rec.hub_id not in self.runtime.registry.view.hubs):
             raise NotFound("sync_profile_not_found", "no such sync profile")
         body = await read_body(request, self.runtime.settings.max_body_bytes)
         secret = self.runtime.sealer.open(rec.webhook_secret, _context(rec.profile_id))
