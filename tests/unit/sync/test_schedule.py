@@ -175,3 +175,18 @@ def test_next_fire_is_a_slot_after_the_last_and_at_most_max_behind_are_due(
         due += 1
         t = slot_after(s, t)
     assert due <= behind
+
+
+def test_the_scheduler_owns_the_partition_the_producer_sends_a_profiles_runs_to() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from switchboard.services.sync_scheduler import partition_of, slot_job_id
+
+    for n in (1, 4, 12):
+        for i in range(200):
+            pid = f"profile-{i}"
+            assert partition_of(pid, n) == DefaultPartitioner()(pid.encode(), list(range(n)),
+                                                                list(range(n)))
+    # A slot's job id is the same whoever fires it, and differs per slot and profile.
+    assert slot_job_id("p", 1) == slot_job_id("p", 1) != slot_job_id("p", 2)
+    assert slot_job_id("p", 1) != slot_job_id("q", 1)
