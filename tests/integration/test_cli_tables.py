@@ -104,6 +104,10 @@ async def test_hubs_and_integrations_as_tables_and_json(
     code, out, _ = await sb(token, hub, "integrations", "list", "--hub", "acme")
     assert code == 0 and out.splitlines()[0].split()[:3] == ["INTEGRATION", "ID", "NAME"]
     assert [line.split()[1] for line in out.splitlines()[1:]] == ["desk", "sms"]
+    code, same, _ = await sb(token, hub, "integrations", "list")  # a hub token: its hub
+    assert (code, same) == (0, out)
+    code, _, err = await sb(admin, hub, "integrations", "list")
+    assert code == 1 and "this token sees 2 hubs: pass --hub" in err
     code, out, _ = await sb(token, hub, "integrations", "list", "--hub", acme, "--json")
     assert code == 0 and [i["integrationId"] for i in json.loads(out)] == [
         desk["integrationId"], sms["integrationId"]]

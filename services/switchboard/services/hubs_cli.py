@@ -38,9 +38,14 @@ def find_hub(hubs: list[dict[str, Any]], wanted: str) -> dict[str, Any]:
     raise ApiFailed(f"no hub with id or name {wanted!r} that this token can see")
 
 
-def resolve_hub(client: httpx.Client, wanted: str) -> dict[str, Any]:
-    """`find_hub` over the hubs the token sees (a hub token sees its own only)."""
+def resolve_hub(client: httpx.Client, wanted: str | None) -> dict[str, Any]:
+    """`find_hub` over the hubs the token sees (a hub token sees its own only); with no
+    hub named, the one hub the token sees."""
     hubs: list[dict[str, Any]] = call(client, "GET", "/api/v1/hubs")
+    if wanted is None:
+        if len(hubs) == 1:
+            return hubs[0]
+        raise ApiFailed(f"this token sees {len(hubs)} hubs: pass --hub (an id or a name)")
     return find_hub(hubs, wanted)
 
 
@@ -155,6 +160,7 @@ def add_parser(sub: Any) -> None:
     int_actions = integrations.add_subparsers(dest="action_name", required=True)
     ls = action(int_actions, "list", "a hub's integrations, oldest first",
                 cmd_integrations_list)
-    ls.add_argument("--hub", required=True, help="the hub's id or name (case-insensitive)")
+    ls.add_argument("--hub", help="the hub's id or name (case-insensitive); default: the "
+                                  "hub of a hub token")
     one = action(int_actions, "show", "one integration (secrets masked)", cmd_integrations_show)
     one.add_argument("integration", help="the integration's id")
