@@ -160,17 +160,18 @@ def add_parser(sub: Any) -> None:
         return p
 
     ls = action("list", "an integration's deliveries, newest first", cmd_list)
-    ls.add_argument("integration")
-    ls.add_argument("--status", choices=["delivered", "pending", "failed"])
+    ls.add_argument("integration", help="the destination integration's id")
+    ls.add_argument("--status", choices=["delivered", "pending", "failed"],
+                    help="only deliveries in this state")
     ls.add_argument("--since", type=parse_time, help="updated since (ms, ISO 8601 or 6h)")
-    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--limit", type=int, default=50, help="at most this many (1-500; 50)")
     ls.add_argument("--cursor", help="the next page, as printed by the previous one")
 
     show = action("show", "one delivery and its attempts", cmd_show)
-    show.add_argument("delivery")
+    show.add_argument("delivery", help="the delivery's id (its webhook-id)")
 
     re_ = action("redeliver", "send deliveries again (same webhook-id)", cmd_redeliver)
-    re_.add_argument("integration")
+    re_.add_argument("integration", help="the destination integration's id")
     which = re_.add_mutually_exclusive_group(required=True)
     which.add_argument("--delivery", help="one delivery id")
     which.add_argument("--failed-since", type=parse_time,
@@ -178,7 +179,8 @@ def add_parser(sub: Any) -> None:
     re_.add_argument("--no-wait", action="store_true", help="print the job id and return")
 
     rp = action("replay", "send every delivery of a time window again", cmd_replay)
-    rp.add_argument("integration")
-    rp.add_argument("--since", type=parse_time, required=True)
+    rp.add_argument("integration", help="the destination integration's id")
+    rp.add_argument("--since", type=parse_time, required=True,
+                    help="the window's start (ms, ISO 8601 or 6h)")
     rp.add_argument("--until", type=parse_time, help="default: now")
     rp.add_argument("--no-wait", action="store_true", help="print the job id and return")

@@ -205,14 +205,19 @@ def add_parser(sub: Any) -> None:
         ls = action("list", f"search {kind.plural} (every filter is Syncro's)", cmd_list)
         for name, what in kind.search.items():
             flag = "--" + name.replace("_", "-")
+            said = f"Syncro's {name} filter"
             if what == "bool":
-                ls.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction)
+                ls.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                                help=said)
             elif what == "list":
-                ls.add_argument(flag, dest=name, action="append", help="repeatable")
+                ls.add_argument(flag, dest=name, action="append", help=f"{said}; repeatable")
             elif what == "order":
-                ls.add_argument(flag, dest=name, choices=["asc", "desc"])
+                ls.add_argument(flag, dest=name, choices=["asc", "desc"],
+                                help="sort order (with --sort)")
             else:
-                ls.add_argument(flag, dest=name)
+                ls.add_argument(flag, dest=name, help=said + {
+                    "id": " (a record id)", "date": " (a date, as Syncro takes it)",
+                    "sort": " (the field to sort by)"}.get(what, ""))
         ls.add_argument("--limit", type=int, help="at most this many (default 100, max 500)")
         action("get", f"one {kind.one}", cmd_get, record=True)
         create = action("create", f"create a {kind.one}", cmd_create)
@@ -224,20 +229,24 @@ def add_parser(sub: Any) -> None:
             action("delete", f"delete a {kind.one}", cmd_delete, record=True)
         if kind.plural == "tickets":
             c = action("comment", "comment on a ticket", cmd_comment, record=True)
-            c.add_argument("--subject", default="Update")
-            c.add_argument("--body", required=True)
+            c.add_argument("--subject", default="Update", help="default: Update")
+            c.add_argument("--body", required=True, help="the comment's text")
             c.add_argument("--hidden", action=argparse.BooleanOptionalAction,
                            help="default: the integration's commentHidden")
-            c.add_argument("--do-not-email", action="store_true")
-            c.add_argument("--idempotency-key")
+            c.add_argument("--do-not-email", action="store_true",
+                           help="Syncro sends the customer no e-mail about it")
+            c.add_argument("--idempotency-key", help="a retry with the same key comments once")
 
     call = kinds.add_parser("call", help="an authorised request to any Syncro API path")
-    call.add_argument("integration")
+    call.add_argument("integration", help="the Syncro integration's id")
     call.add_argument("method", choices=["GET", "POST", "PUT", "PATCH", "DELETE", "get",
-                                         "post", "put", "patch", "delete"])
+                                         "post", "put", "patch", "delete"],
+                      help="the HTTP method")
     call.add_argument("path", help="relative to the account's API base: /customers")
-    call.add_argument("-q", "--query", action="append", metavar="NAME=VALUE")
-    call.add_argument("-H", "--header", action="append", metavar="NAME: VALUE")
+    call.add_argument("-q", "--query", action="append", metavar="NAME=VALUE",
+                      help="a query parameter; repeatable")
+    call.add_argument("-H", "--header", action="append", metavar="NAME: VALUE",
+                      help="a request header; repeatable")
     call.add_argument("--data", help="the JSON body, or @file.json")
     _common(call)
     call.set_defaults(func=cmd_syncro, action=cmd_call)
