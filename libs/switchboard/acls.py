@@ -75,8 +75,9 @@ WRITES: Final[dict[str, tuple[str, ...]]] = {
     # integration_disabled), a disabled destination's statusId, Slack thread ids, Syncro
     # budget claims
     "deliverer": (PARKED, ATTEMPTS, DEAD, ACTIVITIES, REGISTRY, CONVERSATIONS, SYNCRO_SLOTS),
-    # run status and review reports, pairs and watermarks
-    "sync": (SYNC_STATUS, SYNC_PAIRS),
+    # run status and review reports, pairs and watermarks; a profile's refresh token
+    # rotated by its provider (Microsoft Graph)
+    "sync": (SYNC_STATUS, SYNC_PAIRS, SYNC_PROFILES),
 }
 # Consumer groups (prefixed like the topics; the services' GROUP constants).
 GROUPS: Final[dict[str, tuple[str, ...]]] = {
