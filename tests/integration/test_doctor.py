@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 import time
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +151,48 @@ async def test_a_tansu_dev_found_through_its_dev_json(hub: RunningHub, tmp_path:
         ("warn", "secret key")], rows
     assert f"(from {tmp_path / 'dev.json'})" in rows[1][2]
     assert hub.base_url in rows[3][2]
+
+
+async def test_a_skewed_clock_is_a_warn_then_a_fail(broker: Any) -> None:
+    """A hub whose clock is 10 s ahead is a warn; 400 s (past the 300 s signatures are
+    accepted within) a FAIL. The "hub" is a loopback HTTP server with that clock."""
+    ahead = [0.0]  # seconds this "hub" is ahead of us
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        date = formatdate(time.time() + ahead[0], usegmt=True)
+        writer.write(f"HTTP/1.1 200 OK\r\nDate: {date}\r\nContent-Length: 0\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    settings = make_settings(broker)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SWITCHBOARD_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env.update(SWITCHBOARD_TOPIC_PREFIX=settings.topic_prefix,
+               SWITCHBOARD_SECRET_KEY=settings.secret_key,
+               SWITCHBOARD_BROKER_KIND=settings.broker_kind)
+    try:
+        found = []
+        for ahead[0] in (10.0, 400.0):
+            proc = await asyncio.create_subprocess_exec(
+                EXE, "doctor", "--bootstrap", settings.kafka_bootstrap_servers, "--url", url,
+                "--json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env=env)
+            out, err = await asyncio.wait_for(proc.communicate(), 90)
+            assert out, err
+            [clock] = [c for c in json.loads(out) if c["check"] == "clock"]
+            found.append((proc.returncode, clock["status"], clock["text"]))
+    finally:
+        server.close()
+        await server.wait_closed()
+    (code_warn, warn, warn_text), (code_fail, fail, fail_text) = found
+    assert (warn, fail) == ("warn", "FAIL"), found
+    # The Date header has whole seconds: 10 s ahead reads as 9.5 to 10.5 (and the trip).
+    said = warn_text.removeprefix(f"{url} is ").split(" s ahead:")
+    assert len(said) == 2 and 9.0 <= float(said[0]) <= 11.0, warn_text
+    assert "NTP" in warn_text
+    assert "SWITCHBOARD_TIMESTAMP_TOLERANCE_S" in fail_text and code_fail == 1
+    assert code_warn == 0  # a warn alone (the other checks: no topics yet is a warn)
