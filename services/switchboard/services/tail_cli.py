@@ -37,6 +37,7 @@ from switchboard.settings import Settings
 from switchboard.tail import TOPICS, as_json, describe, format_line, wanted, when
 
 CONNECT_TIMEOUT_S = 15.0
+FETCH_WAIT_MS = 500
 
 
 def _pick(wanted_name: str, ids: dict[str, str], what: str) -> str:
@@ -83,7 +84,9 @@ class Tail:
         self._names: tuple[dict[str, str], dict[str, str]] | None = None
 
     async def run(self) -> int:
-        consumer = make_consumer(self.settings, group_id=None)
+        # A person reads along: half a second late is fine, and an idle tail then costs
+        # the embedded Tansu (which waits out every fetch) 2 fetches a second, not 100.
+        consumer = make_consumer(self.settings, group_id=None, fetch_max_wait_ms=FETCH_WAIT_MS)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 await consumer.start()
