@@ -20,7 +20,7 @@ from aiokafka.errors import (
 from aiokafka.structs import TopicPartition
 from msgspec import Struct
 
-from switchboard import kafka_logs
+from switchboard import kafka_logs, supervision
 from switchboard.broker_config import (
     Replication,
     TopicState,
@@ -37,6 +37,8 @@ from switchboard.settings import Settings
 from switchboard.supervision import supervised
 
 log = logging.getLogger(__name__)
+# How long a start waits for the partitions of topics it created to have leaders.
+LEADER_WAIT_S = 30.0
 
 REGISTRY = "registry"
 CONVERSATIONS = "conversations"
@@ -157,6 +159,8 @@ async def _ensure_topics(settings: Settings, admin: AIOKafkaAdminClient) -> Repl
             # Already there: another process won the race.
             if code not in (0, TopicAlreadyExistsError.errno):
                 raise for_code(code)(f"creating topic {name}")
+        if not tansu:
+            await _await_leaders(settings, missing)
     before = [s for s in specs if s.name in existing]
     if tansu or not before:
         return replication
@@ -171,6 +175,24 @@ async def _ensure_topics(settings: Settings, admin: AIOKafkaAdminClient) -> Repl
                               "to start anyway)")
         log.warning("%s", text)
     return replication
+
+
+async def _await_leaders(settings: Settings, created: list[TopicSpec],
+                         timeout_s: float = LEADER_WAIT_S) -> None:
+    """Wait until every partition of the topics just created answers for its offsets (its
+    leader serves it: the metadata claims a leader a moment before). Clients started
+    earlier retry by themselves, but fill the log with NotLeaderForPartition lines; after
+    `timeout_s`, start anyway (they retry)."""
+    tps = [TopicPartition(s.name, p) for s in created for p in range(s.partitions)]
+    probe = make_consumer(settings, group_id=None)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await probe.start()
+            await probe.end_offsets(tps)  # retried quietly by aiokafka until each answers
+    except (KafkaError, TimeoutError) as exc:
+        log.warning("topics not ready after %.0f s (%r); starting anyway", timeout_s, exc)
+    finally:
+        await probe.stop()
 
 
 async def describe_topics(admin: AIOKafkaAdminClient, names: list[str]) -> list[TopicState]:
@@ -314,14 +336,29 @@ class TableReader:
         self.caught_up = False
 
     async def start(self) -> None:
+        """Read the topic from the beginning, and return once caught up. A start that
+        fails closes what it opened, so a later start (a retry) leaks no consumer."""
         consumer = make_consumer(self._settings, group_id=None)
-        await consumer.start()
-        consumer.assign([self._tp])
-        await consumer.seek_to_beginning(self._tp)
+        try:
+            await consumer.start()
+            consumer.assign([self._tp])
+            await consumer.seek_to_beginning(self._tp)
+        except BaseException:
+            await consumer.stop()
+            raise
         self._consumer = consumer
         self._pacer = Pacer(consumer, self._settings, [self._tp.topic])
         self._task = supervised(self._run(), name=f"table:{self._tp.topic}")
-        await self.sync(timeout=60)
+        try:
+            await self.sync(timeout=60)
+        except BaseException:
+            # Stopped on purpose: not a dead loop for the liveness probe.
+            supervisor = supervision.current.get()
+            if supervisor is not None:
+                supervisor.release(self._task)
+            await self.stop()
+            self._consumer, self._pacer, self._task = None, None, None
+            raise
         self.caught_up = True
 
     async def stop(self) -> None:

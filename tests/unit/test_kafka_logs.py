@@ -50,3 +50,4 @@ def test_retriable_errors_become_warnings(recorded: list[logging.LogRecord]) -> 
     coordinator.error("with a mapping %(x)s", {"x": GroupCoordinatorNotAvailableError()})
     assert [r.levelname for r in recorded] == ["WARNING", "WARNING", "ERROR", "ERROR", "ERROR"]
     assert [r.levelno for r in recorded][:2] == [logging.WARNING, logging.WARNING]
+

@@ -423,8 +423,8 @@ class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _seed(self, group: AIOKafkaConsumer, assigned: list[TopicPartition]) -> None:
         reader = make_consumer(self._router.runtime.settings, group_id=None)
-        await reader.start()
-        try:
+        try:  # the seed's time limit may cancel the start itself: close it either way
+            await reader.start()
             for tp in assigned:
                 committed = await group.committed(tp)
                 if not committed:
