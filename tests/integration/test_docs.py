@@ -106,6 +106,31 @@ async def test_documented_statuses_are_answered(docs_hub: RunningHub) -> None:
     assert checked[401] == len(operations) and checked[404] > 20 and checked[415] >= 5
 
 
+async def test_what_any_route_answers_a_stranger_is_documented(docs_hub: RunningHub) -> None:
+    """Every HTTP operation (websockets aside), called with made-up ids and no credential
+    or signature, answers a status its document lists: the provider, WebChat, ingress,
+    console and docs routes too."""
+    hub = docs_hub
+    spec = await _spec(hub)
+    answered: dict[str, int] = {}
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            if method not in METHODS or "101" in op["responses"]:
+                continue
+            body = op.get("requestBody", {}).get("content", {})
+            kw: dict[str, Any] = {"json": {}} if "application/json" in body else {}
+            r = await hub.client.request(method.upper(), _fill(path, {}), **kw)
+            where = f"{method.upper()} {path}"
+            assert str(r.status_code) in op["responses"], (where, r.status_code, r.text[:200])
+            answered[where] = r.status_code
+    # The ones a stranger meets first, as the README says.
+    assert answered["POST /ingress/{integrationId}"] == 401
+    assert answered["POST /ingress/slack"] == 401
+    assert answered["GET /ingress/meta"] == 403
+    assert answered["GET /webchat/{integrationId}"] == 404
+    assert answered["GET /docs"] == answered["GET /openapi.json"] == 200
+
+
 async def test_docs_is_swagger_ui_from_the_hub_itself(docs_hub: RunningHub,
                                                       artifacts: Path) -> None:
     from playwright.async_api import async_playwright, expect

@@ -438,8 +438,10 @@ def paths() -> dict[str, Any]:
                                responses=(503,), answer="Health")},
         "/readyz": {"get": op("Readiness: broker reachable, registry caught up",
                               security=False, responses=(503,), answer="Health")},
-        "/metrics": {"get": op("Prometheus metrics (text exposition format)", security=False,
-                               responses=(), answer={"type": "string"}, media="text/plain")},
+        "/metrics": {"get": op("Prometheus metrics (text exposition format); the bearer "
+                               "is the metrics token, else the admin token", security=False,
+                               responses=(401,), answer={"type": "string"},
+                               media="text/plain")},
     }
     # TwilioSMS's answer: Twilio reads TwiML.
     out["/ingress/{integrationId}"]["post"]["responses"]["200"] = {
@@ -448,6 +450,9 @@ def paths() -> dict[str, Any]:
     out.update(syncro_paths(op, iid))  # /integrations/{id}/syncro/...
     out.update(sync_paths(op))  # /hubs/{hubId}/syncProfiles...
     _complete(out)
+    # A bearer, but the metrics token (SWITCHBOARD_METRICS_TOKEN, else the admin token),
+    # not the API's session: none of its 429 or 503.
+    out["/metrics"]["get"]["security"] = _BEARER
     return out
 
 
