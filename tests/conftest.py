@@ -63,6 +63,9 @@ def make_settings(broker: Any, **overrides: Any) -> Settings:
         "produce_timeout_s": 5.0,
         # `serve` processes stopped by the tests: a short readiness drain after SIGTERM.
         "shutdown_drain_s": 0.5,
+        # Fresh topics on Kafka: start without waiting for their leaders (about 1.2 s a
+        # hub; the clients retry meanwhile). `switchboard dev` in the tests does wait.
+        "topic_ready_wait_s": 0.0,
     }
     values.update(overrides)
     return Settings(**values)

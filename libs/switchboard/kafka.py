@@ -37,8 +37,6 @@ from switchboard.settings import Settings
 from switchboard.supervision import supervised
 
 log = logging.getLogger(__name__)
-# How long a start waits for the partitions of topics it created to have leaders.
-LEADER_WAIT_S = 30.0
 
 REGISTRY = "registry"
 CONVERSATIONS = "conversations"
@@ -159,8 +157,8 @@ async def _ensure_topics(settings: Settings, admin: AIOKafkaAdminClient) -> Repl
             # Already there: another process won the race.
             if code not in (0, TopicAlreadyExistsError.errno):
                 raise for_code(code)(f"creating topic {name}")
-        if not tansu:
-            await _await_leaders(settings, missing)
+        if not tansu and settings.topic_ready_wait_s > 0:
+            await _await_leaders(settings, missing, settings.topic_ready_wait_s)
     before = [s for s in specs if s.name in existing]
     if tansu or not before:
         return replication
@@ -178,7 +176,7 @@ async def _ensure_topics(settings: Settings, admin: AIOKafkaAdminClient) -> Repl
 
 
 async def _await_leaders(settings: Settings, created: list[TopicSpec],
-                         timeout_s: float = LEADER_WAIT_S) -> None:
+                         timeout_s: float) -> None:
     """Wait until every partition of the topics just created answers for its offsets (its
     leader serves it: the metadata claims a leader a moment before). Clients started
     earlier retry by themselves, but fill the log with NotLeaderForPartition lines; after

@@ -19,11 +19,17 @@ LOGGERS = (
     "aiokafka.consumer.fetcher",
     "aiokafka.producer.sender",
     "aiokafka.client",
+    "aiokafka.cluster",
 )
+# Lines that name no error object but report what the next metadata refresh retries: a
+# topic created a moment ago that this broker's metadata does not list yet.
+RETRIED_MESSAGES = frozenset({"Topic %s not found in cluster metadata"})
 
 
 def retriable(record: logging.LogRecord) -> bool:
     """Whether `record` reports an error that aiokafka retries (`KafkaError.retriable`)."""
+    if record.msg in RETRIED_MESSAGES:
+        return True
     args = record.args if isinstance(record.args, tuple) else ()
     return any(isinstance(a, KafkaError) and a.retriable for a in args)
 

@@ -191,6 +191,9 @@ class Settings(Struct, frozen=True, kw_only=True):
     topic_min_insync_replicas: str = "auto"
     # Existing topics below that (or table topics not compacted): refuse to start, or warn.
     topic_check: str = "refuse"
+    # After creating topics (Apache Kafka), wait up to this long for every new partition's
+    # leader to serve it, so clients start quietly (0: do not wait; clients retry anyway).
+    topic_ready_wait_s: float = 30.0
     # Internal records (registry, conversations, deliveries, …) without a valid MAC:
     # "enforce" refuses them; "accept-unsigned" also reads records written before MACs
     # (upgrade path; a MAC that is present must still be valid). New records are signed.

@@ -48,6 +48,10 @@ def test_retriable_errors_become_warnings(recorded: list[logging.LogRecord]) -> 
     fetcher.error("Failed fetch offsets from %s: %s", 1, TopicAuthorizationFailedError())
     coordinator.error("Heartbeat session expired - marking coordinator dead")
     coordinator.error("with a mapping %(x)s", {"x": GroupCoordinatorNotAvailableError()})
-    assert [r.levelname for r in recorded] == ["WARNING", "WARNING", "ERROR", "ERROR", "ERROR"]
+    cluster = logging.getLogger("aiokafka.cluster")
+    cluster.error("Topic %s not found in cluster metadata", "t.registry")  # retried
+    cluster.error("Topic %s is not authorized for this client", "t.registry")
+    assert [r.levelname for r in recorded] == ["WARNING", "WARNING", "ERROR", "ERROR", "ERROR",
+                                               "WARNING", "ERROR"]
     assert [r.levelno for r in recorded][:2] == [logging.WARNING, logging.WARNING]
 
