@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import bisect
 import sys
 from pathlib import Path
@@ -148,8 +149,6 @@ class FastPlatform(FakePlatform):
 
 
 def _cursor_of(rec: dict[str, Any]) -> str:
-    import base64
-
     return base64.urlsafe_b64encode(f"{rec['modifiedAt']}:{rec['id']}".encode()).decode()
 
 

@@ -9,7 +9,8 @@ clients — in the same run; then an incremental run of 100 changes.
 - **baseline**: this process, `PlatformConnector` on A and C (the connector the worker
   uses, over the same `platform_http` client): every page of A's contacts, each record
   created in C, one after the other (as the worker applies a plan).
-- **switchboard**: a hub (`api,ingress`) and a `sync` worker process on Tansu; a profile
+- **switchboard**: a hub (`api,ingress`) and a `sync` worker process on Tansu (the
+  embedded broker; `--broker kafka` for Apache Kafka); a profile
   A ⇄ B (contacts, BOTH, no review); `POST …/run {initial: true}`; done when the profile's
   status names the job. CPU per record is the worker process's CPU over the run.
 - **incremental**: 100 contacts edited in A, `POST …/run` (from the watermark): time.
@@ -109,10 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-duration", type=float, default=60.0)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--hub-env", action="append", default=[])
+    parser.add_argument("--broker", choices=["tansu", "kafka"], default="tansu")
     args = parser.parse_args(argv)
     print(machine_note())
     fakes, (a_url, b_url, c_url) = start_fakes(args.contacts)
-    results: dict[str, Any] = {"contacts": args.contacts, "machine": machine_note()}
+    results: dict[str, Any] = {"contacts": args.contacts, "broker": args.broker,
+                               "machine": machine_note()}
     ok = True
     try:
         base = asyncio.run(baseline(a_url, c_url))
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"baseline: {base['records']:,} contacts copied in {base['seconds']:.1f} s: "
               f"{base['records_per_s']:.0f}/s, {base['cpu_us_per_record']:.0f} µs CPU each")
 
-        with broker_and_hub("tansu", [("api", "ingress"), ("sync",)],
+        with broker_and_hub(args.broker, [("api", "ingress"), ("sync",)],
                             args.hub_env) as hub:
             worker = hub.servers[1].proc.pid
             admin = {"Authorization": f"Bearer {hub.admin_token}"}
