@@ -5,9 +5,12 @@ from __future__ import annotations
 import msgspec
 
 from switchboard.sync.ops import Watermark
-from switchboard.sync.pairs import Pair, PairSide
+from switchboard.sync.options import ModuleOptions
+from switchboard.sync.pairs import Pair, PairIndex, PairSide
+from switchboard.sync.plan import Changes, plan
 from switchboard.sync.profiles import StatusRecord
 from switchboard.sync.prune import gone, pair_tombstones, status_tombstones
+from switchboard.sync.records import Contact
 from switchboard.sync.tables import (
     PairsView,
     StatusView,
@@ -49,3 +52,18 @@ def test_gone_profiles_and_their_keys() -> None:
     assert pairs.profile_ids() == {"live"} and pairs.count("live") == 3
     assert gone({"live"}, pairs, status) == set()
     assert pairs.watermark("dead", "contacts") == Watermark()
+
+
+def test_a_pair_whose_both_records_are_deleted_leaves_the_index_in_the_run() -> None:
+    # Nothing to prune later: the run that sees the second delete drops the pair (its
+    # key is tombstoned by the runner with the plan's `unpaired`).
+    tomb = Pair(kind="contact", portal=PairSide(id="p1", seen_at=5),
+                mailbox=PairSide(id="m1", seen_at=5, deleted=True))
+    both = Pair(kind="contact", portal=PairSide(id="p2", seen_at=5),
+                mailbox=PairSide(id="m2", seen_at=5))
+    out = plan("contact", Changes(portal=[Contact(id="p1", modified_at=9, deleted=True),
+                                          Contact(id="p2", modified_at=9, deleted=True)],
+                                  mailbox=[Contact(id="m2", modified_at=9, deleted=True)]),
+               PairIndex([tomb, both]), ModuleOptions(), Watermark())
+    assert sorted(p.key for p in out.unpaired) == sorted([tomb.key, both.key])
+    assert out.ops == [] and out.pairs == []
