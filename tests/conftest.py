@@ -111,7 +111,16 @@ class RunningHub:
             await asyncio.wait_for(self._task, 30)
 
     async def create_hub(self, name: str = "acme") -> tuple[str, dict[str, str]]:
-        r = await self.client.post("/api/v1/hubs", json={"name": name}, headers=self.admin)
+        # Hub names are unique: a hub shared by a module's tests (or restarted on the same
+        # topics) gets "acme", then "acme-2"…; the first use of a name keeps it, so a test
+        # that looks a hub up by name still can.
+        wanted = name
+        for uses in range(2, 100):
+            r = await self.client.post("/api/v1/hubs", json={"name": name},
+                                       headers=self.admin)
+            if r.status_code != 409 or "hub_name_taken" not in r.text:
+                break
+            name = f"{wanted}-{uses}"
         assert r.status_code == 201, r.text
         body = r.json()
         return body["hubId"], {"Authorization": f"Bearer {body['accessToken']}"}
