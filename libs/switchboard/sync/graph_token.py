@@ -31,9 +31,11 @@ __all__ = [
     "REFRESH_EARLY_MS",
     "GraphCredentials",
     "TokenGrant",
+    "check_tenant",
     "credentials_from",
     "needs_refresh",
     "parse_token_answer",
+    "refusal_detail",
     "token_request",
 ]
 
@@ -80,6 +82,25 @@ _answer = msgspec.json.Decoder(_Answer)
 _refusal = msgspec.json.Decoder(_Refusal)
 
 
+def check_tenant(tenant: str) -> str:
+    """`tenant` if it may go into the authority's URL path, else AuthFailed."""
+    if not _TENANT.match(tenant):
+        raise AuthFailed("graph: tenant must be a tenant id, a domain, or common / "
+                         "organizations / consumers")
+    return tenant
+
+
+def refusal_detail(content: bytes) -> tuple[str, str]:
+    """A refusal's OAuth2 `error` and the first line of its description (the AADSTS
+    code and reason; the trace ids that follow are left out)."""
+    try:
+        why = _refusal.decode(content)
+    except msgspec.DecodeError:
+        why = _Refusal()
+    detail = why.error_description.splitlines()[0][:300] if why.error_description else ""
+    return why.error, detail
+
+
 def credentials_from(credentials: Mapping[str, str]) -> GraphCredentials | None:
     """The refresh credentials of a mailbox side, or None when it holds only an access
     token (nothing to refresh with). ConnectorError if they are incomplete."""
@@ -90,10 +111,7 @@ def credentials_from(credentials: Mapping[str, str]) -> GraphCredentials | None:
     if not client_id:
         raise AuthFailed("graph: a refreshToken needs the clientId of the app registration "
                          "that issued it")
-    tenant = credentials.get("tenant") or "common"
-    if not _TENANT.match(tenant):
-        raise AuthFailed("graph: tenant must be a tenant id, a domain, or common / "
-                         "organizations / consumers")
+    tenant = check_tenant(credentials.get("tenant") or "common")
     return GraphCredentials(client_id=client_id, refresh_token=refresh,
                             client_secret=credentials.get("clientSecret") or None,
                             tenant=tenant, access_token=credentials.get("accessToken") or None)
@@ -126,18 +144,13 @@ def parse_token_answer(status: int, content: bytes, now_ms: int,
     if status == 429 or status >= 500:
         raise RateLimited(f"the Microsoft identity platform answered {status}",
                           30.0 if retry_after is None else retry_after)
-    try:
-        why = _refusal.decode(content)
-    except msgspec.DecodeError:
-        why = _Refusal()
-    # The description's first line names the AADSTS code and reason; trace ids follow.
-    detail = why.error_description.splitlines()[0][:300] if why.error_description else ""
-    text = f"the Microsoft identity platform refused the refresh token ({why.error})"
+    error, detail = refusal_detail(content)
+    text = f"the Microsoft identity platform refused the refresh token ({error})"
     if detail:
         text += f": {detail}"
-    if why.error in ("invalid_grant", "interaction_required", "consent_required"):
+    if error in ("invalid_grant", "interaction_required", "consent_required"):
         raise AuthFailed(text + "; sign in to Microsoft 365 again and update the profile")
-    if why.error in ("invalid_client", "unauthorized_client"):
+    if error in ("invalid_client", "unauthorized_client"):
         raise AuthFailed(text + "; check the clientId and clientSecret")
     raise AuthFailed(text)
 

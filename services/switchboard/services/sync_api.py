@@ -21,7 +21,8 @@ from starlette.routing import Route
 from switchboard.errors import BadRequest, Conflict, Forbidden, NotFound
 from switchboard.ids import new_id
 from switchboard.kafka import SYNC_PROFILES, SYNC_STATUS
-from switchboard.services import sync_signup, sync_templates_api, sync_webhooks
+from switchboard.services import graph_signin, sync_signup, sync_templates_api, sync_webhooks
+from switchboard.services.graph_signin import GraphConnect, GraphSigninApi
 from switchboard.services.http import JSON
 from switchboard.services.runtime import Runtime
 from switchboard.services.sync_connectors import kinds, validate
@@ -85,6 +86,7 @@ class SyncProfilesApi:
         self.templates = TemplatesApi(self)
         self.signup = SignupApi(self)
         self.webhooks = WebhooksApi(self)
+        self.graph_signin = GraphSigninApi(self)
 
     async def start(self) -> None:
         await self.store.start()
@@ -107,6 +109,7 @@ class SyncProfilesApi:
             *self.templates.routes(),
             *self.signup.routes(),
             *self.webhooks.routes(),
+            *self.graph_signin.routes(),
         ]
 
     # ---- helpers -------------------------------------------------------------------
@@ -320,7 +323,7 @@ class SyncProfilesApi:
 
 # The request bodies the OpenAPI document describes (components by these names).
 BODY_TYPES = (ProfileCreate, ProfileUpdate, RunRequest, AllowSync, TemplateCreate,
-              TemplateUpdate, SignupApp, SignupRequest)
+              TemplateUpdate, SignupApp, SignupRequest, GraphConnect)
 
 
 def openapi_paths(op: Callable[..., dict[str, Any]]) -> dict[str, Any]:
@@ -332,6 +335,7 @@ def openapi_paths(op: Callable[..., dict[str, Any]]) -> dict[str, Any]:
         **sync_templates_api.openapi_paths(op),
         **sync_signup.openapi_paths(op),
         **sync_webhooks.openapi_paths(op),
+        **graph_signin.openapi_paths(op),
         BASE: {
             "parameters": [hub],
             "post": op("Create a sync profile: two connectors (credentials write-only, "
