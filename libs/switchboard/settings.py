@@ -167,6 +167,9 @@ class Settings(Struct, frozen=True, kw_only=True):
     # Two-way sync: a connector's Retry-After longer than this fails the run (its error
     # says so) instead of holding the worker.
     sync_max_retry_after_s: float = 900.0
+    # Creates a sync run makes at once (only those a later run could match by e-mail,
+    # domain or name: switchboard.sync.ops.alongside); 1 makes every create serial.
+    sync_create_concurrency: int = 16
     # TEST ONLY: registers the `testfile` connector kind (a side kept in a local SQLite
     # file, switchboard.services.sync_testfile). Never on in production.
     sync_test_connectors: bool = False

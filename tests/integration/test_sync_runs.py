@@ -5,6 +5,7 @@ group (in-process, and a `switchboard serve sync` subprocess killed half-way), b
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -162,7 +163,10 @@ async def test_review_then_allow_sync_converges_and_a_second_run_changes_nothing
 
 async def test_worker_killed_mid_run_resumes_without_duplicates(
         broker: Any, tmp_path: Path) -> None:
-    settings: Settings = make_settings(broker, sync_test_connectors=True)
+    # One create at a time (the path of records no later run could match): killed
+    # between any two.
+    settings: Settings = make_settings(broker, sync_test_connectors=True,
+                                       sync_create_concurrency=1)
     api = await RunningHub(settings, ["api"]).start()
     workers: list[Service] = []
     try:
@@ -217,6 +221,78 @@ async def test_worker_killed_mid_run_resumes_without_duplicates(
         # The pair index is on its topic: one pair per contact (the sentinel above is
         # the run that found nothing to do).
         assert await _count_pairs(settings) >= 30
+    finally:
+        await _stop_all(workers)
+        for w in workers:
+            w.close_log()
+        await api.stop()
+
+
+async def test_worker_killed_in_a_window_of_concurrent_creates_leaves_no_duplicates(
+        broker: Any, tmp_path: Path) -> None:
+    settings: Settings = make_settings(broker, sync_test_connectors=True)
+    assert settings.sync_create_concurrency > 1
+    api = await RunningHub(settings, ["api"]).start()
+    workers: list[Service] = []
+    try:
+        c = api.client
+        hub_id, auth = await api.create_hub("a")
+        portal, mailbox = sides(tmp_path)
+        for i in range(200):
+            portal.create("contact", first_name=f"P{i}", email=f"p{i}@example.test")
+        for i in range(20):
+            mailbox.create("contact", first_name=f"M{i}", email=f"m{i}@example.test")
+        # Serial among the concurrent ones: no e-mail, or one e-mail twice.
+        portal.create("contact", first_name="No mail")
+        portal.create("contact", first_name="Twin A", email="twin@example.test")
+        portal.create("contact", first_name="Twin B", email="twin@example.test")
+        before = len(portal.records("contact")) + len(mailbox.records("contact"))
+        for side in (portal, mailbox):
+            side.set_meta("delay_ms", "150")
+        r = await c.post(f"/api/v1/hubs/{hub_id}/syncProfiles",
+                         json=body(portal, mailbox, review=False, modules=("contacts",)),
+                         headers=auth)
+        assert r.status_code == 201, r.text
+        url = f"/api/v1/hubs/{hub_id}/syncProfiles/{r.json()['profileId']}"
+        workers.append(Service("sync", settings, tmp_path))
+        await workers[0].wait_ready()
+        r = await c.post(url + "/run", json={}, headers=auth)
+        assert r.status_code == 202, r.text
+        job = r.json()["jobId"]
+
+        def made() -> int:
+            return len(portal.records("contact")) + len(mailbox.records("contact")) - before
+
+        # Freeze the worker just after a window's creates landed; kill it once some of
+        # them have no pair on the topic yet (else let it go on and try again).
+        orphans = 0
+        deadline = time.monotonic() + 60
+        while orphans == 0:
+            assert time.monotonic() < deadline, workers[0].log_tail()
+            seen = made()
+            while made() == seen:
+                assert made() < 223, "the run finished before a window was caught"
+                await asyncio.sleep(0.002)
+            workers[0].proc.send_signal(signal.SIGSTOP)
+            orphans = made() - await _count_pairs(settings)
+            if orphans == 0:
+                workers[0].proc.send_signal(signal.SIGCONT)
+        workers[0].sigkill()
+        assert 0 < made() < 223, made()
+
+        for side in (portal, mailbox):
+            side.set_meta("delay_ms", "0")
+        workers.append(Service("sync", settings, tmp_path))
+        await workers[1].wait_ready()
+        done = await wait_job(c, url, auth, job, timeout=120)
+        assert done["status"].get("errMessage") is None, done["status"]
+        assert done["status"]["modules"]["contacts"]["matched"] >= orphans
+        # Every contact once on each side: none created twice (live or deleted).
+        names = [sorted((r.first_name or "", r.email or "") for r in side.records("contact")
+                        if isinstance(r, Contact)) for side in (portal, mailbox)]
+        assert names[0] == names[1]
+        assert len(names[0]) == len(set(names[0])) == 223
+        assert await _count_pairs(settings) == 223
     finally:
         await _stop_all(workers)
         for w in workers:

@@ -8,17 +8,25 @@ A run stopped part-way leaves the watermark where it was, so the next plan reads
 changes again and finishes the work: updates already written are recognised by their
 content, deletes already made by the deleted flag, creates by their pair (or, if the
 pair was lost with the crash, by matching).
+
+Creates `alongside` picks may run concurrently, each followed by its own pair: a crash
+then leaves up to a window of created records without their pairs, and the next run
+pairs each with its source by a match key both carry (an e-mail, a domain, a name), which
+only the copy of that source has among the plan's creates.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, cast
+
 from msgspec import Struct
 
 from switchboard.sync.fingerprint import Fingerprint
-from switchboard.sync.matching import Match
-from switchboard.sync.options import Side
+from switchboard.sync.matching import KeyName, Match, match_key
+from switchboard.sync.options import FieldMap, Side
 from switchboard.sync.pairs import Pair, PairSide
-from switchboard.sync.records import Kind, Value
+from switchboard.sync.records import KINDS, Kind, Value
 
 __all__ = [
     "Conflict",
@@ -28,6 +36,7 @@ __all__ = [
     "Plan",
     "Update",
     "Watermark",
+    "alongside",
     "created_pair",
 ]
 
@@ -119,3 +128,38 @@ def created_pair(op: Create, new_id: str, modified_at: int = 0) -> Pair:
     if op.side == "mailbox":
         return Pair(kind=op.kind, portal=op.source, mailbox=target)
     return Pair(kind=op.kind, portal=target, mailbox=op.source)
+
+
+# Per kind, the match keys (besides content) a created record carries over from its
+# source, and the fields each key is read from (`matching.match_key`).
+_KEYS: dict[Kind, tuple[tuple[KeyName, tuple[str, ...]], ...]] = {
+    "contact": (("email", ("email",)),),
+    "account": (("domain", ("domain", "website")), ("name", ("name",))),
+}
+
+
+def _keys(op: Create, same: frozenset[str]) -> list[tuple[KeyName, str]] | None:
+    """`op`'s match keys as its created record will carry them (the same as its
+    source's); None unless every key field is copied as itself and one key has a value."""
+    keys = _KEYS.get(op.kind, ())
+    if not keys or not all(f in same for _, fields in keys for f in fields):
+        return None
+    rec = cast(Any, KINDS[op.kind])(id="", modified_at=0, **{
+        f: op.values[f] for _, fields in keys for f in fields if f in op.values})
+    out = [(key, v) for key, _ in keys if (v := match_key(rec, {}, key)) is not None]
+    return out or None
+
+
+def alongside(ops: Sequence[Op], maps: Sequence[FieldMap]) -> set[int]:
+    """The indexes of the creates in `ops` that may run concurrently: each carries a
+    match key to its new record that no other create of the plan has, so a later run
+    pairs the two even if the crash lost the pair. The rest run one at a time."""
+    same = frozenset(m.portal for m in maps if m.portal == m.mailbox)
+    keyed: dict[int, list[tuple[KeyName, str]]] = {}
+    seen: dict[tuple[KeyName, str], int] = {}
+    for i, op in enumerate(ops):
+        if isinstance(op, Create) and (keys := _keys(op, same)) is not None:
+            keyed[i] = keys
+            for k in keys:
+                seen[k] = seen.get(k, 0) + 1
+    return {i for i, keys in keyed.items() if all(seen[k] == 1 for k in keys)}

@@ -11,10 +11,13 @@ module syncs, unless its options name them, are its defaults and its references 
 both sides store (a connector's `stored_fields`). A side's change cursors (Graph's delta
 links) are kept with the watermark. E-mail logging is `sync_email_run`.
 
-Why a run killed anywhere resumes without duplicates: every create's pair is durable
-before the next op starts, and the watermark moves only after the whole plan; the job
-stays uncommitted on `sync.jobs`, so the next worker re-reads the same changes and the
-planner recognises what was already done (see `switchboard.sync.ops`). A module still
+Why a run killed anywhere resumes without duplicates: a create's pair is durable before
+the op counts as done, and the watermark moves only after the whole plan; the job stays
+uncommitted on `sync.jobs`, so the next worker re-reads the same changes and the planner
+recognises what was already done (see `switchboard.sync.ops`). Creates run up to
+`SWITCHBOARD_SYNC_CREATE_CONCURRENCY` at once when each carries a match key only it has
+(`ops.alongside`): what a crash leaves created without its pair, the next run matches;
+any other op waits for them and runs alone. A module still
 in review only plans: its report is the run's result and nothing is written anywhere.
 """
 
@@ -25,7 +28,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -38,7 +41,7 @@ from switchboard.sync.connector import Capability, Connector, all_records, suppo
 from switchboard.sync.errors import ConnectorError, RateLimited, RecordNotFound
 from switchboard.sync.matching import Lookup, lookups
 from switchboard.sync.merge import after_create
-from switchboard.sync.ops import Create, Plan, Update, Watermark
+from switchboard.sync.ops import Create, Plan, Update, Watermark, alongside
 from switchboard.sync.options import (
     DEFAULT_FIELDS,
     SIDES,
@@ -327,52 +330,102 @@ class Runner:
         await self.store.write(SYNC_PAIRS, watermark_key(self.profile.profile_id, module),
                                _pair_enc.encode(wm))
 
+    async def _create(self, p: Planned, op: Create, maps: Sequence[FieldMap]) -> None:
+        kind = p.plan.kind
+        _, create, update, _ = _METHODS[kind]
+        write = getattr(self.connectors[op.side], create)
+        values, missing = to_side(kind, op.side, op.values, maps, self.indexes)
+        fields: dict[str, Any] = values
+        rec = KINDS[kind](id="new", modified_at=0, **fields)
+        made = await self.call(op.side, functools.partial(write, rec))
+        if op.side == "mailbox":
+            made = to_portal_space(kind, [made], maps, self.indexes)[0]
+        back, pair = after_create(op, made, maps)
+        # Durable before the op counts as done: a crash after it never creates this twice.
+        await self.write_pair(p.module, unsynced(pair, missing, maps))
+        if back:
+            # What the side assigned itself (an event's UID) goes back at once.
+            source = other(op.side)
+            values, _ = to_side(kind, source, back, maps, self.indexes)
+            update_source = getattr(self.connectors[source], update)
+            with contextlib.suppress(RecordNotFound):
+                await self.call(source, functools.partial(update_source, op.source_id, values))
+        await self.tick()
+
     async def _apply(self, p: Planned) -> None:
         kind = p.plan.kind
         maps = p.options.field_maps(kind)
-        _, create, update, delete = _METHODS[kind]
+        _, _, update, delete = _METHODS[kind]
+        window = _Window(self.store.runtime.settings.sync_create_concurrency)
+        together = alongside(p.plan.ops, maps)
         # Pairs whose references could not be written (no partner yet): unsynced.
         left: dict[tuple[Side, str], list[str]] = {}
-        for op in p.plan.ops:
-            write = getattr(self.connectors[op.side], create if isinstance(op, Create)
-                            else update if isinstance(op, Update) else delete)
-            if isinstance(op, Create):
-                values, missing = to_side(kind, op.side, op.values, maps, self.indexes)
-                fields: dict[str, Any] = values
-                rec = KINDS[kind](id="new", modified_at=0, **fields)
-                made = await self.call(op.side, functools.partial(write, rec))
-                if op.side == "mailbox":
-                    made = to_portal_space(kind, [made], maps, self.indexes)[0]
-                back, pair = after_create(op, made, maps)
-                # Durable before the next op: a crash after it never creates this twice.
-                await self.write_pair(p.module, unsynced(pair, missing, maps))
-                if back:
-                    # What the side assigned itself (an event's UID) goes back at once.
-                    source = other(op.side)
-                    values, _ = to_side(kind, source, back, maps, self.indexes)
-                    update_source = getattr(self.connectors[source], update)
+        try:
+            for i, op in enumerate(p.plan.ops):
+                if isinstance(op, Create) and i in together:
+                    await window.start(self._create(p, op, maps))
+                    continue
+                await window.drain()
+                if isinstance(op, Create):
+                    await self._create(p, op, maps)
+                    continue
+                write = getattr(self.connectors[op.side],
+                                update if isinstance(op, Update) else delete)
+                if isinstance(op, Update):
+                    values, missing = to_side(kind, op.side, op.values, maps, self.indexes)
+                    if missing:
+                        left[(op.side, op.id)] = missing
+                    if values:
+                        # Deleted meanwhile: the next run reads the delete.
+                        with contextlib.suppress(RecordNotFound):
+                            await self.call(op.side, functools.partial(write, op.id, values))
+                else:
+                    # Already gone: what the op wanted.
                     with contextlib.suppress(RecordNotFound):
-                        await self.call(source, functools.partial(
-                            update_source, op.source_id, values))
-            elif isinstance(op, Update):
-                values, missing = to_side(kind, op.side, op.values, maps, self.indexes)
-                if missing:
-                    left[(op.side, op.id)] = missing
-                if values:
-                    # Deleted meanwhile: the next run reads the delete.
-                    with contextlib.suppress(RecordNotFound):
-                        await self.call(op.side, functools.partial(write, op.id, values))
-            else:
-                # Already gone: what the op wanted.
-                with contextlib.suppress(RecordNotFound):
-                    await self.call(op.side, functools.partial(write, op.id))
-            await self.tick()
+                        await self.call(op.side, functools.partial(write, op.id))
+                await self.tick()
+            await window.drain()
+        finally:
+            await window.cancel()
         for pair in p.plan.pairs:
             await self.write_pair(p.module, unsynced(
                 pair, left.get(("mailbox", pair.mailbox.id), []), maps))
         for pair in p.plan.unpaired:
             await self.write_pair(p.module, pair, drop=True)
         await self.write_watermark(p.module, p.old, p.plan.watermark, p.links)
+
+
+class _Window:
+    """At most `size` operations in flight; the first failure fails the run."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def _reap(self, done: set[asyncio.Task[None]]) -> None:
+        self.tasks -= done
+        errors = [e for t in done if (e := t.exception()) is not None]
+        if errors:
+            raise errors[0]
+
+    async def start(self, op: Awaitable[None]) -> None:
+        while len(self.tasks) >= self.size:
+            done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+            self._reap(done)
+        self.tasks.add(asyncio.ensure_future(op))
+
+    async def drain(self) -> None:
+        while self.tasks:
+            done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_EXCEPTION)
+            self._reap(done)
+
+    async def cancel(self) -> None:
+        """Stop what is still in flight (after a failure): its creates may have landed
+        without their pairs, which the next run matches."""
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
 
 
 _MODULE_OF: dict[Kind, str] = {k: m for m, k in MODULE_KINDS.items()}
