@@ -9,9 +9,9 @@ what it is). ``TO_PORTAL`` flows mailbox → portal, ``FROM_PORTAL`` portal → 
 from __future__ import annotations
 
 import enum
-from typing import Literal
+from typing import Annotated, Literal
 
-from msgspec import Struct
+from msgspec import Meta, Struct
 
 from switchboard.sync.records import Kind
 
@@ -23,6 +23,7 @@ __all__ = [
     "FieldMap",
     "ModuleOptions",
     "Side",
+    "SideFilter",
     "flows",
     "other",
 ]
@@ -80,6 +81,20 @@ class EmailLogOptions(Struct, frozen=True, kw_only=True, rename="camel",
     auto_detect_deal: bool = True
 
 
+Tag = Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class SideFilter(Struct, frozen=True, kw_only=True, rename="camel",
+                 forbid_unknown_fields=True):
+    """Which of one side's records a module syncs (seed 000's ``contPortalSyncAll`` /
+    ``contPortalSyncTags``, ``calMailboxSyncAll`` / ``calMailboxSyncTags``, …): all of
+    them, or only those carrying one of `sync_tags` (case-insensitive; Outlook's
+    categories are a mailbox record's tags). See `switchboard.sync.filters`."""
+
+    sync_all: bool = True
+    sync_tags: tuple[Tag, ...] = ()
+
+
 class ModuleOptions(Struct, frozen=True, kw_only=True, rename="camel"):
     """One module's settings (BrightSync's ``contSyncDirection``,
     ``contMailboxSyncDeleted``, …)."""
@@ -99,6 +114,18 @@ class ModuleOptions(Struct, frozen=True, kw_only=True, rename="camel"):
     overlap_ms: int = 0
     # The `email` module's logging options (other modules ignore them).
     email: EmailLogOptions = EmailLogOptions()
+    # Which records of each side the module syncs; a record that stops matching leaves
+    # the sync (nothing is written or deleted for it), see `switchboard.sync.filters`.
+    portal_filter: SideFilter = SideFilter()
+    mailbox_filter: SideFilter = SideFilter()
+    # Calendar only: private events are synced (``calSyncPrivate``); only the mailbox's
+    # events with attendees are (``calMailboxSyncMeetingsOnly``); the window of events
+    # synced, in weeks before and after now (``calPastWeeks`` / ``calFutureWeeks``;
+    # None: the mailbox connector's own window, everything on the portal).
+    sync_private: bool = True
+    meetings_only: bool = False
+    past_weeks: Annotated[int, Meta(ge=0, le=520)] | None = None
+    future_weeks: Annotated[int, Meta(ge=0, le=520)] | None = None
 
     def field_maps(self, kind: Kind) -> tuple[FieldMap, ...]:
         """The module's field mappings for `kind`."""

@@ -91,6 +91,8 @@ class Task(_Base, tag="task"):
     completed_at: Ms | None = None
     contact_id: Id | None = None
     account_id: Id | None = None
+    # Like a contact's: what a module's tag filter reads (Outlook's categories).
+    tags: list[Short] = []
 
 
 class CalendarEvent(_Base, tag="event"):
@@ -107,6 +109,7 @@ class CalendarEvent(_Base, tag="event"):
     attendees: list[Short] = []
     # The iCalendar UID both sides keep for one meeting: the match key.
     ical_uid: Short | None = None
+    tags: list[Short] = []
 
 
 class EmailLog(_Base, tag="email"):
