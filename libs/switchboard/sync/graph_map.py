@@ -190,7 +190,7 @@ def event_from_graph(item: GraphEvent, now: int) -> CalendarEvent | None:
         start_at=start, end_at=end, all_day=all_day,
         private=(item.sensitivity or "normal") in _PRIVATE,
         organizer=_address(item.organizer), attendees=attendees,
-        ical_uid=item.i_cal_u_id or None)
+        ical_uid=item.i_cal_u_id or None, tags=list(item.categories or []))
 
 
 def _when(ms: int | None) -> dict[str, str] | None:
@@ -246,7 +246,7 @@ def task_from_graph(item: GraphTodoTask, now: int) -> Task:
         status="done" if item.status == "completed" else "open",
         priority="low" if importance == "low" else "high" if importance == "high"
         else "normal",
-        completed_at=done_at)
+        completed_at=done_at, tags=list(item.categories or []))
 
 
 def task_to_graph(values: Mapping[str, Value]) -> dict[str, Any]:

@@ -108,6 +108,7 @@ class GraphEvent(_Item):
     # singleInstance | occurrence | exception | seriesMaster
     type: str | None = None
     series_master_id: str | None = None
+    categories: list[str] | None = None
 
 
 class GraphTodoTask(_Item):
@@ -118,6 +119,7 @@ class GraphTodoTask(_Item):
     status: str | None = None
     importance: str | None = None  # low | normal | high
     completed_date_time: DateTimeTimeZone | None = None
+    categories: list[str] | None = None
 
 
 class GraphTodoTaskList(_Wire):
