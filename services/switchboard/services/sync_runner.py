@@ -39,6 +39,7 @@ from switchboard.services.sync_email_run import EmailRun
 from switchboard.services.sync_store import SyncStore
 from switchboard.sync.connector import Capability, Connector, all_records, supports
 from switchboard.sync.errors import ConnectorError, RateLimited, RecordNotFound
+from switchboard.sync.filters import filter_changes
 from switchboard.sync.matching import Lookup, lookups
 from switchboard.sync.merge import after_create
 from switchboard.sync.ops import Create, Plan, Update, Watermark, alongside
@@ -249,6 +250,7 @@ class Runner:
     async def _plan(self, kind: Kind, module: str, options: ModuleOptions, changes: Changes,
                     start: Watermark) -> Plan:
         """Lookups for the unpaired, references into portal space, and the plan."""
+        changes = filter_changes(changes, options, now_ms())  # the module's tag/calendar filters
         index = self.index(kind, module)
         maps = options.field_maps(kind)
         known: dict[Side, list[Record]] = {"portal": [], "mailbox": []}
