@@ -12,6 +12,9 @@ partition, in order: the first runs, the second is recognised by its slot and sk
 A member killed before its fire reached the broker leaves the slot unfired and its
 successor fires it (slots are computed, never lost). Slots missed while no member was
 alive fire one after another, at most `MAX_BEHIND` of them.
+
+It reads only what it needs (`sync_store`): `sync.profiles` once it owns a partition,
+`sync.status` (the slots done) from the first schedule that falls due.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from aiokafka.partitioner import murmur2
 
 from switchboard.errors import SwitchboardError
 from switchboard.ids import stable_id
+from switchboard.kafka import SYNC_PROFILES, SYNC_STATUS
 from switchboard.services.sync_requests import request_run
 from switchboard.supervision import supervised
 from switchboard.sync.schedule import next_fire
@@ -57,6 +61,11 @@ class Scheduler:
         self._owned: frozenset[int] = frozenset()
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def owned(self) -> frozenset[int]:
+        """The `sync.jobs` partitions whose profiles this member schedules (read)."""
+        return self._owned
+
     def start(self) -> None:
         self._task = supervised(self._loop(), name="sync-scheduler")
 
@@ -83,9 +92,11 @@ class Scheduler:
             return
         topic = self.worker.store.jobs_topic
         owned = frozenset(tp.partition for tp in consumer.assignment() if tp.topic == topic)
+        store = self.worker.store
         if owned != self._owned:
-            # New partitions: read what their last owner's runs recorded before firing.
-            await self.worker.store.sync()
+            # New partitions: their profiles' schedules (the slots their last owner's runs
+            # recorded are read before anything fires, below).
+            await store.sync(SYNC_PROFILES)
             self._owned = owned
         if not owned:
             return
@@ -95,7 +106,9 @@ class Scheduler:
         due = self._due(now, owned, len(partitions))
         if not due:
             return
-        await self.worker.store.sync()  # the newest statuses (slots done elsewhere)
+        # The newest statuses (slots done elsewhere); the first due schedule starts the
+        # status reader, so until then a hub without schedules does not follow it.
+        await store.sync(SYNC_PROFILES, SYNC_STATUS)
         for pid, _ in due:
             rec = self.worker.store.profiles.profiles.get(pid)
             slot = self._next(pid, now)

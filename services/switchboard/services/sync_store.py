@@ -2,10 +2,17 @@
 `sync.pairs`, each followed by a `TableReader` into its view; writes answer once this
 process's view has applied them (read-your-writes, like the registry).
 
+A reader starts the first time its table is read (`sync`) or written, and then follows it
+(paced like every consumer, `switchboard.pacing`). In the sync worker the scheduler reads
+`sync.profiles` once it owns a `sync.jobs` partition, `sync.status` from the first
+schedule that falls due, and `sync.pairs` starts with the first run request: an idle hub
+that has never synced follows `sync.profiles` alone (the API reads profiles and status
+when asked).
+
 A store that follows `sync.pairs` also prunes what deleted profiles leave there and on
 `sync.status` (`switchboard.sync.prune`): when it sees a profile's delete marker, when
 something is written for a profile that no longer exists (a run that was under way), when
-its readers start (a half-done prune of a worker that stopped), and when asked
+its pairs reader starts (a half-done prune of a worker that stopped), and when asked
 (`prune`, which the worker awaits for a run request of a deleted profile).
 """
 
@@ -84,8 +91,11 @@ class SyncStore:
 
     def _want_prune(self) -> None:
         """Prune soon, in the background (once more if a prune is already under way)."""
-        if SYNC_PAIRS not in self._readers:
-            return  # only a store that folds sync.pairs knows what to tombstone
+        if SYNC_PAIRS not in self._started:
+            # Only a store that folds sync.pairs knows what to tombstone; one whose pairs
+            # reader has not started yet prunes when it starts (delete markers seen while
+            # replaying sync.profiles must not start it).
+            return
         if self._pruning is not None and not self._pruning.done():
             self._prune_again = True
             return
@@ -107,13 +117,13 @@ class SyncStore:
         if SYNC_PAIRS not in self._readers:
             return 0
         async with self._prune_lock:
-            await self.sync()
+            await self.sync_all()
             first = gone(self.profiles.profiles, self.pairs, self.status)
             if not first:
                 return 0
             # The profiles read again, after the pairs and status above: a profile still
             # missing now was deleted (its record always precedes its pairs and status).
-            await self.sync()
+            await self.sync_all()
             written = 0
             for pid in sorted(first & gone(self.profiles.profiles, self.pairs, self.status)):
                 pairs = pair_tombstones(pid, self.pairs)
@@ -133,16 +143,18 @@ class SyncStore:
             self._want_prune()
 
     async def start(self) -> None:
-        """Register a user of the store (each calls it once). The readers start with the
-        first `sync` or `write`: a hub that never syncs records never reads these topics,
-        so an idle `dev` stays idle."""
+        """Register a user of the store (each calls it once). Each reader starts the first
+        time its table is read or written (module docstring)."""
         self._users += 1
 
-    async def _ensure(self) -> None:
+    def following(self, table: str) -> bool:
+        return table in self._started
+
+    async def _ensure(self, tables: Collection[str]) -> None:
         async with self._starting:
             fresh = False
             for name, reader in self._readers.items():
-                if name not in self._started:
+                if name in tables and name not in self._started:
                     await reader.start()
                     self._started.add(name)
                     fresh |= name == SYNC_PAIRS
@@ -162,14 +174,21 @@ class SyncStore:
             await self._readers[name].stop()
             self._started.discard(name)
 
-    async def sync(self) -> None:
-        """Apply everything written to the tables before this call."""
+    async def sync_all(self) -> None:
+        """`sync` every table this store follows (the worker's runs and prunes)."""
+        await self.sync(*self._readers)
+
+    async def sync(self, *tables: str) -> None:
+        """Apply everything written to `tables` before this call; by default to
+        `sync.profiles` and `sync.status` (all the API and the webhooks read)."""
         timeout = self.runtime.settings.produce_timeout_s
+        wanted = tables or (SYNC_PROFILES, SYNC_STATUS)
         try:
             async with asyncio.timeout(timeout):
-                await self._ensure()
-                for reader in self._readers.values():
-                    await reader.sync(timeout=timeout)
+                await self._ensure(wanted)
+                for name, reader in self._readers.items():
+                    if name in wanted:
+                        await reader.sync(timeout=timeout)
         except Exception as exc:
             log.warning("sync tables read failed: %r", exc)
             raise Unavailable("broker_unavailable", "the sync tables are unavailable; retry") \
@@ -184,7 +203,7 @@ class SyncStore:
         s = self.runtime.settings
         try:
             async with asyncio.timeout(s.produce_timeout_s):
-                await self._ensure()
+                await self._ensure((table,))
                 md = await self.runtime.producer.send_and_wait(s.topic(table), value, key=key)
             if applied:
                 await self._readers[table].wait_for(md.offset, timeout=s.produce_timeout_s)
@@ -203,7 +222,7 @@ class SyncStore:
         s = self.runtime.settings
         try:
             async with asyncio.timeout(s.produce_timeout_s * (1 + len(items) // 1000)):
-                await self._ensure()
+                await self._ensure((table,))
                 topic = s.topic(table)
                 sent = [await self.runtime.producer.send(topic, value, key=key)
                         for key, value in items]

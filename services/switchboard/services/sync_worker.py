@@ -149,7 +149,7 @@ class SyncWorker:
             log.warning("sync: undecodable request at %s offset %d", tp, rec.offset)
             return True
         try:
-            await self.store.sync()  # the tables as of this request (readers start then)
+            await self.store.sync_all()  # the tables as of this request (sync.pairs starts then)
         except SwitchboardError as exc:  # the broker went away: take this request again
             log.warning("sync: tables unavailable for run %s: %r", job.job_id, exc)
             assert self._consumer is not None
@@ -203,7 +203,7 @@ class SyncWorker:
         return out
 
     async def _execute(self, job: RunJob) -> None:
-        await self.store.sync()
+        await self.store.sync_all()
         profile = self.store.profiles.profiles.get(job.profile_id)
         if profile is None:
             # Deleted (its delete asks for this request): what it left on sync.pairs and
@@ -249,7 +249,7 @@ class SyncWorker:
         except Exception:  # a bug: recorded on the profile, the request is not redone
             log.exception("sync %s: run %s failed", profile.profile_id, job.job_id)
             error = RunFailed(None, "internal error")
-        await self.store.sync()
+        await self.store.sync_all()
         # A newer request waits behind this one: the profile is not idle yet.
         current = self.store.status.status.get(job.profile_id)
         newer = current is not None and current.job_id not in (None, job.job_id)
