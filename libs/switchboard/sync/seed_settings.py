@@ -22,7 +22,7 @@ from switchboard.errors import BadRequest
 from switchboard.sync.options import Direction, ModuleOptions, SideFilter
 from switchboard.sync.profiles import Module, ModuleSpec
 
-__all__ = ["SEED_KEYS", "from_seed", "graph_window", "to_seed"]
+__all__ = ["SEED_KEYS", "from_seed", "graph_window", "json_schema", "to_seed"]
 
 _replace = msgspec.structs.replace
 Getter = Callable[[ModuleSpec], Any]
@@ -180,3 +180,18 @@ def graph_window(options: ModuleOptions) -> dict[str, int]:
         out["futureDays"] = max(1, options.future_weeks * 7)
     return out
 
+
+
+_JSON_TYPES: dict[str, dict[str, Any]] = {
+    "bool": {"type": "boolean"}, "tags": {"type": "string", "maxLength": 10_000},
+    "direction": {"enum": [d.value for d in Direction]},
+    "weeks": {"type": ["integer", "null"], "minimum": 0, "maximum": 520},
+    "fixed:true": {"const": True}, "fixed:false": {"const": False},
+}
+
+
+def json_schema() -> dict[str, Any]:
+    """The flat settings' JSON Schema (every key optional in a PUT)."""
+    return {"type": "object", "additionalProperties": False,
+            "properties": {key: _JSON_TYPES[kind] for key, (_, kind, _g, _s)
+                           in _KEYS.items()}}

@@ -27,6 +27,7 @@ from switchboard.services.http import JSON
 from switchboard.services.runtime import Runtime
 from switchboard.services.sync_connectors import kinds, validate
 from switchboard.services.sync_requests import request_run
+from switchboard.services.sync_settings_api import SyncSettingsApi, settings_openapi_paths
 from switchboard.services.sync_signup import SignupApi, SyncCaller
 from switchboard.services.sync_store import SyncStore
 from switchboard.services.sync_templates_api import TemplatesApi
@@ -87,6 +88,7 @@ class SyncProfilesApi:
         self.signup = SignupApi(self)
         self.webhooks = WebhooksApi(self)
         self.graph_signin = GraphSigninApi(self)
+        self.sync_settings = SyncSettingsApi(self)
 
     async def start(self) -> None:
         await self.store.start()
@@ -110,6 +112,7 @@ class SyncProfilesApi:
             *self.signup.routes(),
             *self.webhooks.routes(),
             *self.graph_signin.routes(),
+            *self.sync_settings.routes(),
         ]
 
     # ---- helpers -------------------------------------------------------------------
@@ -336,6 +339,7 @@ def openapi_paths(op: Callable[..., dict[str, Any]]) -> dict[str, Any]:
         **sync_signup.openapi_paths(op),
         **sync_webhooks.openapi_paths(op),
         **graph_signin.openapi_paths(op),
+        **settings_openapi_paths(op),
         BASE: {
             "parameters": [hub],
             "post": op("Create a sync profile: two connectors (credentials write-only, "
