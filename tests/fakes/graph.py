@@ -17,6 +17,7 @@ Base URL ``{url}`` is ``http://127.0.0.1:{port}/v1.0``. Speaks:
 - ``$filter`` on contacts: ``displayName eq '…'`` and
   ``emailAddresses/any(a:a/address eq '…')``; others are 400.
 - ``Prefer: outlook.timezone="…"``: event times answered in that zone (IANA or UTC).
+- ``/subscriptions`` and change notifications (tests/fakes/graph_notify.py, `subs`).
 - Errors as ``{"error": {"code", "message"}}``: 401 without the bearer token, 404,
   412 when If-Match is not the item's etag, 429 with ``Retry-After`` (`throttle`).
 """
@@ -39,6 +40,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from switchboard.brokers import free_port
+from tests.fakes.graph_notify import GraphSubscriptions
 from tests.support import LoopbackServer
 
 ODATA_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;charset=utf-8"
@@ -96,6 +98,7 @@ class FakeGraph:
         self._last_ms = 0
         self._throttled: list[str] = []  # Retry-After values of the next 429s
         self.requests: list[tuple[str, str, dict[str, str], dict[str, str]]] = []
+        self.subs = GraphSubscriptions(self)
         app = Starlette(routes=[Route("/v1.0/{path:path}", self._handle,
                                       methods=["GET", "POST", "PATCH", "DELETE"])])
         self._http = LoopbackServer(app, self.port)
@@ -104,6 +107,7 @@ class FakeGraph:
         await self._http.start()
 
     async def stop(self) -> None:
+        await self.subs.stop()
         await self._http.stop()
 
     # Test knobs -------------------------------------------------------------------------
@@ -118,6 +122,7 @@ class FakeGraph:
         return self._last_ms
 
     def _touch(self, coll: str, item: dict[str, Any]) -> dict[str, Any]:
+        change = "updated" if item["id"] in self.seq.get(coll, {}) else "created"
         self._seq += 1
         item["lastModifiedDateTime"] = _iso(self.now_ms())
         item["@odata.etag"] = f'W/"CQAAABYAAA{self._seq:08d}"'
@@ -125,6 +130,7 @@ class FakeGraph:
             item["changeKey"] = f"CQAAABYAAA{self._seq:08d}"
         self.items.setdefault(coll, {})[item["id"]] = item
         self.seq.setdefault(coll, {})[item["id"]] = self._seq
+        self.subs.changed(coll, item["id"], change, item["@odata.etag"])
         return item
 
     def add(self, coll: str, item: dict[str, Any], list_id: str = "AAMkTasksDefault"
@@ -145,6 +151,7 @@ class FakeGraph:
         self._seq += 1
         self.seq[key].pop(item_id, None)
         self.gone.setdefault(key, {})[item_id] = self._seq
+        self.subs.changed(key, item_id, "deleted", None)
 
     def live(self, coll: str, list_id: str = "AAMkTasksDefault") -> list[dict[str, Any]]:
         return list(self.items.get(self._key(coll, list_id), {}).values())
@@ -208,6 +215,8 @@ class FakeGraph:
             return _error(429, "TooManyRequests", "Too many requests, retry later.",
                           {"Retry-After": self._throttled.pop(0)})
         parts = [p.removesuffix("()") for p in path.split("/")]
+        if parts[:1] == ["subscriptions"]:
+            return await self.subs.handle(request, parts[1:])
         if parts[:1] != ["me"]:
             return _error(400, "BadRequest", "Resource not found for the segment.")
         parts = parts[1:]
