@@ -23,7 +23,16 @@ from switchboard.services.sync_connectors import ConnectorContext
 from switchboard.sync.connector import Capability, Page, User
 from switchboard.sync.errors import AuthFailed, RateLimited, RecordNotFound, Unsupported
 from switchboard.sync.matching import match_key
-from switchboard.sync.records import KINDS, Account, Contact, Kind, Record, Task, Value
+from switchboard.sync.records import (
+    KINDS,
+    Account,
+    CalendarEvent,
+    Contact,
+    Kind,
+    Record,
+    Task,
+    Value,
+)
 
 PAGE = 50
 _enc = msgspec.json.Encoder()
@@ -162,7 +171,7 @@ class TestFileConnector:
 
     @property
     def capabilities(self) -> frozenset[Capability]:
-        return frozenset({Capability.TASKS, Capability.ACCOUNTS_BY_DOMAIN,
+        return frozenset({Capability.TASKS, Capability.EVENTS, Capability.ACCOUNTS_BY_DOMAIN,
                           Capability.ACCOUNT_WRITES})
 
     async def _enter(self, write: bool = False) -> None:
@@ -281,21 +290,22 @@ class TestFileConnector:
     async def my_tasks(self, since: int | None = None, cursor: str | None = None) -> Page[Task]:
         return await self._page("task", since, cursor)
 
-    async def create_event(self, event: Any) -> Any:
-        raise Unsupported("events")
+    async def create_event(self, event: CalendarEvent) -> CalendarEvent:
+        return await self._create("event", event)  # type: ignore[return-value]
 
-    async def get_event(self, event_id: str) -> Any:
-        raise Unsupported("events")
+    async def get_event(self, event_id: str) -> CalendarEvent:
+        await self._enter()
+        return self.side.get("event", event_id)  # type: ignore[return-value]
 
-    async def update_event(self, event_id: str, values: Mapping[str, Value]) -> Any:
-        raise Unsupported("events")
+    async def update_event(self, event_id: str, values: Mapping[str, Value]) -> CalendarEvent:
+        return await self._update("event", event_id, values)  # type: ignore[return-value]
 
     async def delete_event(self, event_id: str) -> None:
-        raise Unsupported("events")
+        await self._delete("event", event_id)
 
-    async def my_events(self, since: int | None = None, cursor: str | None = None) -> Any:
-        raise Unsupported("events")
-
+    async def my_events(self, since: int | None = None, cursor: str | None = None
+                        ) -> Page[CalendarEvent]:
+        return await self._page("event", since, cursor)
 
 def testfile_connector(ctx: ConnectorContext) -> TestFileConnector:
     """The factory registered as `testfile`: configuration `{"path": …}`, credentials
