@@ -63,6 +63,8 @@ class GraphConfig(Struct, frozen=True, kw_only=True, rename="camel",
     task_list_id: Annotated[str, Meta(min_length=1, max_length=512)] | None = None
     past_days: Annotated[int, Meta(ge=0, le=3650)] = 28
     future_days: Annotated[int, Meta(ge=1, le=3650)] = 180
+    # Subscribe to Graph's change notifications (switchboard.sync.graph_subscriptions).
+    change_notifications: bool = False
 
 
 _CONFIGS: dict[str, type[Struct]] = {

@@ -99,9 +99,12 @@ def build_app(settings: Settings, services: Iterable[str] = SERVICES) -> Starlet
         senders = {c: p.sender for c, p in plugins.items() if p.sender is not None}
         workers.append(Deliverer(runtime, senders=senders))
     if "sync" in names:
+        from switchboard.services.graph_notifications import GraphSubscriber
         from switchboard.services.sync_worker import SyncWorker
 
-        workers.append(SyncWorker(runtime))  # two-way record sync runs (sync.jobs)
+        sync_worker = SyncWorker(runtime)  # two-way record sync runs (sync.jobs)
+        # Graph subscriptions of the profiles that worker owns, kept alive beside it.
+        workers += [sync_worker, GraphSubscriber(sync_worker)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

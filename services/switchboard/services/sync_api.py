@@ -21,7 +21,14 @@ from starlette.routing import Route
 from switchboard.errors import BadRequest, Conflict, Forbidden, NotFound
 from switchboard.ids import new_id
 from switchboard.kafka import SYNC_PROFILES, SYNC_STATUS
-from switchboard.services import graph_signin, sync_signup, sync_templates_api, sync_webhooks
+from switchboard.services import (
+    graph_notifications,
+    graph_signin,
+    sync_signup,
+    sync_templates_api,
+    sync_webhooks,
+)
+from switchboard.services.graph_notifications import GraphNotificationsApi
 from switchboard.services.graph_signin import GraphConnect, GraphSigninApi
 from switchboard.services.http import JSON
 from switchboard.services.runtime import Runtime
@@ -89,6 +96,7 @@ class SyncProfilesApi:
         self.webhooks = WebhooksApi(self)
         self.graph_signin = GraphSigninApi(self)
         self.sync_settings = SyncSettingsApi(self)
+        self.graph_notifications = GraphNotificationsApi(self)
 
     async def start(self) -> None:
         await self.store.start()
@@ -113,6 +121,7 @@ class SyncProfilesApi:
             *self.webhooks.routes(),
             *self.graph_signin.routes(),
             *self.sync_settings.routes(),
+            *self.graph_notifications.routes(),
         ]
 
     # ---- helpers -------------------------------------------------------------------
@@ -340,6 +349,7 @@ def openapi_paths(op: Callable[..., dict[str, Any]]) -> dict[str, Any]:
         **sync_webhooks.openapi_paths(op),
         **graph_signin.openapi_paths(op),
         **settings_openapi_paths(op),
+        **graph_notifications.openapi_paths(op),
         BASE: {
             "parameters": [hub],
             "post": op("Create a sync profile: two connectors (credentials write-only, "

@@ -1,0 +1,121 @@
+"""Graph change notifications on a real broker: the `sync` worker subscribes a profile
+whose mailbox has changeNotifications (the hub answers Graph's validation handshake), a
+contact created in the Graph fake is notified, and the run that triggers brings it to
+the platform fake with no run asked for; a subscription near its expiry is renewed; a
+notification without the profile's clientState runs nothing.
+
+The fake posts to the hub's public URL (SWITCHBOARD_PUBLIC_URL); `reroute` points that
+at the port the test hub serves on."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.conftest import RunningHub, make_settings
+from tests.fakes.graph import FakeGraph
+from tests.fakes.platform import FakePlatform
+from tests.integration.test_sync_runs import run_and_wait
+
+PUBLIC = "https://hub.example.test"
+
+
+@dataclass
+class Setup:
+    hub: RunningHub
+    platform: FakePlatform
+    graph: FakeGraph
+
+
+@pytest.fixture
+async def setup(broker: Any) -> AsyncIterator[Setup]:
+    platform = await FakePlatform(page_size=3).start()
+    graph = FakeGraph(page_size=3)
+    await graph.start()
+    settings = make_settings(broker, graph_api_url=graph.url, public_url=PUBLIC,
+                             provider_timeout_s=5.0)
+    hub = await RunningHub(settings, ["api", "sync"]).start()
+    graph.subs.reroute = (PUBLIC, hub.base_url)
+    try:
+        yield Setup(hub, platform, graph)
+    finally:
+        await hub.stop()
+        await graph.stop()
+        await platform.stop()
+
+
+async def until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (got := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+    return got
+
+
+async def test_a_contact_made_in_outlook_reaches_the_platform_by_notification(
+        setup: Setup) -> None:
+    s, c = setup, setup.hub.client
+    hub_id, auth = await s.hub.create_hub("graph")
+    s.platform.add_user("ptok", email="pat@platform.test")
+    r = await c.post(f"/api/v1/hubs/{hub_id}/syncProfiles", headers=auth, json={
+        "name": "outlook",
+        "portal": {"kind": "platform", "configuration": {"instanceUrl": s.platform.url},
+                   "credentials": {"accessToken": "ptok"}},
+        "mailbox": {"kind": "graph", "configuration": {"changeNotifications": True},
+                    "credentials": {"accessToken": s.graph.token}},
+        "modules": {"contacts": {"options": {"direction": "BOTH"}, "needReview": False}}})
+    assert r.status_code == 201, r.text
+    pid = r.json()["profileId"]
+    url = f"/api/v1/hubs/{hub_id}/syncProfiles/{pid}"
+    hook = f"/api/v1/sync/graph/notifications/{pid}"
+    done = await run_and_wait(c, url, auth, initial=True)
+    assert done["status"].get("errMessage") is None, done["status"]
+
+    # The worker that owns the profile subscribes it; the hub passed the handshake.
+    subs = s.graph.subs
+    [sub] = await until("a subscription", lambda: list(subs.subscriptions.values()))
+    assert sub["resource"] == "/me/contacts" and sub["notificationUrl"] == PUBLIC + hook
+    assert sub["changeType"] == "created,updated,deleted" and subs.validations == [200]
+
+    # Made in Outlook: notified, and the run that triggers carries it over.
+    s.graph.add("contacts", {"givenName": "Zed", "surname": "Ray", "displayName": "Zed Ray",
+                             "emailAddresses": [{"address": "zed@example.test"}]})
+    await until("the contact on the platform", lambda: [
+        x for x in s.platform.live("contact") if x.get("email") == "zed@example.test"])
+    assert ("created", 202) in subs.delivered
+    status = (await c.get(url, headers=auth)).json()["status"]
+    assert status.get("errMessage") is None, status
+
+    # A notification without the profile's clientState: 202, and nothing runs.
+    before = (await c.get(url, headers=auth)).json()["status"].get("jobId")
+    forged = {"value": [{**{"subscriptionId": sub["id"], "changeType": "created",
+                            "resource": "Users/u/Contacts/x"}, "clientState": "guess"}]}
+    r = await c.post(hook, json=forged)
+    assert r.status_code == 202 and r.json()["accepted"] == 0 and r.json()["jobId"] is None
+    assert (await c.get(url, headers=auth)).json()["status"].get("jobId") == before
+
+    # The handshake, and refusals: not Graph's shape, an unknown profile.
+    r = await c.post(hook, params={"validationToken": "Validation: abc <b>"})
+    assert r.status_code == 200 and r.text == "Validation: abc <b>"
+    assert r.headers["content-type"].startswith("text/plain")
+    assert (await c.post(hook, content=b"{]")).status_code == 400
+    assert (await c.post(hook, json={"value": 3})).status_code == 400
+    assert (await c.post("/api/v1/sync/graph/notifications/nope", json={})).status_code \
+        == 404
+
+    # Less than a day left: renewed when the worker looks again (a changed profile is
+    # looked at at once).
+    soon = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
+    sub["expirationDateTime"] = soon
+    r = await c.patch(url, headers=auth, json={"name": "outlook 2"})
+    assert r.status_code == 200, r.text
+    await until("the renewal", lambda: sub["expirationDateTime"] != soon)
+    assert list(subs.subscriptions) == [sub["id"]]
+    renewed = datetime.fromisoformat(sub["expirationDateTime"].replace("Z", "+00:00"))
+    assert renewed > datetime.now(UTC) + timedelta(hours=60)
