@@ -116,6 +116,11 @@ async def test_sign_in_then_sync_and_every_refusal(setup: Setup) -> None:
     assert r.status_code == 201, r.text
     pid = r.json()["profileId"]
     url = f"/api/v1/hubs/{hub_id}/syncProfiles/{pid}"
+    # Before the sign-in a run fails on the mailbox, saying what to do.
+    status = (await run_and_wait(c, url, auth, initial=True))["status"]
+    assert status["errSvcId"] == "mailbox", status
+    assert "no token yet; sign the mailbox in" in status["errMessage"]
+    assert s.graph.requests == []
 
     callback = await sign_in(s, url, auth)
     written = len(await profile_records(s, pid))

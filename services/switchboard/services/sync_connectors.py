@@ -125,13 +125,18 @@ def _syncro(ctx: ConnectorContext) -> Connector:
 def _graph(ctx: ConnectorContext) -> Connector:
     from switchboard.services.graph_connector import GraphConnector
     from switchboard.services.graph_token import GraphTokens
+    from switchboard.sync.errors import AuthFailed
     from switchboard.sync.graph_token import credentials_from
 
     config: cc.GraphConfig = cc.parse_config("graph", ctx.configuration, allow_private=True)
     refresh = credentials_from(ctx.credentials)
     token: Any
     if refresh is None:
-        _, token = cc.pick_credential("graph", ctx.credentials)
+        token = ctx.credentials.get("accessToken")
+        if not token:
+            # Only the app registration so far: the user has not signed in yet.
+            raise AuthFailed("graph: no token yet; sign the mailbox in to Microsoft 365 "
+                             "(POST …/syncProfiles/{profileId}/connect)")
     else:
         rotate = ctx.rotate
 
