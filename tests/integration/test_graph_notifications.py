@@ -69,7 +69,8 @@ async def test_a_contact_made_in_outlook_reaches_the_platform_by_notification(
                    "credentials": {"accessToken": "ptok"}},
         "mailbox": {"kind": "graph", "configuration": {"changeNotifications": True},
                     "credentials": {"accessToken": s.graph.token}},
-        "modules": {"contacts": {"options": {"direction": "BOTH"}, "needReview": False}}})
+        "modules": {"contacts": {"options": {"direction": "BOTH"}, "needReview": False},
+                    "tasks": {"options": {"direction": "BOTH"}, "needReview": False}}})
     assert r.status_code == 201, r.text
     pid = r.json()["profileId"]
     url = f"/api/v1/hubs/{hub_id}/syncProfiles/{pid}"
@@ -77,11 +78,17 @@ async def test_a_contact_made_in_outlook_reaches_the_platform_by_notification(
     done = await run_and_wait(c, url, auth, initial=True)
     assert done["status"].get("errMessage") is None, done["status"]
 
-    # The worker that owns the profile subscribes it; the hub passed the handshake.
     subs = s.graph.subs
-    [sub] = await until("a subscription", lambda: list(subs.subscriptions.values()))
-    assert sub["resource"] == "/me/contacts" and sub["notificationUrl"] == PUBLIC + hook
-    assert sub["changeType"] == "created,updated,deleted" and subs.validations == [200]
+    # The worker that owns the profile subscribes it (the collections of its modules, the
+    # to-do list being the user's default one); the hub passed the handshakes.
+    made = await until("the subscriptions", lambda: len(subs.subscriptions) == 2
+                       and list(subs.subscriptions.values()))
+    assert {x["resource"] for x in made} == {"/me/contacts",
+                                             "/me/todo/lists/AAMkTasksDefault/tasks"}
+    assert {x["notificationUrl"] for x in made} == {PUBLIC + hook}
+    assert {x["changeType"] for x in made} == {"created,updated,deleted"}
+    assert subs.validations == [200, 200]
+    [sub] = [x for x in made if x["resource"] == "/me/contacts"]
 
     # Made in Outlook: notified, and the run that triggers carries it over.
     s.graph.add("contacts", {"givenName": "Zed", "surname": "Ray", "displayName": "Zed Ray",
@@ -116,6 +123,6 @@ async def test_a_contact_made_in_outlook_reaches_the_platform_by_notification(
     r = await c.patch(url, headers=auth, json={"name": "outlook 2"})
     assert r.status_code == 200, r.text
     await until("the renewal", lambda: sub["expirationDateTime"] != soon)
-    assert list(subs.subscriptions) == [sub["id"]]
+    assert len(subs.subscriptions) == 2 and sub["id"] in subs.subscriptions
     renewed = datetime.fromisoformat(sub["expirationDateTime"].replace("Z", "+00:00"))
     assert renewed > datetime.now(UTC) + timedelta(hours=60)

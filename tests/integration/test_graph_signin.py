@@ -80,14 +80,14 @@ async def sign_in(s: Setup, url: str, auth: dict[str, str]) -> str:
     """Connect, let the fake consent: the callback path and query Microsoft sends back."""
     r = await s.hub.client.post(url + "/connect", headers=auth, json={})
     assert r.status_code == 200, r.text
-    assert r.json()["redirectUri"] == PUBLIC + "/oauth/graph/callback"
+    assert r.json()["redirectUri"] == PUBLIC + "/api/v1/oauth/graph/callback"
     authorize = r.json()["authorizeUrl"]
     assert authorize.startswith(f"{s.identity.url}/contoso.test/oauth2/v2.0/authorize?")
     async with httpx.AsyncClient() as browser:
         consent = await browser.get(authorize)
     assert consent.status_code == 302, consent.text
     location = consent.headers["location"]
-    assert location.startswith(PUBLIC + "/oauth/graph/callback?")
+    assert location.startswith(PUBLIC + "/api/v1/oauth/graph/callback?")
     return location.removeprefix(PUBLIC)
 
 
@@ -135,7 +135,7 @@ async def test_sign_in_then_sync_and_every_refusal(setup: Setup) -> None:
     # A state of this hub's, 16 minutes old.
     key = derive_key(parse_master_keys(s.hub.settings.sealing_keys)[0], "graph-signin")
     old = SigninState(profile_id=pid, hub_id=hub_id, client_id=CLIENT_ID,
-                      tenant="contoso.test", redirect_uri=PUBLIC + "/oauth/graph/callback",
+                      tenant="contoso.test", redirect_uri=PUBLIC + "/api/v1/oauth/graph/callback",
                       expires_at=int(time.time() * 1000) - 60_000, nonce="n" * 32)
     r = await c.get(with_state(callback, sign_state(key, old)))
     assert r.status_code == 400 and "expired" in r.text
@@ -151,7 +151,7 @@ async def test_sign_in_then_sync_and_every_refusal(setup: Setup) -> None:
     [(tenant, form)] = s.identity.requests
     assert tenant == "contoso.test" and form["grant_type"] == "authorization_code"
     assert form["client_secret"] == SECRET and len(form["code_verifier"]) >= 43
-    assert form["redirect_uri"] == PUBLIC + "/oauth/graph/callback"
+    assert form["redirect_uri"] == PUBLIC + "/api/v1/oauth/graph/callback"
     [refresh] = s.identity.refresh_tokens
     creds = await stored_credentials(s, pid)
     assert creds == {"clientId": CLIENT_ID, "clientSecret": SECRET, "tenant": "contoso.test",
@@ -193,7 +193,7 @@ async def test_sign_in_then_sync_and_every_refusal(setup: Setup) -> None:
     assert r.status_code == 400 and "no longer exists" in r.text
 
     # Bad input: a missing code, a mailbox that is not Graph's, unknown fields.
-    assert (await c.get("/oauth/graph/callback")).status_code == 400
+    assert (await c.get("/api/v1/oauth/graph/callback")).status_code == 400
     r = await c.post(f"/api/v1/hubs/{hub_id}/syncProfiles", headers=auth, json={
         "portal": {"kind": "platform", "configuration": {"instanceUrl": s.platform.url},
                    "credentials": {"accessToken": "ptok"}},

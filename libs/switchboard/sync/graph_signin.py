@@ -40,7 +40,7 @@ __all__ = [
     "sign_state",
 ]
 
-CALLBACK_PATH = "/oauth/graph/callback"
+CALLBACK_PATH = "/api/v1/oauth/graph/callback"
 # Long enough to find the password and approve an MFA prompt, short enough that a state
 # copied out of a browser's history is useless by the time anyone reads it.
 STATE_TTL_MS = 15 * 60 * 1000

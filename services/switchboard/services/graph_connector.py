@@ -326,8 +326,11 @@ class GraphConnector:
 
     # Tasks --------------------------------------------------------------------------------
 
-    async def _tasks(self) -> str:
+    async def tasks_path(self) -> str:
         """The to-do list's path: the configured list, else the user's default one."""
+        return await self._tasks()
+
+    async def _tasks(self) -> str:
         if self.task_list_id is None:
             lists = await self._all("/me/todo/lists", None, GraphTodoTaskList)
             default = [x for x in lists if x.wellknown_list_name == "defaultList"]

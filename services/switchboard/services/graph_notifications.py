@@ -35,7 +35,7 @@ from switchboard.services.sync_connectors import ConnectorContext, build
 from switchboard.services.sync_scheduler import partition_of
 from switchboard.services.sync_webhooks import trigger
 from switchboard.supervision import supervised
-from switchboard.sync.errors import RateLimited
+from switchboard.sync.errors import ConnectorError, RateLimited
 from switchboard.sync.graph_subscriptions import (
     client_state,
     genuine,
@@ -195,10 +195,15 @@ class GraphSubscriber:
             rotate=functools.partial(self.worker.store.replace_credential, pid, "mailbox")))
         modules = {m for m, spec in rec.modules.items() if spec.enabled}
         if "tasks" in modules:
-            await conn._tasks()  # the configured list, else the user's default one
+            await conn.tasks_path()  # the configured list, else the user's default one
         wanted = resources(modules, conn.task_list_id)
         url = notification_url(self.runtime, pid)
-        existing = parse_subscriptions((await conn.graph.call("GET", "/subscriptions")).content)
+        answer = await conn.graph.call("GET", "/subscriptions")
+        try:
+            existing = parse_subscriptions(answer.content)
+        except ValueError:
+            raise ConnectorError("graph_bad_answer", "Graph's subscription list is not "
+                                 "one") from None
         plan = plan_subscriptions(existing, wanted, url, now)
         state = client_state(self._keys[0], pid)
         for resource in plan.create:

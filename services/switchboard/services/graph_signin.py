@@ -4,7 +4,7 @@ pure parts in `switchboard.sync.graph_signin`).
 - ``POST /api/v1/hubs/{hubId}/syncProfiles/{profileId}/connect`` {clientId?, tenant?}
   (hub or user token): the `authorizeUrl` to open in a browser. The app registration
   defaults to the one the profile's mailbox credentials name.
-- ``GET /oauth/graph/callback?code&state`` (public: Microsoft's redirect): the state is
+- ``GET /api/v1/oauth/graph/callback?code&state`` (public: Microsoft's redirect): the state is
   checked, the code redeemed (the client secret, if the profile holds one, from its
   sealed credentials), and the tokens sealed into the profile; a small page says so.
 

@@ -27,7 +27,7 @@ from switchboard.sync.graph_token import GRAPH_SCOPES
 
 KEY, OTHER = b"k" * 32, b"o" * 32
 STATE = SigninState(profile_id="p1", hub_id="h1", client_id="cid", tenant="contoso.com",
-                    redirect_uri="https://hub.example/oauth/graph/callback",
+                    redirect_uri="https://hub.example/api/v1/oauth/graph/callback",
                     expires_at=10_000, nonce="n" * 32)
 
 
@@ -78,7 +78,7 @@ def test_the_authorize_url() -> None:
         "https://login.microsoftonline.com/contoso.com/oauth2/v2.0/authorize"
     assert dict(urllib.parse.parse_qsl(parts.query)) == {
         "client_id": "cid", "response_type": "code", "response_mode": "query",
-        "redirect_uri": "https://hub.example/oauth/graph/callback",
+        "redirect_uri": "https://hub.example/api/v1/oauth/graph/callback",
         "scope": " ".join(GRAPH_SCOPES), "state": "S.M", "code_challenge": "CH",
         "code_challenge_method": "S256"}
     bad = SigninState(**{**{f: getattr(STATE, f) for f in STATE.__struct_fields__},
