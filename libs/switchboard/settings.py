@@ -163,6 +163,9 @@ class Settings(Struct, frozen=True, kw_only=True):
     # The Microsoft identity platform that refreshes a mailbox's Graph access token
     # ({authority}/{tenant}/oauth2/v2.0/token); tests point it at a loopback fake.
     graph_authority_url: str = "https://login.microsoftonline.com"
+    # Comma-separated URL prefixes a Graph sign-in may send the browser back to when done
+    # (switchboard.sync.graph_signin.return_allowed); none: the hub's own page only.
+    graph_signin_return_urls: str = ""
     provider_timeout_s: float = 10.0
     # Two-way sync: a connector's Retry-After longer than this fails the run (its error
     # says so) instead of holding the worker.

@@ -32,6 +32,7 @@ from tests.topics import read_topics
 CLIENT_ID = "5e3ce6c0-2b1f-4285-8d4b-75ee78787346"
 SECRET = "app-secret"
 PUBLIC = "https://hub.example.test"
+RETURN = "https://app.example.test/sync/connected"
 
 
 @dataclass
@@ -54,7 +55,8 @@ async def setup(broker: Any) -> AsyncIterator[Setup]:
     identity = FakeIdentity(client_id=CLIENT_ID, client_secret=SECRET, on_issue=issued)
     await identity.start()
     settings = make_settings(broker, graph_api_url=graph.url, public_url=PUBLIC,
-                             graph_authority_url=identity.url, provider_timeout_s=5.0)
+                             graph_authority_url=identity.url, provider_timeout_s=5.0,
+                             graph_signin_return_urls="https://app.example.test/sync")
     hub = await RunningHub(settings, ["api", "sync"]).start()
     try:
         yield Setup(hub, platform, graph, identity)
@@ -76,9 +78,10 @@ async def stored_credentials(s: Setup, pid: str) -> dict[str, str]:
                             profile_decoder.decode(value), "mailbox")
 
 
-async def sign_in(s: Setup, url: str, auth: dict[str, str]) -> str:
+async def sign_in(s: Setup, url: str, auth: dict[str, str],
+                  body: dict[str, str] | None = None) -> str:
     """Connect, let the fake consent: the callback path and query Microsoft sends back."""
-    r = await s.hub.client.post(url + "/connect", headers=auth, json={})
+    r = await s.hub.client.post(url + "/connect", headers=auth, json=body or {})
     assert r.status_code == 200, r.text
     assert r.json()["redirectUri"] == PUBLIC + "/api/v1/oauth/graph/callback"
     authorize = r.json()["authorizeUrl"]
@@ -185,6 +188,16 @@ async def test_sign_in_then_sync_and_every_refusal(setup: Setup) -> None:
     assert "Trace ID" not in r.text
     assert len(await profile_records(s, pid)) == written
     s.identity.deny = False
+
+    # Back to the caller's page when asked (allow-listed), told which profile it was.
+    r = await c.post(url + "/connect", headers=auth,
+                     json={"returnUrl": "https://app.example.test.evil.test/sync"})
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == "return_url_not_allowed"
+    back = await sign_in(s, url, auth, {"returnUrl": RETURN})
+    r = await c.get(back)
+    assert r.status_code == 303, r.text
+    assert r.headers["location"] == f"{RETURN}?graphSignin=connected&profileId={pid}"
+    assert (await stored_credentials(s, pid))["refreshToken"] in s.identity.refresh_tokens
 
     # The profile deleted between connect and callback.
     late = await sign_in(s, url, auth)

@@ -37,6 +37,8 @@ __all__ = [
     "parse_code_answer",
     "pkce_challenge",
     "pkce_verifier",
+    "return_allowed",
+    "return_to",
     "sign_state",
 ]
 
@@ -48,7 +50,7 @@ STATE_TTL_MS = 15 * 60 * 1000
 
 class SigninState(Struct, frozen=True, kw_only=True, rename={
         "profile_id": "p", "hub_id": "h", "client_id": "c", "tenant": "t",
-        "redirect_uri": "r", "expires_at": "e", "nonce": "n"}):
+        "redirect_uri": "r", "expires_at": "e", "nonce": "n", "return_url": "u"}):
     profile_id: Annotated[str, Meta(min_length=1)]
     hub_id: Annotated[str, Meta(min_length=1)]
     client_id: Annotated[str, Meta(min_length=1)]
@@ -56,6 +58,7 @@ class SigninState(Struct, frozen=True, kw_only=True, rename={
     redirect_uri: str
     expires_at: int  # ms
     nonce: Annotated[str, Meta(min_length=16)]
+    return_url: str | None = None  # where the browser goes when done (allow-listed)
 
 
 class CodeGrant(Struct, frozen=True, kw_only=True):
@@ -178,3 +181,39 @@ def parse_code_answer(status: int, content: bytes, now_ms: int) -> CodeGrant:
     if error in ("invalid_client", "unauthorized_client"):
         raise AuthFailed(text + "; check the clientId and the profile's clientSecret")
     raise AuthFailed(text + "; sign in again")
+
+
+def return_allowed(url: str, allowed: Sequence[str]) -> bool:
+    """Whether `url` is under one of the `allowed` prefixes: the same scheme and host
+    (and port) exactly, its path under the prefix's, no user info. Anything looser would
+    make the hub an open redirect."""
+    try:
+        got = urllib.parse.urlsplit(url)
+        port = got.port
+    except ValueError:
+        return False
+    if got.scheme not in ("https", "http") or not got.hostname or "@" in got.netloc:
+        return False
+    for prefix in allowed:
+        want = urllib.parse.urlsplit(prefix.strip())
+        if not want.hostname:
+            continue
+        try:
+            want_port = want.port
+        except ValueError:
+            continue
+        base = want.path.rstrip("/")
+        under = not base or got.path == base or got.path.startswith(base + "/")
+        if (got.scheme == want.scheme.lower() and got.hostname == want.hostname
+                and port == want_port and under):
+            return True
+    return False
+
+
+def return_to(url: str, profile_id: str) -> str:
+    """The allow-listed return URL, told which profile is connected now."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    query += [("graphSignin", "connected"), ("profileId", profile_id)]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query),
+                                                  fragment=""))

@@ -1,12 +1,14 @@
 """Graph sign-in for a profile's mailbox side (the authorization-code flow with PKCE;
 pure parts in `switchboard.sync.graph_signin`).
 
-- ``POST /api/v1/hubs/{hubId}/syncProfiles/{profileId}/connect`` {clientId?, tenant?}
+- ``POST /api/v1/hubs/{hubId}/syncProfiles/{profileId}/connect``
+  {clientId?, tenant?, returnUrl?}
   (hub or user token): the `authorizeUrl` to open in a browser. The app registration
   defaults to the one the profile's mailbox credentials name.
 - ``GET /api/v1/oauth/graph/callback?code&state`` (public: Microsoft's redirect): the state is
   checked, the code redeemed (the client secret, if the profile holds one, from its
-  sealed credentials), and the tokens sealed into the profile; a small page says so.
+  sealed credentials), and the tokens sealed into the profile; a small page says so, or
+  a 303 sends the browser to the `returnUrl` (allow-listed) given to connect.
 
 Nothing is stored between the two: the state carries what the callback needs, signed.
 """
@@ -42,6 +44,8 @@ from switchboard.sync.graph_signin import (
     parse_code_answer,
     pkce_challenge,
     pkce_verifier,
+    return_allowed,
+    return_to,
     sign_state,
 )
 from switchboard.sync.graph_token import check_tenant
@@ -67,6 +71,8 @@ class GraphConnect(Struct, frozen=True, kw_only=True, rename="camel",
                    forbid_unknown_fields=True):
     client_id: str | None = None
     tenant: str | None = None
+    # Where the browser goes when the sign-in is done (SWITCHBOARD_GRAPH_SIGNIN_RETURN_URLS).
+    return_url: str | None = None
 
 
 def _now_ms() -> int:
@@ -110,10 +116,16 @@ class GraphSigninApi:
             tenant = check_tenant(body.tenant or stored.get("tenant") or "common")
         except SwitchboardError as exc:
             raise BadRequest("invalid_tenant", exc.description, field="tenant") from None
+        allowed = [u for u in self.runtime.settings.graph_signin_return_urls.split(",")
+                   if u.strip()]
+        if body.return_url is not None and not return_allowed(body.return_url, allowed):
+            raise BadRequest("return_url_not_allowed", "returnUrl is not under any of "
+                             "SWITCHBOARD_GRAPH_SIGNIN_RETURN_URLS", field="returnUrl")
         state = SigninState(profile_id=rec.profile_id, hub_id=rec.hub_id,
                             client_id=client_id, tenant=tenant,
                             redirect_uri=self.redirect_uri(),
-                            expires_at=_now_ms() + STATE_TTL_MS, nonce=new_id() + new_id())
+                            expires_at=_now_ms() + STATE_TTL_MS, nonce=new_id() + new_id(),
+                            return_url=body.return_url)
         key = self._keys[0]
         url = authorize_url(self.runtime.settings.graph_authority_url, state,
                             sign_state(key, state),
@@ -131,13 +143,16 @@ class GraphSigninApi:
                         f"Microsoft answered {q['error'][:100]}"
                         + (f": {why}" if why else "") + ". Start the sign-in again.")
         try:
-            await self._complete(q.get("code", ""), q.get("state", ""))
+            state = await self._complete(q.get("code", ""), q.get("state", ""))
         except SwitchboardError as exc:
             return page(exc.status, "Microsoft 365 was not connected", exc.description)
+        if state.return_url is not None:
+            return Response(status_code=303, headers={
+                **_PAGE_HEADERS, "location": return_to(state.return_url, state.profile_id)})
         return page(200, "Microsoft 365 connected",
                     "The mailbox is connected to the sync profile. You can close this page.")
 
-    async def _complete(self, code: str, signed: str) -> None:
+    async def _complete(self, code: str, signed: str) -> SigninState:
         if not code or not signed:
             raise BadRequest("missing_field", "the sign-in answer has no code or no state")
         state, key = open_state(self._keys, signed, _now_ms())
@@ -166,6 +181,7 @@ class GraphSigninApi:
         grant = parse_code_answer(resp.status_code, resp.content, _now_ms())
         await self._save(rec, state, grant.refresh_token, grant.access_token,
                          secret is not None)
+        return state
 
     async def _save(self, rec: ProfileRecord, state: SigninState, refresh: str,
                     access: str, keep_secret: bool) -> None:
@@ -192,14 +208,16 @@ def openapi_paths(op: Callable[..., dict[str, Any]]) -> dict[str, Any]:
         CONNECT: {
             "parameters": [hub, pid],
             "post": op("Start the Microsoft 365 sign-in of a graph mailbox side "
-                       "{clientId?, tenant?}: {authorizeUrl, redirectUri, expiresAt}; open "
-                       "authorizeUrl in a browser (valid 15 minutes)", "GraphConnect",
+                       "{clientId?, tenant?, returnUrl?}: {authorizeUrl, redirectUri, "
+                       "expiresAt}; open authorizeUrl in a browser (valid 15 minutes)",
+                       "GraphConnect",
                        responses=(400, 401, 404, 503)),
         },
         CALLBACK_PATH: {
             "get": op("Microsoft's redirect after the sign-in (code, state; or error, "
                       "error_description): the tokens are sealed into the profile and a "
-                      "page says so; a bad, expired or refused sign-in is a 400 page",
-                      ok=200, security=False, responses=(400, 503)),
+                      "page says so (or 303 to the returnUrl given to connect); a bad, "
+                      "expired or refused sign-in is a 400 page", ok=200, security=False,
+                      responses=(400, 503)),
         },
     }

@@ -21,6 +21,8 @@ from switchboard.sync.graph_signin import (
     parse_code_answer,
     pkce_challenge,
     pkce_verifier,
+    return_allowed,
+    return_to,
     sign_state,
 )
 from switchboard.sync.graph_token import GRAPH_SCOPES
@@ -117,3 +119,33 @@ def test_the_answers() -> None:
     assert "Trace ID" not in err.value.description
     with pytest.raises(AuthFailed, match="clientSecret"):
         parse_code_answer(401, orjson.dumps({"error": "invalid_client"}), 0)
+
+
+ALLOWED = ["https://app.example.com/sync/done", "http://localhost:3000"]
+
+
+@pytest.mark.parametrize(("url", "ok"), [
+    ("https://app.example.com/sync/done", True),
+    ("https://app.example.com/sync/done/step?x=1", True),
+    ("https://APP.example.com/sync/done", True),           # host names have no case
+    ("http://localhost:3000/anything", True),
+    ("https://app.example.com/sync/donee", False),          # not under the path
+    ("https://app.example.com/other", False),
+    ("http://app.example.com/sync/done", False),            # another scheme
+    ("https://app.example.com:8443/sync/done", False),      # another port
+    ("https://app.example.com.evil.test/sync/done", False),
+    ("https://evil.test@app.example.com/sync/done", False),  # user info
+    ("https://evil.test/sync/done", False),
+    ("javascript:alert(1)", False),
+    ("//app.example.com/sync/done", False),
+    ("https://app.example.com:99999/sync/done", False),     # not a port
+    ("", False),
+])
+def test_return_urls_are_allow_listed(url: str, ok: bool) -> None:
+    assert return_allowed(url, ALLOWED) is ok
+    assert return_allowed(url, []) is False
+
+
+def test_return_to_names_the_profile() -> None:
+    assert return_to("https://app.example.com/done?a=1#frag", "p1") == \
+        "https://app.example.com/done?a=1&graphSignin=connected&profileId=p1"
