@@ -88,15 +88,45 @@ async def baseline(source: str, target: str) -> dict[str, float]:
             "cpu_us_per_record": 1e6 * cpu / copied}
 
 
-def wait_run(client: httpx.Client, url: str, job: str, timeout: float) -> dict[str, Any]:
+def wait_run(client: httpx.Client, url: str, job: str, timeout: float,
+             series: Series | None = None) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         status: dict[str, Any] = client.get(url).json()["status"]
+        if series is not None:
+            series.sample(status)
         if status.get("lastJobId") == job:
             return status
         if time.monotonic() > deadline:
             raise TimeoutError(f"run {job} not done after {timeout:.0f} s: {status}")
         time.sleep(0.2)
+
+
+class Series:
+    """Every `every` s of a run: operations done, and the worker's and the broker's CPU
+    per operation over that interval (does the cost grow as `sync.pairs` does?)."""
+
+    def __init__(self, every: float, worker: int, broker: int | None) -> None:
+        self.every, self.worker, self.broker = every, worker, broker
+        self.rows: list[dict[str, float]] = []
+        self.last = (time.perf_counter(), 0, cpu_seconds(worker), cpu_seconds(broker))
+
+    def sample(self, status: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        t, done0, w0, b0 = self.last
+        if now - t < self.every:
+            return
+        done = int((status.get("progress") or {}).get("done") or 0)
+        w, b = cpu_seconds(self.worker), cpu_seconds(self.broker)
+        self.last = (now, done, w, b)
+        if done <= done0:
+            return  # reading and planning: no operation done yet
+        n = done - done0
+        row = {"done": done, "ops_per_s": n / (now - t), "worker_us": 1e6 * (w - w0) / n,
+               "broker_us": 1e6 * (b - b0) / n}
+        self.rows.append(row)
+        print(f"  {done:>7,} done: {row['ops_per_s']:6.0f}/s, worker {row['worker_us']:5.0f} "
+              f"µs, broker {row['broker_us']:5.0f} µs per op", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-delay", type=float, default=5.0)
     parser.add_argument("--profile-duration", type=float, default=60.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--skip-baseline", action="store_true",
+                        help="no plain copy (no ratio): for diagnosing the sync alone")
+    parser.add_argument("--series", type=float, default=0.0, metavar="S",
+                        help="print progress and CPU per operation every S s of the run")
     parser.add_argument("--hub-env", action="append", default=[])
     parser.add_argument("--broker", choices=["tansu", "kafka"], default="tansu")
     args = parser.parse_args(argv)
@@ -118,11 +152,14 @@ def main(argv: list[str] | None = None) -> int:
                                "machine": machine_note()}
     ok = True
     try:
-        base = asyncio.run(baseline(a_url, c_url))
-        assert count(c_url) == args.contacts, "the baseline lost records"
-        results["baseline"] = base
-        print(f"baseline: {base['records']:,} contacts copied in {base['seconds']:.1f} s: "
-              f"{base['records_per_s']:.0f}/s, {base['cpu_us_per_record']:.0f} µs CPU each")
+        base: dict[str, float] | None = None
+        if not args.skip_baseline:
+            base = asyncio.run(baseline(a_url, c_url))
+            assert count(c_url) == args.contacts, "the baseline lost records"
+            results["baseline"] = base
+            print(f"baseline: {base['records']:,} contacts copied in {base['seconds']:.1f} s: "
+                  f"{base['records_per_s']:.0f}/s, {base['cpu_us_per_record']:.0f} µs CPU "
+                  "each")
 
         with broker_and_hub(args.broker, [("api", "ingress"), ("sync",)],
                             args.hub_env) as hub:
@@ -143,12 +180,14 @@ def main(argv: list[str] | None = None) -> int:
 
                 cpu0, broker0 = cpu_seconds(worker), cpu_seconds(hub.broker_pid)
                 t0 = time.perf_counter()
+                series = (Series(args.series, worker, hub.broker_pid) if args.series
+                          else None)
                 job = c.post(url + "/run", json={"initial": True}).json()["jobId"]
                 spy = None
                 if args.profile is not None:
                     time.sleep(args.profile_delay)
                     spy = PySpy(worker, args.profile, args.profile_duration)
-                status = wait_run(c, url, job, args.timeout)
+                status = wait_run(c, url, job, args.timeout, series)
                 wall = time.perf_counter() - t0
                 cpu = cpu_seconds(worker) - cpu0
                 broker_cpu = cpu_seconds(hub.broker_pid) - broker0
@@ -161,16 +200,19 @@ def main(argv: list[str] | None = None) -> int:
                         "cpu_us_per_record": 1e6 * cpu / max(1, created),
                         "broker_cpu_us_per_record": 1e6 * broker_cpu / max(1, created)}
                 results["switchboard"] = sync
+                if series is not None:
+                    results["series"] = series.rows
                 print(f"switchboard: {created:,} contacts synced in {wall:.1f} s: "
                       f"{sync['records_per_s']:.0f}/s, {sync['cpu_us_per_record']:.0f} µs "
                       f"CPU each in the worker (+{sync['broker_cpu_us_per_record']:.0f} µs "
                       "in the broker)")
-                ratio = sync["records_per_s"] / base["records_per_s"]
-                results["ratio_records_per_s"] = ratio
-                results["ratio_cpu_per_record"] = (sync["cpu_us_per_record"]
-                                                   / base["cpu_us_per_record"])
-                print(f"ratio: {ratio:.2f}x the baseline's records/s, "
-                      f"{results['ratio_cpu_per_record']:.2f}x its CPU per record")
+                if base is not None:
+                    ratio = sync["records_per_s"] / base["records_per_s"]
+                    results["ratio_records_per_s"] = ratio
+                    results["ratio_cpu_per_record"] = (sync["cpu_us_per_record"]
+                                                       / base["cpu_us_per_record"])
+                    print(f"ratio: {ratio:.2f}x the baseline's records/s, "
+                          f"{results['ratio_cpu_per_record']:.2f}x its CPU per record")
                 if spy is not None:
                     spy.wait(args.profile_duration + 30)
                     top = spy.top()
