@@ -365,7 +365,7 @@ class Runner:
         try:
             for i, op in enumerate(p.plan.ops):
                 if isinstance(op, Create) and i in together:
-                    await window.start(self._create(p, op, maps))
+                    await window.start(functools.partial(self._create, p, op, maps))
                     continue
                 await window.drain()
                 if isinstance(op, Create):
@@ -410,11 +410,13 @@ class _Window:
         if errors:
             raise errors[0]
 
-    async def start(self, op: Awaitable[None]) -> None:
+    async def start(self, op: Callable[[], Awaitable[None]]) -> None:
+        """Start `op()` once there is room (made only then: a failure meanwhile leaves
+        no coroutine behind)."""
         while len(self.tasks) >= self.size:
             done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
             self._reap(done)
-        self.tasks.add(asyncio.ensure_future(op))
+        self.tasks.add(asyncio.ensure_future(op()))
 
     async def drain(self) -> None:
         while self.tasks:

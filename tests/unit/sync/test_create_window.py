@@ -4,6 +4,11 @@ created without its pair."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+
+import pytest
+
 from switchboard.sync.ops import Create, alongside
 from switchboard.sync.options import FieldMap, ModuleOptions
 from tests.unit.sync.memory import Sync
@@ -63,3 +68,45 @@ def test_a_window_killed_before_any_of_its_pairs_is_matched_not_created_again() 
         assert len(second.matched) == 20
         assert len(s.mailbox.live()) == 20 and len(s.index) == 20
         assert s.plan().empty
+
+
+async def test_the_first_failure_in_a_window_fails_the_run_and_stops_the_rest() -> None:
+    from switchboard.services.sync_runner import _Window
+
+    window = _Window(3)
+    finished: list[int] = []
+    release = asyncio.Event()
+
+    async def op(i: int) -> None:
+        if i == 1:
+            raise RuntimeError("refused")
+        await release.wait()
+        finished.append(i)
+
+    with pytest.raises(RuntimeError, match="refused"):
+        for i in range(10):
+            await window.start(functools.partial(op, i))
+        await window.drain()
+    left = set(window.tasks)
+    await window.cancel()
+    assert left and all(t.cancelled() for t in left)
+    assert finished == [] and not window.tasks
+
+
+async def test_a_window_holds_at_most_its_size_in_flight() -> None:
+    from switchboard.services.sync_runner import _Window
+
+    window = _Window(4)
+    running = peak = 0
+
+    async def op() -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0)
+        running -= 1
+
+    for _ in range(50):
+        await window.start(op)
+    await window.drain()
+    assert peak == 4 and not window.tasks
