@@ -6,6 +6,10 @@ to watch), lets it settle, then reads the CPU time of the dev process and of its
 from /proc over `--seconds`. Target: the whole tree ≤ 2 % of one core.
 
     .venv/bin/python benchmarks/idle.py [--seconds 20] [--settle 10] [--broker tansu]
+
+Another commit's code (same run, alternated: the machine is shared): a worktree of it and
+`PYTHONPATH=<worktree>/libs:<worktree>/services` (the hub inherits it and finds that
+code first); `benchmarks/README.md` has the commands.
 """
 
 from __future__ import annotations
