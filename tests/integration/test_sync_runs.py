@@ -265,15 +265,16 @@ async def test_worker_killed_in_a_window_of_concurrent_creates_leaves_no_duplica
 
         # Freeze the worker just after a window's creates landed; kill it once some of
         # them have no pair on the topic yet (else let it go on and try again).
-        orphans = 0
+        orphans = tries = 0
         deadline = time.monotonic() + 60
         while orphans == 0:
             assert time.monotonic() < deadline, workers[0].log_tail()
             seen = made()
             while made() == seen:
-                assert made() < 223, "the run finished before a window was caught"
+                assert made() < 223, f"the run finished before a window was caught ({tries})"
                 await asyncio.sleep(0.002)
             workers[0].proc.send_signal(signal.SIGSTOP)
+            tries += 1
             orphans = made() - await _count_pairs(settings)
             if orphans == 0:
                 workers[0].proc.send_signal(signal.SIGCONT)
