@@ -346,15 +346,18 @@ async def test_agent_and_bot_start_messages_open_a_conversation_once(
 
 
 async def _drip(port: int, head: bytes, timeout: float) -> tuple[bytes, float]:
-    """Send `head` (request line and headers), then one body byte every 0.2 s; return what
-    the server answered (up to its closing the connection) and when it closed."""
+    """Send `head` (request line and headers), then one body byte every 0.2 s for 0.8 s;
+    return what the server answered (up to its closing the connection) and when it closed.
+
+    The drip stops just before the hub's 1 s deadline: a byte that reaches a socket the
+    server has closed draws a reset, and a reset can discard the 408 before it is read."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     started = time.monotonic()
 
     async def drip() -> None:
         writer.write(head)
         with contextlib.suppress(ConnectionError, OSError):
-            while True:
+            for _ in range(4):
                 await asyncio.sleep(0.2)
                 writer.write(b"{")
                 await writer.drain()
