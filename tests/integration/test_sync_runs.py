@@ -248,7 +248,9 @@ async def test_worker_killed_in_a_window_of_concurrent_creates_leaves_no_duplica
         portal.create("contact", first_name="Twin B", email="twin@example.test")
         before = len(portal.records("contact")) + len(mailbox.records("contact"))
         for side in (portal, mailbox):
-            side.set_meta("delay_ms", "150")
+            # Creates land at once and answer 400 ms later: a worker frozen as soon as
+            # records appear holds them without pairs, however loaded the machine is.
+            side.set_meta("answer_delay_ms", "400")
         r = await c.post(f"/api/v1/hubs/{hub_id}/syncProfiles",
                          json=body(portal, mailbox, review=False, modules=("contacts",)),
                          headers=auth)
@@ -282,7 +284,7 @@ async def test_worker_killed_in_a_window_of_concurrent_creates_leaves_no_duplica
         assert 0 < made() < 223, made()
 
         for side in (portal, mailbox):
-            side.set_meta("delay_ms", "0")
+            side.set_meta("answer_delay_ms", "0")
         workers.append(Service("sync", settings, tmp_path))
         await workers[1].wait_ready()
         done = await wait_job(c, url, auth, job, timeout=120)

@@ -3,7 +3,8 @@ file, so a test and a `switchboard serve sync` subprocess see the same records.
 
 Registered only with `SWITCHBOARD_SYNC_TEST_CONNECTORS=1` (off by default). The file's
 `meta` table holds the credential the connector must present (`token`), a delay per write
-(`delay_ms`, to kill a run half-way) and how many calls to refuse with `RateLimited`
+(`delay_ms`, to kill a run half-way), a delay of a create's answer after it landed
+(`answer_delay_ms`) and how many calls to refuse with `RateLimited`
 (`throttle`). Contacts, accounts and tasks; every write is stamped by a clock that never
 goes back, so "changed since T" is exact.
 """
@@ -188,7 +189,13 @@ class TestFileConnector:
         values = msgspec.to_builtins(rec)
         for k in ("id", "modifiedAt", "kind", "fieldModifiedAt", "deleted"):
             values.pop(k, None)
-        return self.side.write(kind, None, values)
+        made = self.side.write(kind, None, values)
+        # A create that landed but whose answer is late (`answer_delay_ms`): the moment a
+        # worker can die with the record made and its pair not yet written.
+        late = int(self.side.meta("answer_delay_ms", "0") or 0)
+        if late:
+            await asyncio.sleep(late / 1000)
+        return made
 
     async def _update(self, kind: Kind, record_id: str, values: Mapping[str, Value]) -> Record:
         await self._enter(True)
