@@ -53,6 +53,9 @@ class TestFileSide:
         self.path = str(path)
         self.prefix = prefix
         with self._db() as db:
+            # WAL: a reader (the test) never waits on a writer, not even on a worker frozen
+            # (SIGSTOP) in the middle of a write.
+            db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('prefix', ?)", (prefix,))
             row = db.execute("SELECT value FROM meta WHERE key='prefix'").fetchone()
