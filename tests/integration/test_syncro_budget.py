@@ -190,12 +190,17 @@ async def test_the_reader_runs_only_while_syncro_is_called(broker: Any,
         assert not SyncroSlots.for_runtime(runtime).reading
         slots = SyncroSlots(runtime, idle_stop_s=0.5)
         client = SyncroClient(runtime, slots)
+        # (A claim read back later than the rule allows is claimed again, so a loaded
+        # machine may write more than one claim per request: count, not equality.)
         assert (await client.request(account.subdomain, "tok", "GET", "/me")).is_success
-        assert slots.reading and slots.claims == 1
+        assert slots.reading and slots.claims >= 1
+        before = slots.claims
         await wait_until(lambda: not slots.reading, timeout=15)  # idle: stopped
+        assert slots.claims == before  # stopped, and nothing claimed while stopped
         # ... and started again, from the claims before it, by the next request.
         assert (await client.request(account.subdomain, "tok", "GET", "/me")).is_success
-        assert slots.reading and slots.claims == 2
+        assert slots.reading and slots.claims > before
+        assert account.paths[-2:] == ["/me", "/me"]
         await slots.stop()
         assert not slots.reading
     finally:
