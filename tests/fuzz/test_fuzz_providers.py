@@ -16,7 +16,14 @@ from urllib.parse import urlencode
 from hypothesis import given
 
 from switchboard.model import Activity, activity_decoder, activity_encoder
-from switchboard.providers import messenger, slack, twilio
+from switchboard.providers import (
+    messenger,
+    slack_events,
+    slack_posts,
+    slack_provisioning,
+    slack_signature,
+    twilio,
+)
 from switchboard.retry import parse_retry_after
 from tests.fuzz.strategies import (
     accepts,
@@ -226,9 +233,10 @@ def slack_case(r: random.Random) -> SlackCase:
     timestamp = (str(NOW + r.randint(-400, 400)) if r.random() < 0.8
                  else text_like(r, str(NOW), "1e9", "-1", "9" * 25))
     signed = r.random() < 0.7 and timestamp.isascii()
-    signature = (slack.sign(SIGNING_SECRET, timestamp, body) if signed
+    signature = (slack_signature.sign(SIGNING_SECRET, timestamp, body) if signed
                  else text_like(r, "v0=" + "0" * 64, "v0=", "v1=abc", "é"))
-    headers = {slack.TIMESTAMP_HEADER: timestamp, slack.SIGNATURE_HEADER: signature}
+    headers = {slack_signature.TIMESTAMP_HEADER: timestamp,
+               slack_signature.SIGNATURE_HEADER: signature}
     if r.random() < 0.1:
         del headers[r.choice(list(headers))]
         signed = False
@@ -238,19 +246,19 @@ def slack_case(r: random.Random) -> SlackCase:
 
 @given(cases(slack_case))
 def test_slack_events(case: SlackCase) -> None:
-    verified = accepts(slack.verify_request, SIGNING_SECRET, case.headers, case.body,
-                       now_s=NOW)
+    verified = accepts(slack_signature.verify_request, SIGNING_SECRET, case.headers,
+                       case.body, now_s=NOW)
     assert verified or not case.signed, "a correctly signed, fresh request verifies"
-    env = ours_or_result(slack.parse_envelope, case.body)
+    env = ours_or_result(slack_events.parse_envelope, case.body)
     if env is None:
         return
     assert env.team is None or isinstance(env.team, str)
-    event = slack.agent_reply(env, bot_user_id="U0")
+    event = slack_events.agent_reply(env, bot_user_id="U0")
     if event is None:
         return
-    for activity in slack.reply_activities(hub_id=HUB, integration_id=IID,
-                                           conversation_id="conv-1", env=env, event=event,
-                                           now_ms=NOW * 1000):
+    for activity in slack_events.reply_activities(hub_id=HUB, integration_id=IID,
+                                                  conversation_id="conv-1", env=env,
+                                                  event=event, now_ms=NOW * 1000):
         readable_downstream(activity)
 
 
@@ -299,7 +307,7 @@ def test_provider_answers(case: Answer) -> None:
     messenger.graph_error(body)
     assert isinstance(messenger.graph_error_message(status, body), str)
     messenger.classify_send(status, body, case.retry_after)
-    slack.parse_post_response(status, body, case.retry_after)
-    ours_or_result(slack.parse_oauth_response, status, body)
-    ours_or_result(slack.parse_auth_test, status, body)
+    slack_posts.parse_post_response(status, body, case.retry_after)
+    ours_or_result(slack_provisioning.parse_oauth_response, status, body)
+    ours_or_result(slack_provisioning.parse_auth_test, status, body)
 

@@ -12,7 +12,7 @@ from switchboard.destinations import validate_webhook_url
 from switchboard.errors import BadRequest, Forbidden, PayloadTooLarge, SwitchboardError
 from switchboard.inbound import check_content_length
 from switchboard.model import ChannelId
-from switchboard.providers import messenger, slack, twilio
+from switchboard.providers import messenger, slack_events, slack_posts, twilio
 from switchboard.providers import webchat as wc
 from switchboard.services.api import parse_channel, parse_integration_type
 from switchboard.services.deliveries_api import _int_param
@@ -29,9 +29,9 @@ def test_every_json_parser_refuses_deep_nesting_with_our_error() -> None:
     assert messenger.page_ids(b'{"entry":[{"id":"1","x":' + DEEP + b"}]}") == []
     assert messenger.graph_error(b'{"error":' + DEEP + b"}") is None
     with pytest.raises(BadRequest) as caught:
-        slack.parse_envelope(b'{"type":"event_callback","x":' + DEEP + b"}")
+        slack_events.parse_envelope(b'{"type":"event_callback","x":' + DEEP + b"}")
     assert caught.value.code == "invalid_json"
-    assert slack.parse_post_response(200, b'{"ok":true,"x":' + DEEP + b"}", None).reason \
+    assert slack_posts.parse_post_response(200, b'{"ok":true,"x":' + DEEP + b"}", None).reason \
         == "slack_invalid_response"
     assert twilio.parse_error(400, b'{"x":' + DEEP + b"}").code == 0
     with pytest.raises(wc.FrameError) as frame_error:

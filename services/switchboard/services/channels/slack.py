@@ -1,7 +1,7 @@
 """Slack channel (an Agent tool): OAuth install, Events API ingress, chat.postMessage sends.
 
 The I/O half only; signatures, parsing and request bodies are in
-`switchboard.providers.slack`.
+`switchboard.providers.slack_signature`, `slack_events`, `slack_posts` and `slack_provisioning`.
 
 - `provision` exchanges the OAuth ``code`` at ``oauth.v2.access`` (or checks a given bot
   token with ``auth.test``) and keeps the bot token, team, bot user and channel; the code
@@ -32,7 +32,7 @@ from switchboard.conversations import ConversationRecord
 from switchboard.errors import BadRequest, Conflict, SwitchboardError, Unavailable
 from switchboard.model import ChannelId, Delivery
 from switchboard.outbound import Attempt
-from switchboard.providers import slack
+from switchboard.providers import slack_events, slack_posts, slack_provisioning, slack_signature
 from switchboard.providers.slack_state import check_state
 from switchboard.registry import IntegrationRecord
 from switchboard.retry import Outcome, parse_retry_after
@@ -76,9 +76,10 @@ class SlackPlugin(ChannelPlugin):
             # Before the code is spent: a stale or foreign state installs nothing.
             check_state(config.state, s.slack_client_secret, now_s=time.time(),
                         window_s=s.slack_state_window_s)
-            form = slack.oauth_access_form(config.code, s.slack_client_id, s.slack_client_secret)
+            form = slack_provisioning.oauth_access_form(config.code, s.slack_client_id,
+                                                        s.slack_client_secret)
             status, body = await self._call("oauth.v2.access", data=form)
-            grant = slack.parse_oauth_response(status, body)
+            grant = slack_provisioning.parse_oauth_response(status, body)
             token, team_id = grant.bot_access_token, grant.team_id
             bot_user_id = grant.bot_user_id or bot_user_id
             user_token = grant.user_access_token or user_token
@@ -86,13 +87,14 @@ class SlackPlugin(ChannelPlugin):
             bot_name = config.bot_name
             if bot_name is None:
                 try:
-                    who = slack.parse_auth_test(*await self._call("auth.test", token=token))
+                    who = slack_provisioning.parse_auth_test(
+                        *await self._call("auth.test", token=token))
                     bot_name = who.user
                 except SwitchboardError as exc:
                     log.warning("slack: auth.test after install failed (%s)", exc.code)
         elif config.bot_access_token:
             token = config.bot_access_token
-            who = slack.parse_auth_test(*await self._call("auth.test", token=token))
+            who = slack_provisioning.parse_auth_test(*await self._call("auth.test", token=token))
             team_id = who.team_id
             bot_user_id = who.user_id or bot_user_id
             bot_name = config.bot_name or who.user
@@ -112,7 +114,7 @@ class SlackPlugin(ChannelPlugin):
             team_id=team_id,
             bot_user_id=bot_user_id,
             bot_name=bot_name,
-            default_public_channel=(config.default_public_channel or slack.DEFAULT_CHANNEL)
+            default_public_channel=(config.default_public_channel or slack_posts.DEFAULT_CHANNEL)
             .lstrip("#"),
         )
 
@@ -124,7 +126,7 @@ class SlackPlugin(ChannelPlugin):
         config = rec.configuration
         assert isinstance(config, SlackConfig)
         if "bot_access_token" in given:
-            who = slack.parse_auth_test(*await self._call(
+            who = slack_provisioning.parse_auth_test(*await self._call(
                 "auth.test", token=given["bot_access_token"]))
             if who.team_id != config.team_id:
                 raise BadRequest("slack_team_mismatch", "the token belongs to another "
@@ -151,10 +153,10 @@ class SlackPlugin(ChannelPlugin):
     async def events(self, request: Request) -> Response:
         s = self.runtime.settings
         body = await read_body(request, s.max_body_bytes)
-        slack.verify_request(s.slack_signing_secret, request.headers, body,
-                             now_s=int(time.time()), tolerance_s=s.timestamp_tolerance_s)
+        slack_signature.verify_request(s.slack_signing_secret, request.headers, body,
+                                       now_s=int(time.time()), tolerance_s=s.timestamp_tolerance_s)
         verified(request)
-        env = slack.parse_envelope(body)
+        env = slack_events.parse_envelope(body)
         if env.type == "url_verification":
             return JSON({"challenge": env.challenge or ""})
         if env.type != "event_callback":
@@ -163,15 +165,15 @@ class SlackPlugin(ChannelPlugin):
         if rec is None or not rec.active or not isinstance(rec.configuration, SlackConfig):
             # Not ours (or paused): acknowledged, or Slack would retry and then disable us.
             return _ack()
-        event = slack.agent_reply(env, bot_user_id=rec.configuration.bot_user_id)
+        event = slack_events.agent_reply(env, bot_user_id=rec.configuration.bot_user_id)
         if event is None:
             return _ack()
         assert event.channel and event.thread_ts
         conversation = await self._conversation(
-            rec.integration_id, slack.thread_key(event.channel, event.thread_ts))
+            rec.integration_id, slack_events.thread_key(event.channel, event.thread_ts))
         if conversation is None:
             return _ack()  # a thread the hub did not start
-        activities = slack.reply_activities(
+        activities = slack_events.reply_activities(
             hub_id=rec.hub_id, integration_id=rec.integration_id,
             conversation_id=conversation.conversation_id, env=env, event=event,
             now_ms=int(time.time() * 1000))
@@ -246,13 +248,13 @@ class SlackSender:
                 thread = conv.threads.get(dest_id) if conv else None
         except Unavailable:
             return Attempt(outcome=Outcome.RETRY, reason="conversations_unavailable")
-        where = slack.split_thread(thread) if thread else None
+        where = slack_events.split_thread(thread) if thread else None
         if where is not None:
-            payload = slack.thread_request(where[0], where[1], activity)
+            payload = slack_posts.thread_request(where[0], where[1], activity)
         else:
             source = self.runtime.registry.view.integrations.get(activity.integration_id)
-            payload = slack.parent_request(
-                cfg.default_public_channel or slack.DEFAULT_CHANNEL, activity,
+            payload = slack_posts.parent_request(
+                cfg.default_public_channel or slack_posts.DEFAULT_CHANNEL, activity,
                 source_channel=source.channel_id.value if source else activity.channel_id,
                 source_name=source.name if source else None)
         result = await self._post(token, payload)
@@ -260,7 +262,7 @@ class SlackSender:
             assert result.channel and result.ts
             try:
                 await self._record(delivery, conv, dest_id,
-                                   slack.thread_key(result.channel, result.ts))
+                                   slack_events.thread_key(result.channel, result.ts))
             except Unavailable:
                 # Posted but not recorded: the retry opens another thread rather than
                 # letting later messages go astray.
@@ -282,7 +284,7 @@ class SlackSender:
             customer_integration_id=activity.integration_id, customer_id=activity.sender.id,
             created_at=int(time.time() * 1000), threads={dest_id: thread}))
 
-    async def _post(self, token: str, payload: dict[str, object]) -> slack.PostResult:
+    async def _post(self, token: str, payload: dict[str, object]) -> slack_posts.PostResult:
         url = f"{self.runtime.settings.slack_api_url.rstrip('/')}/chat.postMessage"
         headers = {"Authorization": f"Bearer {token}",
                    "Content-Type": "application/json; charset=utf-8"}
@@ -290,8 +292,8 @@ class SlackSender:
             resp = await self.runtime.http.request("POST", url, content=_json.encode(payload),
                                                    headers=headers)
         except HttpTimeout:
-            return slack.PostResult(outcome=Outcome.RETRY, reason="timeout", status=0)
+            return slack_posts.PostResult(outcome=Outcome.RETRY, reason="timeout", status=0)
         except HttpError as exc:
-            return slack.PostResult(outcome=Outcome.RETRY, reason=exc.reason, status=0)
+            return slack_posts.PostResult(outcome=Outcome.RETRY, reason=exc.reason, status=0)
         retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
-        return slack.parse_post_response(resp.status_code, resp.content, retry_after)
+        return slack_posts.parse_post_response(resp.status_code, resp.content, retry_after)
