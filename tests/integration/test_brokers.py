@@ -22,7 +22,9 @@ from switchboard.brokers import (
     port_accepts,
     start_broker,
 )
-from switchboard.brokers.kafka import KAFKA_VERSION, KafkaBroker, ensure_kafka_jars, metadata_ready
+from switchboard.brokers.kafka import KafkaBroker
+from switchboard.brokers.kafka_jars import KAFKA_VERSION, ensure_kafka_jars
+from switchboard.brokers.kafka_wire import metadata_ready
 from switchboard.brokers.tansu import TansuBroker
 
 Record = tuple[bytes | None, bytes | None]

@@ -31,7 +31,8 @@ from cryptography.x509.oid import NameOID
 from switchboard.acls import SERVICES, required_acls
 from switchboard.broker_config import check_broker_access
 from switchboard.brokers import free_port
-from switchboard.brokers.kafka import KafkaBroker, SecureListener, create_acls
+from switchboard.brokers.kafka import KafkaBroker, SecureListener
+from switchboard.brokers.kafka_wire import create_acls
 from switchboard.errors import ConfigError
 from switchboard.kafka import REGISTRY, ensure_topics, topic_specs
 from switchboard.services.runtime import Runtime

@@ -1,7 +1,8 @@
 """Apache Kafka 4.x as a single-node KRaft broker (broker + controller in one JVM).
 
 The jars come from Maven Central through ``tools/kafka/pom.xml`` and are cached per
-version; data lives in a caller-chosen directory and survives restarts.
+version (see `switchboard.brokers.kafka_jars`); data lives in a caller-chosen directory
+and survives restarts.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import socket
-import struct
 import subprocess
 import uuid
 from collections.abc import Mapping
@@ -29,212 +28,16 @@ from switchboard.brokers import (
     _wait_ready,
     free_port,
 )
+from switchboard.brokers.kafka_jars import ensure_kafka_jars
+from switchboard.brokers.kafka_wire import metadata_ready
 
 __all__ = [
-    "KAFKA_VERSION",
     "KafkaBroker",
     "SecureListener",
-    "create_acls",
-    "ensure_kafka_jars",
-    "kafka_cache_dir",
-    "kafka_pom",
-    "metadata_ready",
 ]
 
-#: Kept in step with ``<kafka.version>`` in tools/kafka/pom.xml (we pass it explicitly).
-KAFKA_VERSION: Final = "4.1.1"
-
-_COMPLETE_MARKER: Final = ".complete"
 _NODE_ID: Final = 1
 _FORMAT_TIMEOUT_S: Final = 120.0
-_MAVEN_TIMEOUT_S: Final = 1800.0
-
-
-def kafka_cache_dir(version: str = KAFKA_VERSION) -> Path:
-    """Where the jars of ``version`` are cached: ``<cache>/kafka-<version>/libs``.
-
-    ``<cache>`` is ``$SWITCHBOARD_CACHE_DIR`` or ``~/.cache/switchboard``.
-    """
-    base = os.environ.get("SWITCHBOARD_CACHE_DIR")
-    root = Path(base) if base else Path.home() / ".cache" / "switchboard"
-    return root / f"kafka-{version}" / "libs"
-
-
-def kafka_pom() -> Path:
-    """The Maven project that fetches the jars (``$SWITCHBOARD_KAFKA_POM`` overrides)."""
-    override = os.environ.get("SWITCHBOARD_KAFKA_POM")
-    if override:
-        return Path(override)
-    # libs/switchboard/brokers/kafka.py -> repository root is three folders up.
-    return Path(__file__).resolve().parents[3] / "tools" / "kafka" / "pom.xml"
-
-
-def ensure_kafka_jars(version: str = KAFKA_VERSION, cache_dir: Path | None = None) -> Path:
-    """Return a folder with every jar the broker needs, running Maven only if absent.
-
-    Idempotent and safe to race: Maven fills a private folder that is renamed into
-    place only when complete, and a marker file tells complete from interrupted.
-    """
-    libs = cache_dir if cache_dir is not None else kafka_cache_dir(version)
-    if (libs / _COMPLETE_MARKER).is_file():
-        return libs
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise BrokerError("Maven (mvn) is needed to fetch the Kafka jars but is not on PATH")
-    pom = kafka_pom()
-    if not pom.is_file():
-        raise BrokerError(f"Kafka pom not found at {pom} (set SWITCHBOARD_KAFKA_POM)")
-    libs.parent.mkdir(parents=True, exist_ok=True)
-    staging = libs.parent / f".libs-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        try:
-            result = subprocess.run(
-                [
-                    mvn,
-                    "-q",
-                    "-B",
-                    "-f",
-                    str(pom),
-                    "dependency:copy-dependencies",
-                    f"-DoutputDirectory={staging}",
-                    f"-Dkafka.version={version}",
-                ],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=_MAVEN_TIMEOUT_S,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise BrokerError(f"Maven did not finish within {_MAVEN_TIMEOUT_S:.0f} s") from exc
-        if result.returncode != 0:
-            raise BrokerError(
-                f"fetching Kafka {version} jars: Maven failed "
-                f"(exit {result.returncode}):\n{result.stdout}\n{result.stderr}".rstrip()
-            )
-        if not (staging / f"kafka_2.13-{version}.jar").is_file():
-            raise BrokerError(
-                f"Maven succeeded but kafka_2.13-{version}.jar is missing in {staging}:\n"
-                f"{result.stdout}\n{result.stderr}".rstrip()
-            )
-        (staging / _COMPLETE_MARKER).write_text(version + "\n")
-        if libs.exists() and not (libs / _COMPLETE_MARKER).is_file():
-            shutil.rmtree(libs)  # left by an interrupted run of an older layout
-        try:
-            staging.rename(libs)
-        except OSError:
-            # Another process won the race; its copy is as good as ours.
-            if not (libs / _COMPLETE_MARKER).is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return libs
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < size:
-        chunk = sock.recv(size - len(buf))
-        if not chunk:
-            raise ConnectionError("connection closed mid-response")
-        buf += chunk
-    return bytes(buf)
-
-
-def metadata_ready(port: int, host: str = LOOPBACK, timeout: float = 2.0) -> bool:
-    """True when the broker answers a Metadata request listing at least one live broker.
-
-    An accepting port is not enough: KRaft binds its listeners before the broker has
-    registered with the controller and been unfenced, and until then clients see no
-    brokers. Raw Metadata v4 (the oldest version Kafka 4 still serves) keeps this
-    synchronous and free of client-library state.
-    """
-    client_id = b"switchboard-ready"
-    correlation_id = 7
-    request = (
-        struct.pack(">hhih", 3, 4, correlation_id, len(client_id))  # Metadata v4, header v1
-        + client_id
-        + struct.pack(">i?", 0, False)  # topics: none; allow_auto_topic_creation: false
-    )
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(struct.pack(">i", len(request)) + request)
-            (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-            response = _recv_exact(sock, size)
-        got_id, _throttle_ms, broker_count = struct.unpack_from(">iii", response, 0)
-    except (OSError, struct.error):
-        return False
-    return bool(got_id == correlation_id and broker_count > 0)
-
-
-_RESOURCE_TYPES: Final = {"topic": 2, "group": 3, "cluster": 4}
-_OPERATIONS: Final = {"All": 2, "Read": 3, "Write": 4, "Create": 5, "Delete": 6, "Alter": 7,
-                      "Describe": 8, "ClusterAction": 9, "DescribeConfigs": 10,
-                      "AlterConfigs": 11, "IdempotentWrite": 12}
-
-
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _read_uvarint(buf: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buf[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, at
-        shift += 7
-
-
-def _compact(text: str) -> bytes:
-    raw = text.encode()
-    return _uvarint(len(raw) + 1) + raw
-
-
-def create_acls(port: int, principal: str, acls: list[tuple[str, str, str]],
-                host: str = LOOPBACK, timeout: float = 10.0) -> None:
-    """Allow ``principal`` (``User:name``) each (resource type, literal name, operation).
-
-    Sent as a raw CreateAcls v3 request to the PLAINTEXT listener, whose anonymous
-    principal a :class:`SecureListener` with ``authorize`` makes a super user: aiokafka
-    speaks only versions 0-1, which Kafka 4 no longer serves.
-    """
-    body = bytearray(_uvarint(len(acls) + 1))
-    for resource, name, operation in acls:
-        body += struct.pack(">b", _RESOURCE_TYPES[resource]) + _compact(name)
-        body += struct.pack(">b", 3)  # pattern: LITERAL
-        body += _compact(principal) + _compact("*")
-        body += struct.pack(">bb", _OPERATIONS[operation], 3) + b"\x00"  # ALLOW; no tags
-    body += b"\x00"
-    client_id = b"switchboard-acls"
-    request = (struct.pack(">hhih", 30, 3, 11, len(client_id)) + client_id + b"\x00"
-               + bytes(body))
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(struct.pack(">i", len(request)) + request)
-        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-        response = _recv_exact(sock, size)
-    (correlation_id,) = struct.unpack_from(">i", response, 0)
-    _, at = _read_uvarint(response, 4)  # header tags
-    at += 4  # throttle_time_ms
-    count, at = _read_uvarint(response, at)
-    errors = []
-    for i in range(count - 1):
-        (code,) = struct.unpack_from(">h", response, at)
-        length, at = _read_uvarint(response, at + 2)
-        message = response[at:at + length - 1].decode() if length else ""
-        at += max(length - 1, 0)
-        _, at = _read_uvarint(response, at)  # tags
-        if code:
-            errors.append(f"{acls[i]}: error {code} {message}")
-    if correlation_id != 11 or errors:
-        raise BrokerError("CreateAcls failed: " + "; ".join(errors))
 
 
 def new_cluster_id() -> str:
