@@ -17,7 +17,9 @@ from hypothesis import given
 
 from switchboard.model import Activity, activity_decoder, activity_encoder
 from switchboard.providers import (
-    messenger,
+    messenger_events,
+    messenger_send,
+    messenger_verification,
     slack_events,
     slack_posts,
     slack_provisioning,
@@ -172,7 +174,7 @@ def messenger_case(r: random.Random) -> MessengerCase:
     body = near_valid(r, *MESSENGER_TEMPLATES)
     signed = r.random() < 0.7
     if signed:
-        signature: str | None = messenger.sign(APP_SECRET, body)
+        signature: str | None = messenger_verification.sign(APP_SECRET, body)
         if r.random() < 0.2:
             signature = r.choice([signature.upper(), " " + signature + " "])
     else:
@@ -185,20 +187,20 @@ def messenger_case(r: random.Random) -> MessengerCase:
 
 @given(cases(messenger_case))
 def test_messenger_webhook(case: MessengerCase) -> None:
-    ours_or_result(messenger.handshake, case.params, "tok")
-    pages = messenger.page_ids(case.body)
+    ours_or_result(messenger_verification.handshake, case.params, "tok")
+    pages = messenger_verification.page_ids(case.body)
     assert all(isinstance(p, str) for p in pages)
-    secret = ours_or_result(messenger.verify_signature, case.signature, case.body,
+    secret = ours_or_result(messenger_verification.verify_signature, case.signature, case.body,
                             ["", "other-secret", APP_SECRET])
     if case.signed:
         assert secret == APP_SECRET
-    parsed = ours_or_result(messenger.parse_webhook, case.body)
+    parsed = ours_or_result(messenger_events.parse_webhook, case.body)
     if parsed is None:
         return
     events, _skipped = parsed
     for ev in events:
-        readable_downstream(messenger.to_activity(ev, integration_id=IID, hub_id=HUB,
-                                                  now_ms=NOW * 1000))
+        readable_downstream(messenger_events.to_activity(ev, integration_id=IID, hub_id=HUB,
+                                                         now_ms=NOW * 1000))
 
 
 # ---- Slack -------------------------------------------------------------------------------
@@ -304,9 +306,9 @@ def test_provider_answers(case: Answer) -> None:
     err = twilio.parse_error(status, body)
     assert isinstance(err.reason, str) and isinstance(err.describe(), str)
     ours_or_result(twilio.parse_number, body)
-    messenger.graph_error(body)
-    assert isinstance(messenger.graph_error_message(status, body), str)
-    messenger.classify_send(status, body, case.retry_after)
+    messenger_send.graph_error(body)
+    assert isinstance(messenger_send.graph_error_message(status, body), str)
+    messenger_send.classify_send(status, body, case.retry_after)
     slack_posts.parse_post_response(status, body, case.retry_after)
     ours_or_result(slack_provisioning.parse_oauth_response, status, body)
     ours_or_result(slack_provisioning.parse_auth_test, status, body)

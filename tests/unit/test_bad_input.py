@@ -12,7 +12,14 @@ from switchboard.destinations import validate_webhook_url
 from switchboard.errors import BadRequest, Forbidden, PayloadTooLarge, SwitchboardError
 from switchboard.inbound import check_content_length
 from switchboard.model import ChannelId
-from switchboard.providers import messenger, slack_events, slack_posts, twilio
+from switchboard.providers import (
+    messenger_events,
+    messenger_send,
+    messenger_verification,
+    slack_events,
+    slack_posts,
+    twilio,
+)
 from switchboard.providers import webchat as wc
 from switchboard.services.api import parse_channel, parse_integration_type
 from switchboard.services.deliveries_api import _int_param
@@ -23,11 +30,11 @@ DEEP = b"[" * 10_000 + b"]" * 10_000
 
 def test_every_json_parser_refuses_deep_nesting_with_our_error() -> None:
     with pytest.raises(BadRequest) as caught:
-        messenger.parse_webhook(b'{"object":"page","x":' + DEEP + b"}")
+        messenger_events.parse_webhook(b'{"object":"page","x":' + DEEP + b"}")
     assert caught.value.code == "invalid_json"
     # Before the signature is checked, a deep body simply names no pages.
-    assert messenger.page_ids(b'{"entry":[{"id":"1","x":' + DEEP + b"}]}") == []
-    assert messenger.graph_error(b'{"error":' + DEEP + b"}") is None
+    assert messenger_verification.page_ids(b'{"entry":[{"id":"1","x":' + DEEP + b"}]}") == []
+    assert messenger_send.graph_error(b'{"error":' + DEEP + b"}") is None
     with pytest.raises(BadRequest) as caught:
         slack_events.parse_envelope(b'{"type":"event_callback","x":' + DEEP + b"}")
     assert caught.value.code == "invalid_json"
@@ -51,8 +58,8 @@ def test_a_frame_with_a_lone_surrogate_is_refused_not_crashed() -> None:
 
 def test_the_meta_handshake_survives_a_lone_surrogate() -> None:
     with pytest.raises(Forbidden):
-        messenger.handshake({"hub.mode": "subscribe", "hub.verify_token": "\udfff",
-                             "hub.challenge": "1"}, "tok")
+        messenger_verification.handshake({"hub.mode": "subscribe", "hub.verify_token": "\udfff",
+                                          "hub.challenge": "1"}, "tok")
 
 
 LONG_DIGITS = "9" * 4301  # int() refuses more than 4,300 digits with ValueError

@@ -7,7 +7,8 @@
   publishes durably, and only then answers 200.
 - `MessengerSender` delivers agent and bot messages with ``POST /{v}/me/messages``.
 
-The wire formats and checks are pure functions in `switchboard.providers.messenger`.
+The wire formats and checks are pure functions in `switchboard.providers.messenger_verification`,
+`messenger_events` and `messenger_send`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from switchboard.channels import ChannelConfig, MessengerConfig
 from switchboard.errors import BadRequest, Conflict, Unavailable
 from switchboard.model import Activity, ChannelId, Delivery
 from switchboard.outbound import SKIPPED, Attempt
-from switchboard.providers import messenger as fb
+from switchboard.providers import messenger_events, messenger_send, messenger_verification
 from switchboard.registry import IntegrationRecord
 from switchboard.retry import Outcome, parse_retry_after
 from switchboard.sealing import open_config_secret
@@ -121,7 +122,7 @@ class MessengerPlugin(ChannelPlugin):
                              "configuration.pageAccessToken")
         answer = await self._graph(
             "POST", f"{page_id}/subscribed_apps", token, secret,
-            data={"subscribed_fields": ",".join(fb.SUBSCRIBED_FIELDS)})
+            data={"subscribed_fields": ",".join(messenger_events.SUBSCRIBED_FIELDS)})
         if answer.get("success") is not True:
             raise BadRequest("graph_error", "the Graph API did not subscribe the app",
                              "configuration.pageAccessToken")
@@ -160,10 +161,10 @@ class MessengerPlugin(ChannelPlugin):
                      params: dict[str, str] | None = None,
                      data: dict[str, str] | None = None) -> dict[str, Any]:
         s = self.runtime.settings
-        url = fb.graph_url(s.meta_graph_url, s.meta_graph_version, path)
+        url = messenger_send.graph_url(s.meta_graph_url, s.meta_graph_version, path)
         query = {**(params or {}), "access_token": token}
         if secret:
-            query["appsecret_proof"] = fb.appsecret_proof(secret, token)
+            query["appsecret_proof"] = messenger_send.appsecret_proof(secret, token)
         try:
             resp = await self.runtime.http.request(
                 method, url, params=query,
@@ -177,10 +178,10 @@ class MessengerPlugin(ChannelPlugin):
                               "the Graph API could not be reached; retry") from None
         if resp.status_code >= 500 or resp.status_code == 429:
             raise Unavailable("provider_unavailable",
-                              fb.graph_error_message(resp.status_code, resp.content))
+                              messenger_send.graph_error_message(resp.status_code, resp.content))
         if resp.status_code >= 400:
-            raise BadRequest("graph_error", fb.graph_error_message(resp.status_code,
-                                                                   resp.content),
+            raise BadRequest("graph_error",
+                             messenger_send.graph_error_message(resp.status_code, resp.content),
                              "configuration.pageAccessToken")
         try:
             body = resp.json()
@@ -194,8 +195,8 @@ class MessengerPlugin(ChannelPlugin):
 
     async def _meta(self, request: Request) -> Response:
         if request.method in ("GET", "HEAD"):
-            challenge = fb.handshake(request.query_params,
-                                     self.runtime.settings.meta_verify_token)
+            challenge = messenger_verification.handshake(request.query_params,
+                                                         self.runtime.settings.meta_verify_token)
             return PlainTextResponse(challenge)
         return await self._receive(request)
 
@@ -204,7 +205,7 @@ class MessengerPlugin(ChannelPlugin):
         body = await read_body(request, runtime.settings.max_body_bytes)
         # Before verifying, the body is read only for the Page ids it names, to know
         # which app secrets may have signed it; nothing else of it is used yet.
-        pages = fb.page_ids(body)
+        pages = messenger_verification.page_ids(body)
         view = runtime.registry.view
         if any(view.by_external_id(self.channel, p) is None for p in pages):
             await self._sync_registry()
@@ -213,19 +214,19 @@ class MessengerPlugin(ChannelPlugin):
         if not candidates:
             log.warning("messenger: webhook received but no app secret is configured "
                         "(SWITCHBOARD_META_APP_SECRET or the integration's appSecret)")
-        signer = fb.verify_signature(request.headers.get(fb.SIGNATURE_HEADER), body,
-                                     candidates)
+        signer = messenger_verification.verify_signature(
+            request.headers.get(messenger_verification.SIGNATURE_HEADER), body, candidates)
         verified(request)
-        events, skipped = fb.parse_webhook(body)
+        events, skipped = messenger_events.parse_webhook(body)
         now_ms = int(time.time() * 1000)
         by_conversation: dict[str, list[Activity]] = {}
         for ev in events:
             rec = view.by_external_id(self.channel, ev.page_id)
             if rec is None:
-                skipped.append(fb.Skipped(ev.page_id, "unknown_page"))
+                skipped.append(messenger_events.Skipped(ev.page_id, "unknown_page"))
                 continue
             if not rec.active:
-                skipped.append(fb.Skipped(ev.page_id, "integration_paused"))
+                skipped.append(messenger_events.Skipped(ev.page_id, "integration_paused"))
                 continue
             cfg = rec.configuration
             assert isinstance(cfg, MessengerConfig)
@@ -233,10 +234,10 @@ class MessengerPlugin(ChannelPlugin):
             # secret is that one (another tenant's secret must not speak for this Page).
             own = self._secrets.app_secret_or_none(rec)
             if own is None or not hmac.compare_digest(own.encode(), signer.encode()):
-                skipped.append(fb.Skipped(ev.page_id, "signed_by_another_app"))
+                skipped.append(messenger_events.Skipped(ev.page_id, "signed_by_another_app"))
                 continue
-            activity = fb.to_activity(ev, integration_id=rec.integration_id,
-                                      hub_id=rec.hub_id, now_ms=now_ms)
+            activity = messenger_events.to_activity(ev, integration_id=rec.integration_id,
+                                                    hub_id=rec.hub_id, now_ms=now_ms)
             by_conversation.setdefault(activity.conversation_id, []).append(activity)
         for s in skipped:
             # Echoes of the Page's own sends are routine; the rest is worth a line.
@@ -267,7 +268,7 @@ class MessengerPlugin(ChannelPlugin):
         if glob:
             out[glob] = None
         for page in pages:
-            if len(out) >= fb.MAX_CANDIDATE_SECRETS:
+            if len(out) >= messenger_verification.MAX_CANDIDATE_SECRETS:
                 break
             rec = view.by_external_id(self.channel, page)
             if rec is not None and isinstance(rec.configuration, MessengerConfig) \
@@ -315,15 +316,15 @@ class MessengerSender:
             log.error("delivery %s: page token of %s unusable (%s)", delivery.delivery_id,
                       destination.integration_id, type(exc).__name__)
             return Attempt(outcome=Outcome.RETRY, reason="page_token_invalid")
-        bodies = fb.send_bodies(activity.message, conv.customer_id,
-                                metadata=f"switchboard:{delivery.delivery_id}")
+        bodies = messenger_send.send_bodies(activity.message, conv.customer_id,
+                                            metadata=f"switchboard:{delivery.delivery_id}")
         if not bodies:
             return Attempt(outcome=Outcome.DELIVERED, reason="empty")
         s = self._runtime.settings
-        url = fb.graph_url(s.meta_graph_url, s.meta_graph_version, "me/messages")
+        url = messenger_send.graph_url(s.meta_graph_url, s.meta_graph_version, "me/messages")
         query = {"access_token": token}
         if secret:
-            query["appsecret_proof"] = fb.appsecret_proof(secret, token)
+            query["appsecret_proof"] = messenger_send.appsecret_proof(secret, token)
         first = self._progress.get(delivery.delivery_id, 0)
         for i in range(first, len(bodies)):
             attempt = await self._post(url, query, bodies[i])
@@ -354,4 +355,5 @@ class MessengerSender:
             return Attempt(outcome=Outcome.RETRY, reason=exc.reason)
         status = resp.status_code
         retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
-        return fb.classify_send(status, resp.content if status >= 300 else b"", retry_after)
+        return messenger_send.classify_send(status, resp.content if status >= 300 else b"",
+                                            retry_after)
