@@ -1,15 +1,24 @@
 """The loopback Graph's change notifications (part of tests/fakes/graph.py):
-``POST|GET /subscriptions``, ``GET|PATCH|DELETE /subscriptions/{id}`` as Graph v1.0
-answers them, and the notifications themselves.
+``POST|GET /subscriptions``, ``GET|PATCH|DELETE /subscriptions/{id}``,
+``POST /subscriptions/{id}/reauthorize`` (204) as Graph v1.0 answers them, and the
+notifications themselves.
 
 Creating a subscription first sends Graph's validation request (``POST
-{notificationUrl}?validationToken=…``, text/plain) and expects the token back, 200
-text/plain, within 10 s, else 400 ``ValidationError``; ``expirationDateTime`` must be in
+{notificationUrl}?validationToken=…``, text/plain; the ``lifecycleNotificationUrl`` gets
+one too) and expects the token back, 200 text/plain, within 10 s, else 400
+``ValidationError``; ``expirationDateTime`` must be in
 the future and at most 4,230 minutes away (To Do's and Outlook's common limit). Every
 change to a watched collection (created, updated, deleted, made through the API or the
 test knobs) is posted to the subscriptions of that resource as ``{"value": [{
 subscriptionId, subscriptionExpirationDateTime, changeType, resource, resourceData,
-clientState, tenantId}]}``; the answers' statuses are kept in `delivered`.
+clientState, tenantId}]}``; the answers' statuses are kept in `delivered`. With `lose`
+set, change notifications are lost (counted in `lost`), as when Graph fails to deliver.
+
+`lifecycle(id, event)` posts a lifecycle notification to the subscription's
+``lifecycleNotificationUrl`` as Graph does: ``{"value": [{subscriptionId,
+subscriptionExpirationDateTime, tenantId, clientState, lifecycleEvent}]}`` with
+``lifecycleEvent`` one of ``reauthorizationRequired``, ``subscriptionRemoved`` (the
+subscription is deleted first, as Graph has dropped it) and ``missed``.
 
 `reroute` (prefix, replacement) stands in for DNS: a test hub's public URL is not the
 port it serves on.
@@ -66,6 +75,9 @@ class GraphSubscriptions:
         self.subscriptions: dict[str, dict[str, Any]] = {}
         self.delivered: list[tuple[str, int]] = []  # (changeType, the endpoint's status)
         self.validations: list[int] = []  # the endpoint's status per validation request
+        self.reauthorized: list[str] = []  # subscription ids, per reauthorize call
+        self.lose = False
+        self.lost = 0
         self.reroute: tuple[str, str] | None = None
         self._n = itertools.count(1)
         self._sending: set[asyncio.Task[None]] = set()
@@ -97,6 +109,11 @@ class GraphSubscriptions:
                     return refused
                 sub["expirationDateTime"] = body["expirationDateTime"]
                 return self.graph._json(sub)
+        elif rest[1:] == ["reauthorize"] and request.method == "POST":
+            if rest[0] not in self.subscriptions:
+                return _error(404, "ResourceNotFound", "The object was not found.")
+            self.reauthorized.append(rest[0])
+            return Response(status_code=204)
         elif len(rest) == 1:
             return _error(404, "ResourceNotFound", "The object was not found.")
         return _error(405, "ErrorInvalidRequest", "The OData request is not supported.")
@@ -130,17 +147,12 @@ class GraphSubscriptions:
             return refused
         if len(body.get("clientState") or "") > 128:
             return _error(400, "InvalidRequest", "clientState is longer than 128.")
-        token = secrets.token_urlsafe(24)
-        try:
-            async with httpx.AsyncClient(timeout=10) as client:
-                answer = await client.post(self._target(body["notificationUrl"]),
-                                           params={"validationToken": token},
-                                           headers={"content-type": "text/plain"})
-            self.validations.append(answer.status_code)
-            good = (answer.status_code == 200 and answer.text == token
-                    and answer.headers.get("content-type", "").startswith("text/plain"))
-        except httpx.HTTPError:
-            good = False
+        life = body.get("lifecycleNotificationUrl")
+        if life is not None and not isinstance(life, str):
+            return _error(400, "InvalidRequest", "lifecycleNotificationUrl is not valid.")
+        good = await self._validate(body["notificationUrl"])
+        if good and life is not None:
+            good = await self._validate(life)
         if not good:
             return _error(400, "ValidationError", "Subscription validation request failed. "
                           "Notification endpoint must respond with 200 OK to validation "
@@ -150,13 +162,39 @@ class GraphSubscriptions:
                "resource": body["resource"], "applicationId": APP,
                "changeType": body["changeType"], "clientState": body.get("clientState"),
                "notificationUrl": body["notificationUrl"],
-               "notificationQueryOptions": None, "lifecycleNotificationUrl": None,
+               "notificationQueryOptions": None, "lifecycleNotificationUrl": life,
                "expirationDateTime": body["expirationDateTime"],
                "creatorId": self.graph.me["id"], "includeResourceData": False,
                "latestSupportedTlsVersion": "v1_2", "encryptionCertificate": None,
                "encryptionCertificateId": None, "notificationUrlAppId": None}
         self.subscriptions[sub["id"]] = sub
         return self.graph._json(sub, 201)
+
+    async def _validate(self, url: str) -> bool:
+        token = secrets.token_urlsafe(24)
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                answer = await client.post(self._target(url),
+                                           params={"validationToken": token},
+                                           headers={"content-type": "text/plain"})
+        except httpx.HTTPError:
+            return False
+        self.validations.append(answer.status_code)
+        return (answer.status_code == 200 and answer.text == token
+                and answer.headers.get("content-type", "").startswith("text/plain"))
+
+    def lifecycle(self, sub_id: str, event: str) -> None:
+        """Graph tells the subscription's lifecycleNotificationUrl about `event`."""
+        sub = self.subscriptions[sub_id]
+        if event == "subscriptionRemoved":
+            del self.subscriptions[sub_id]
+        if sub["lifecycleNotificationUrl"] is None:
+            return  # Graph sends lifecycle notifications only to subscriptions with one
+        note = {"subscriptionId": sub_id,
+                "subscriptionExpirationDateTime": sub["expirationDateTime"],
+                "tenantId": TENANT, "clientState": sub["clientState"],
+                "lifecycleEvent": event}
+        self._send(sub["lifecycleNotificationUrl"], event, {"value": [note]})
 
     def changed(self, key: str, item_id: str, change: str, etag: str | None) -> None:
         """An item of `key` was created, updated or deleted: notify its subscribers."""
@@ -167,6 +205,9 @@ class GraphSubscriptions:
             expires = _when(sub["expirationDateTime"])
             if (sub["resource"].strip("/") != resource or change not in sub["changeType"]
                     or expires is None or expires <= now):
+                continue
+            if self.lose:
+                self.lost += 1
                 continue
             note = {"subscriptionId": sub["id"],
                     "subscriptionExpirationDateTime": sub["expirationDateTime"],

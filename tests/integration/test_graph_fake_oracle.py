@@ -128,9 +128,10 @@ async def test_the_sdk_reads_the_fakes_errors(fake: FakeGraph) -> None:
 
 
 async def test_the_sdk_manages_the_fakes_subscriptions(fake: FakeGraph) -> None:
-    """Subscriptions as the SDK's models read them, the validation handshake sent to the
-    notification URL first, and a notification with Graph's documented fields (this SDK
-    build has no changeNotification model to read it with)."""
+    """Subscriptions as the SDK's models read them (their lifecycleNotificationUrl too),
+    the validation handshake sent to both URLs first, the SDK's reauthorize, and change
+    and lifecycle notifications with Graph's documented fields (this SDK build has no
+    changeNotification model to read them with)."""
     from datetime import UTC, datetime, timedelta
 
     import orjson
@@ -144,16 +145,18 @@ async def test_the_sdk_manages_the_fakes_subscriptions(fake: FakeGraph) -> None:
     from tests.support import LoopbackServer
 
     got: list[bytes] = []
+    lifecycle: list[bytes] = []
 
     async def endpoint(request: Request) -> Response:
         token = request.query_params.get("validationToken")
         if token is not None:
             return Response(token, 200, media_type="text/plain")
-        got.append(await request.body())
+        (got if request.url.path == "/n" else lifecycle).append(await request.body())
         return Response(status_code=202)
 
     port = free_port()
-    receiver = LoopbackServer(Starlette(routes=[Route("/n", endpoint, methods=["POST"])]),
+    receiver = LoopbackServer(Starlette(routes=[Route("/n", endpoint, methods=["POST"]),
+                                                Route("/l", endpoint, methods=["POST"])]),
                               port)
     await receiver.start()
     try:
@@ -162,10 +165,12 @@ async def test_the_sdk_manages_the_fakes_subscriptions(fake: FakeGraph) -> None:
         made = await client.subscriptions.post(SdkSubscription(
             change_type="created,updated,deleted", resource="/me/contacts",
             notification_url=f"http://127.0.0.1:{port}/n", client_state="s3cret",
+            lifecycle_notification_url=f"http://127.0.0.1:{port}/l",
             expiration_date_time=expires))
         assert made is not None and made.id and made.client_state == "s3cret"
         assert made.expiration_date_time is not None and made.application_id
-        assert fake.subs.validations == [200]
+        assert made.lifecycle_notification_url == f"http://127.0.0.1:{port}/l"
+        assert fake.subs.validations == [200, 200]
         listed = await client.subscriptions.get()
         assert listed is not None and listed.value is not None
         assert [s.id for s in listed.value] == [made.id]
@@ -190,6 +195,20 @@ async def test_the_sdk_manages_the_fakes_subscriptions(fake: FakeGraph) -> None:
         assert note["resourceData"]["id"] in fake.items["contacts"]
         assert note["resourceData"]["@odata.type"] == "#Microsoft.OutlookServices.Contact"
         assert note["subscriptionExpirationDateTime"] == renewed_at
+
+        assert await client.subscriptions.by_subscription_id(made.id).reauthorize.post() \
+            is None
+        assert fake.subs.reauthorized == [made.id]
+        fake.subs.lifecycle(made.id, "reauthorizationRequired")
+        for _ in range(200):
+            if lifecycle:
+                break
+            await asyncio.sleep(0.05)
+        [life] = orjson.loads(lifecycle[0])["value"]
+        assert life == {"subscriptionId": made.id, "lifecycleEvent":
+                        "reauthorizationRequired", "clientState": "s3cret",
+                        "subscriptionExpirationDateTime": renewed_at,
+                        "tenantId": note["tenantId"]}
 
         assert await client.subscriptions.by_subscription_id(made.id).delete() is None
         assert fake.subs.subscriptions == {}

@@ -2,7 +2,9 @@
 whose mailbox has changeNotifications (the hub answers Graph's validation handshake), a
 contact created in the Graph fake is notified, and the run that triggers brings it to
 the platform fake with no run asked for; a subscription near its expiry is renewed; a
-notification without the profile's clientState runs nothing.
+notification without the profile's clientState runs nothing. Lifecycle notifications:
+reauthorizationRequired reauthorizes, missed runs, subscriptionRemoved subscribes again;
+forged ones do nothing.
 
 The fake posts to the hub's public URL (SWITCHBOARD_PUBLIC_URL); `reroute` points that
 at the port the test hub serves on."""
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +23,7 @@ import pytest
 from tests.conftest import RunningHub, make_settings
 from tests.fakes.graph import FakeGraph
 from tests.fakes.platform import FakePlatform
-from tests.integration.test_sync_runs import run_and_wait
+from tests.integration.test_sync_runs import run_and_wait, wait_job
 
 PUBLIC = "https://hub.example.test"
 
@@ -87,7 +89,9 @@ async def test_a_contact_made_in_outlook_reaches_the_platform_by_notification(
                                              "/me/todo/lists/AAMkTasksDefault/tasks"}
     assert {x["notificationUrl"] for x in made} == {PUBLIC + hook}
     assert {x["changeType"] for x in made} == {"created,updated,deleted"}
-    assert subs.validations == [200, 200]
+    assert {x["lifecycleNotificationUrl"] for x in made} == {
+        f"{PUBLIC}/api/v1/sync/graph/lifecycle/{pid}"}
+    assert subs.validations == [200] * 4  # each URL of each subscription
     [sub] = [x for x in made if x["resource"] == "/me/contacts"]
 
     # Made in Outlook: notified, and the run that triggers carries it over.
@@ -126,3 +130,97 @@ async def test_a_contact_made_in_outlook_reaches_the_platform_by_notification(
     assert len(subs.subscriptions) == 2 and sub["id"] in subs.subscriptions
     renewed = datetime.fromisoformat(sub["expirationDateTime"].replace("Z", "+00:00"))
     assert renewed > datetime.now(UTC) + timedelta(hours=60)
+
+
+async def test_lifecycle_notifications(setup: Setup) -> None:
+    s, c = setup, setup.hub.client
+    hub_id, auth = await s.hub.create_hub("graph")
+    s.platform.add_user("ptok", email="pat@platform.test")
+    r = await c.post(f"/api/v1/hubs/{hub_id}/syncProfiles", headers=auth, json={
+        "name": "outlook",
+        "portal": {"kind": "platform", "configuration": {"instanceUrl": s.platform.url},
+                   "credentials": {"accessToken": "ptok"}},
+        "mailbox": {"kind": "graph", "configuration": {"changeNotifications": True},
+                    "credentials": {"accessToken": s.graph.token}},
+        "modules": {"contacts": {"options": {"direction": "BOTH"}, "needReview": False}}})
+    assert r.status_code == 201, r.text
+    pid = r.json()["profileId"]
+    url = f"/api/v1/hubs/{hub_id}/syncProfiles/{pid}"
+    hook = f"/api/v1/sync/graph/lifecycle/{pid}"
+    done = await run_and_wait(c, url, auth, initial=True)
+    assert done["status"].get("errMessage") is None, done["status"]
+    subs = s.graph.subs
+    [sub] = await until("the subscription", lambda: list(subs.subscriptions.values()))
+    assert sub["lifecycleNotificationUrl"] == PUBLIC + hook
+
+    def on_platform(email: str) -> Callable[[], Any]:
+        return lambda: [x for x in s.platform.live("contact") if x.get("email") == email]
+
+    async def job_id() -> str | None:
+        return (await c.get(url, headers=auth)).json()["status"].get("jobId")
+
+    # Forged (a guessed clientState, none, another profile's): 202, accepted 0. That
+    # nothing follows is shown by a genuine notification handled after them: its
+    # reauthorize is seen, theirs (and a run) are not.
+    before = await job_id()
+    forged = {"value": [
+        {"subscriptionId": "forged-1", "lifecycleEvent": "reauthorizationRequired",
+         "clientState": "guess", "tenantId": "t"},
+        {"subscriptionId": sub["id"], "lifecycleEvent": "missed"},
+        {"subscriptionId": sub["id"], "lifecycleEvent": "subscriptionRemoved",
+         "clientState": sub["clientState"][:-1] + "x"}]}
+    r = await c.post(hook, json=forged)
+    assert r.status_code == 202 and r.json() == {"profileId": pid, "accepted": 0}
+
+    # reauthorizationRequired: the hub reauthorizes the subscription on Graph.
+    subs.lifecycle(sub["id"], "reauthorizationRequired")
+    await until("the reauthorize call", lambda: subs.reauthorized)
+    assert subs.reauthorized == [sub["id"]]
+    assert ("reauthorizationRequired", 202) in subs.delivered
+    assert await job_id() == before and list(subs.subscriptions) == [sub["id"]]
+
+    # missed: a contact whose notification Graph lost still arrives, by the run the
+    # missed notification asks for.
+    subs.lose = True
+    s.graph.add("contacts", {"givenName": "Mia", "displayName": "Mia Lost",
+                             "emailAddresses": [{"address": "mia@example.test"}]})
+    subs.lose = False
+    assert subs.lost == 1
+    subs.lifecycle(sub["id"], "missed")
+    await until("the missed contact on the platform", on_platform("mia@example.test"))
+    assert ("missed", 202) in subs.delivered
+
+    # subscriptionRemoved: Graph dropped it; the hub subscribes again (its handshakes
+    # passed) and runs. A contact made after that is notified on the new subscription.
+    before = await job_id()
+    subs.lifecycle(sub["id"], "subscriptionRemoved")
+    [again] = await until("the new subscription", lambda: [
+        x for x in subs.subscriptions.values() if x["id"] != sub["id"]])
+    assert again["resource"] == "/me/contacts" and list(subs.subscriptions) == [again["id"]]
+    assert again["lifecycleNotificationUrl"] == PUBLIC + hook
+    assert again["clientState"] == sub["clientState"]
+    rerun = await until_async("the run after the removal", job_id, lambda j: j != before)
+    await wait_job(c, url, auth, rerun)
+    notified = sum(1 for x in subs.delivered if x[0] == "created")
+    s.graph.add("contacts", {"givenName": "Zed", "displayName": "Zed Ray",
+                             "emailAddresses": [{"address": "zed@example.test"}]})
+    await until("the contact on the platform", on_platform("zed@example.test"))
+    assert sum(1 for x in subs.delivered if x == ("created", 202)) > notified
+    status = (await c.get(url, headers=auth)).json()["status"]
+    assert status.get("errMessage") is None, status
+
+    # The lifecycle URL's handshake and refusals, as the notification URL's.
+    r = await c.post(hook, params={"validationToken": "Validation: xyz"})
+    assert r.status_code == 200 and r.text == "Validation: xyz"
+    assert r.headers["content-type"].startswith("text/plain")
+    assert (await c.post(hook, content=b"{]")).status_code == 400
+    assert (await c.post("/api/v1/sync/graph/lifecycle/nope", json={})).status_code == 404
+
+
+async def until_async(what: str, get: Callable[[], Awaitable[Any]],
+                      ok: Callable[[Any], bool], timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not ok(got := await get()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+    return got

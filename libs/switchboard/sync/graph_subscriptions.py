@@ -1,6 +1,6 @@
 """Microsoft Graph change notifications for a mailbox side (pure: what to subscribe to,
 the subscription bodies, what to create, renew or delete, the per-profile clientState,
-and the notifications Graph posts).
+the notifications Graph posts, and what to do about a lifecycle notification).
 
 A profile whose mailbox is `graph` with ``changeNotifications: true`` is subscribed to
 created, updated and deleted items of the collections its enabled modules read; each
@@ -26,13 +26,17 @@ __all__ = [
     "CHANGE_TYPES",
     "LIFETIME_MS",
     "RENEW_BEFORE_MS",
+    "LifecycleNotification",
+    "LifecyclePlan",
     "Notification",
     "Subscription",
     "SubscriptionPlan",
     "client_state",
     "genuine",
+    "parse_lifecycle",
     "parse_notifications",
     "parse_subscriptions",
+    "plan_lifecycle",
     "plan_subscriptions",
     "renewal_body",
     "resources",
@@ -57,6 +61,7 @@ class Subscription(Struct, frozen=True, kw_only=True, rename="camel"):
     notification_url: str = ""
     expiration_date_time: str = ""
     change_type: str = ""
+    lifecycle_notification_url: str | None = None
 
 
 class _Subscriptions(Struct):
@@ -74,6 +79,27 @@ class _Notifications(Struct):
     value: list[Notification]
 
 
+class LifecycleNotification(Struct, frozen=True, kw_only=True, rename="camel"):
+    """What Graph posts to a subscription's lifecycleNotificationUrl: no resource data,
+    only which subscription and what happened to it."""
+    subscription_id: str = ""
+    client_state: str | None = None
+    lifecycle_event: str = ""
+    subscription_expiration_date_time: str = ""
+
+
+class _Lifecycle(Struct):
+    value: list[LifecycleNotification]
+
+
+class LifecyclePlan(Struct, frozen=True, kw_only=True):
+    reauthorize: list[str]  # subscription ids
+    resubscribe: bool  # a subscription was removed: make the missing ones again
+    run: bool  # changes may not have been notified: an incremental run
+    accepted: int  # genuine notifications of an event we act on
+    ignored: int  # without the profile's clientState, or an event we do not know
+
+
 class SubscriptionPlan(Struct, frozen=True, kw_only=True):
     create: list[str]  # resources
     renew: list[str]  # subscription ids
@@ -83,6 +109,7 @@ class SubscriptionPlan(Struct, frozen=True, kw_only=True):
 
 _subs = msgspec.json.Decoder(_Subscriptions)
 _notes = msgspec.json.Decoder(_Notifications)
+_lifecycle = msgspec.json.Decoder(_Lifecycle)
 
 
 def resources(modules: Collection[str], task_list_id: str | None) -> list[str]:
@@ -114,7 +141,8 @@ def client_state(key: bytes, profile_id: str) -> str:
     return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
 
 
-def genuine(keys: Sequence[bytes], profile_id: str, note: Notification) -> bool:
+def genuine(keys: Sequence[bytes], profile_id: str,
+            note: Notification | LifecycleNotification) -> bool:
     """Whether a notification carries the profile's clientState (constant time; any key
     still held, for subscriptions made before a key rotation)."""
     got = (note.client_state or "").encode()
@@ -122,10 +150,13 @@ def genuine(keys: Sequence[bytes], profile_id: str, note: Notification) -> bool:
 
 
 def subscription_body(resource: str, notification_url: str, state: str,
-                      now_ms: int) -> dict[str, str]:
-    return {"changeType": CHANGE_TYPES, "notificationUrl": notification_url,
+                      now_ms: int, lifecycle_url: str | None = None) -> dict[str, str]:
+    body = {"changeType": CHANGE_TYPES, "notificationUrl": notification_url,
             "resource": resource, "expirationDateTime": _iso(now_ms + LIFETIME_MS),
             "clientState": state}
+    if lifecycle_url is not None:
+        body["lifecycleNotificationUrl"] = lifecycle_url
+    return body
 
 
 def renewal_body(now_ms: int) -> dict[str, str]:
@@ -148,22 +179,63 @@ def parse_notifications(content: bytes) -> list[Notification]:
         raise ValueError(f"not a change notification: {exc}") from None
 
 
+def parse_lifecycle(content: bytes) -> list[LifecycleNotification]:
+    """A lifecycle notification post's items (ValueError if it is not Graph's shape)."""
+    try:
+        return _lifecycle.decode(content).value
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not a lifecycle notification: {exc}") from None
+
+
+def plan_lifecycle(keys: Sequence[bytes], profile_id: str,
+                   notes: Sequence[LifecycleNotification]) -> LifecyclePlan:
+    """What Microsoft asks of a subscriber for each lifecycle event, for the genuine
+    notifications only: ``reauthorizationRequired`` → reauthorize that subscription;
+    ``subscriptionRemoved`` → subscribe again, then an incremental run (changes made
+    while no subscription existed were notified to nobody); ``missed`` → an incremental
+    run (the delta links find what the lost notifications were about)."""
+    reauthorize: list[str] = []
+    resubscribe = run = False
+    accepted = 0
+    for note in notes:
+        if not genuine(keys, profile_id, note):
+            continue
+        event = note.lifecycle_event
+        if event == "reauthorizationRequired" and note.subscription_id:
+            if note.subscription_id not in reauthorize:
+                reauthorize.append(note.subscription_id)
+        elif event == "subscriptionRemoved":
+            resubscribe = run = True
+        elif event == "missed":
+            run = True
+        else:
+            continue
+        accepted += 1
+    return LifecyclePlan(reauthorize=reauthorize, resubscribe=resubscribe, run=run,
+                         accepted=accepted, ignored=len(notes) - accepted)
+
+
 def _same(a: str, b: str) -> bool:
     # Graph answers resources without the leading slash and in its own case ("me/contacts").
     return a.strip("/").lower() == b.strip("/").lower()
 
 
 def plan_subscriptions(existing: Sequence[Subscription], wanted: Sequence[str],
-                       notification_url: str, now_ms: int) -> SubscriptionPlan:
+                       notification_url: str, now_ms: int,
+                       lifecycle_url: str | None = None) -> SubscriptionPlan:
     """What to do so that each wanted resource has one live subscription to this
     notification URL; another URL's subscriptions (another profile's, another app's) are
-    not ours and left alone."""
+    not ours and left alone. With `lifecycle_url`, one of ours without it is replaced
+    (Graph cannot add it to a subscription: made anew, then the old one deleted)."""
     ours = [s for s in existing if s.notification_url == notification_url]
     create, renew, delete = [], [], []
     expiries = []
     for resource in wanted:
         mine = [s for s in ours if _same(s.resource, resource)]
         live = [s for s in mine if _ms(s.expiration_date_time) > now_ms]
+        if lifecycle_url is not None:
+            delete += [s.id for s in live if s.lifecycle_notification_url != lifecycle_url]
+            live = [s for s in live if s.lifecycle_notification_url == lifecycle_url]
         if not live:
             create.append(resource)
             expiries.append(now_ms + LIFETIME_MS)

@@ -1,4 +1,5 @@
-"""Graph change notifications (pure parts in `switchboard.sync.graph_subscriptions`).
+"""Graph change notifications (pure parts in `switchboard.sync.graph_subscriptions`;
+the subscriptions' I/O in `graph_subscribe`, lifecycle notifications in `graph_lifecycle`).
 
 - ``POST /api/v1/sync/graph/notifications/{profileId}`` (public: Graph posts here):
   ``?validationToken=`` is Graph's handshake, answered 200 text/plain with the token;
@@ -8,8 +9,9 @@
   retry it or tell a forger what we check.
 - `GraphSubscriber`, beside the `sync` worker: for the profiles whose `sync.jobs`
   partition that worker owns (the member that runs them), subscribes each Graph mailbox
-  with ``changeNotifications: true`` and renews its subscriptions a day before they
-  expire. Graph keeps the subscriptions; nothing of ours is stored.
+  with ``changeNotifications: true`` (with a ``lifecycleNotificationUrl``) and renews its
+  subscriptions a day before they expire. Graph keeps the subscriptions; nothing of ours
+  is stored.
 """
 
 from __future__ import annotations
@@ -28,34 +30,32 @@ from starlette.routing import Route
 
 from switchboard.errors import BadRequest, NotFound, SwitchboardError
 from switchboard.kafka import SYNC_PROFILES
-from switchboard.keys import derive_key, parse_master_keys
+from switchboard.services import graph_lifecycle
+from switchboard.services.graph_lifecycle import GraphLifecycle
+from switchboard.services.graph_subscribe import (
+    LIFECYCLE,
+    NOTIFY,
+    notification_url,
+    notify_keys,
+    subscribe,
+    watched,
+)
 from switchboard.services.http import JSON, read_body
-from switchboard.services.runtime import Runtime
-from switchboard.services.sync_connectors import ConnectorContext, build
 from switchboard.services.sync_scheduler import partition_of
 from switchboard.services.sync_webhooks import trigger
 from switchboard.supervision import supervised
-from switchboard.sync.errors import ConnectorError, RateLimited
-from switchboard.sync.graph_subscriptions import (
-    client_state,
-    genuine,
-    parse_notifications,
-    parse_subscriptions,
-    plan_subscriptions,
-    renewal_body,
-    resources,
-    subscription_body,
-)
-from switchboard.sync.profiles import ProfileRecord, open_credentials
+from switchboard.sync.errors import RateLimited
+from switchboard.sync.graph_subscriptions import genuine, parse_notifications
+from switchboard.sync.profiles import ProfileRecord
 
 if TYPE_CHECKING:
-    from switchboard.services.graph_connector import GraphConnector
     from switchboard.services.sync_api import SyncProfilesApi
     from switchboard.services.sync_worker import SyncWorker
 
 log = logging.getLogger(__name__)
 
-NOTIFY = "/api/v1/sync/graph/notifications/{profileId}"
+__all__ = ["LIFECYCLE", "NOTIFY", "GraphNotificationsApi", "GraphSubscriber",
+           "notification_url", "openapi_paths", "watched"]
 # How often the subscriber looks for a profile due (a look at memory; Graph is called
 # only for a profile whose subscriptions are missing, changed or about to expire).
 TICK_S = 1.0
@@ -66,44 +66,49 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _keys(runtime: Runtime) -> list[bytes]:
-    return [derive_key(k, "graph-notify")
-            for k in parse_master_keys(runtime.settings.sealing_keys)]
-
-
-def notification_url(runtime: Runtime, profile_id: str) -> str:
-    return runtime.settings.public_url.rstrip("/") + NOTIFY.format(profileId=profile_id)
-
-
-def watched(rec: ProfileRecord) -> bool:
-    return (rec.mailbox.kind == "graph" and rec.connected
-            and rec.mailbox.configuration.get("changeNotifications") is True)
-
-
 class GraphNotificationsApi:
     def __init__(self, profiles: SyncProfilesApi) -> None:
         self.runtime = profiles.runtime
         self.store = profiles.store
-        self._keys = _keys(self.runtime)
+        self._keys = notify_keys(self.runtime)
+        self.lifecycle = GraphLifecycle(self)
 
     def routes(self) -> list[Route]:
-        return [Route(NOTIFY, self.notify, methods=["POST"])]
+        return [Route(NOTIFY, self.notify, methods=["POST"]),
+                Route(LIFECYCLE, self.notify_lifecycle, methods=["POST"])]
 
-    async def notify(self, request: Request) -> Response:
-        pid = request.path_params["profileId"]
+    async def _profile(self, request: Request) -> ProfileRecord:
         await self.store.sync()
-        rec = self.store.profiles.profiles.get(pid)
+        rec = self.store.profiles.profiles.get(request.path_params["profileId"])
         if (rec is None or rec.hub_id not in self.runtime.registry.view.hubs
                 or rec.mailbox.kind != "graph"
                 or rec.mailbox.configuration.get("changeNotifications") is not True):
             raise NotFound("sync_profile_not_found", "no such sync profile")
+        return rec
+
+    @staticmethod
+    def _handshake(request: Request) -> Response | None:
+        """Graph's validation request (both URLs get one when a subscription is made)."""
         token = request.query_params.get("validationToken")
-        if token is not None:
-            if not 0 < len(token) <= 1024:
-                raise BadRequest("invalid_validation_token", "validationToken: 1 to 1024 "
-                                 "characters", field="validationToken")
-            return Response(token, 200, media_type="text/plain",
-                            headers={"x-content-type-options": "nosniff"})
+        if token is None:
+            return None
+        if not 0 < len(token) <= 1024:
+            raise BadRequest("invalid_validation_token", "validationToken: 1 to 1024 "
+                             "characters", field="validationToken")
+        return Response(token, 200, media_type="text/plain",
+                        headers={"x-content-type-options": "nosniff"})
+
+    async def notify_lifecycle(self, request: Request) -> Response:
+        rec = await self._profile(request)
+        shake = self._handshake(request)
+        return shake if shake is not None else await self.lifecycle.notify(request, rec)
+
+    async def notify(self, request: Request) -> Response:
+        rec = await self._profile(request)
+        pid = rec.profile_id
+        shake = self._handshake(request)
+        if shake is not None:
+            return shake
         body = await read_body(request, self.runtime.settings.max_body_bytes)
         try:
             notes = parse_notifications(body)
@@ -127,7 +132,6 @@ class GraphSubscriber:
     def __init__(self, worker: SyncWorker) -> None:
         self.worker = worker
         self.runtime = worker.runtime
-        self._keys = _keys(self.runtime)
         # profile → (its updated_at when checked, when to check again): a changed
         # profile (modules, task list, notifications switched on) is checked at once.
         self._due: dict[str, tuple[int, int]] = {}
@@ -187,36 +191,9 @@ class GraphSubscriber:
     async def ensure(self, rec: ProfileRecord, now: int) -> int:
         """Create, renew and delete so the profile's collections are watched; when to
         look again."""
-        pid = rec.profile_id
-        creds = open_credentials(self.runtime.sealer, rec, "mailbox")
-        conn: GraphConnector = build("graph", ConnectorContext(  # type: ignore[assignment]
-            configuration=rec.mailbox.configuration, credentials=creds,
-            settings=self.runtime.settings, http=self.runtime.http, runtime=self.runtime,
-            rotate=functools.partial(self.worker.store.replace_credential, pid, "mailbox")))
-        modules = {m for m, spec in rec.modules.items() if spec.enabled}
-        if "tasks" in modules:
-            await conn.tasks_path()  # the configured list, else the user's default one
-        wanted = resources(modules, conn.task_list_id)
-        url = notification_url(self.runtime, pid)
-        answer = await conn.graph.call("GET", "/subscriptions")
-        try:
-            existing = parse_subscriptions(answer.content)
-        except ValueError:
-            raise ConnectorError("graph_bad_answer", "Graph's subscription list is not "
-                                 "one") from None
-        plan = plan_subscriptions(existing, wanted, url, now)
-        state = client_state(self._keys[0], pid)
-        for resource in plan.create:
-            await conn.graph.call("POST", "/subscriptions",
-                                  json=subscription_body(resource, url, state, now))
-        for sub_id in plan.renew:
-            await conn.graph.call("PATCH", f"/subscriptions/{sub_id}", json=renewal_body(now))
-        for sub_id in plan.delete:
-            await conn.graph.call("DELETE", f"/subscriptions/{sub_id}")
-        if plan.create or plan.renew or plan.delete:
-            log.info("graph subscriptions of %s: %d created, %d renewed, %d deleted", pid,
-                     len(plan.create), len(plan.renew), len(plan.delete))
-        return plan.next_check_ms
+        rotate = functools.partial(self.worker.store.replace_credential, rec.profile_id,
+                                   "mailbox")
+        return await subscribe(self.runtime, rec, rotate, now)
 
 
 def openapi_paths(op: Callable[..., dict[str, Any]]) -> dict[str, Any]:
@@ -234,4 +211,5 @@ def openapi_paths(op: Callable[..., dict[str, Any]]) -> dict[str, Any]:
                        "(202, accepted 0)", ok=202, security=False,
                        responses=(400, 404, 413, 503)),
         },
+        LIFECYCLE: graph_lifecycle.openapi_path(op, pid, token),
     }
