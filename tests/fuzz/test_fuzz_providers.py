@@ -24,7 +24,9 @@ from switchboard.providers import (
     slack_posts,
     slack_provisioning,
     slack_signature,
-    twilio,
+    twilio_api,
+    twilio_signature,
+    twilio_webhooks,
 )
 from switchboard.retry import parse_retry_after
 from tests.fuzz.strategies import (
@@ -100,37 +102,38 @@ def twilio_case(r: random.Random) -> TwilioCase:
                                 errors="surrogatepass").encode()])
     signed = r.choice(["auth", "shared", "junk"])
     headers: dict[str, str] = {}
-    params = ours_or_result(twilio.parse_form, body) or []
+    params = ours_or_result(twilio_signature.parse_form, body) or []
     url = URL + ("?" + query.decode("latin-1") if query else "")
     if signed == "auth":
-        headers[twilio.SIGNATURE_HEADER] = twilio.compute_signature(AUTH_TOKEN, url, params)
+        headers[twilio_signature.SIGNATURE_HEADER] = twilio_signature.compute_signature(
+            AUTH_TOKEN, url, params)
     elif signed == "shared":
-        algorithm = r.choice([twilio.HMAC_SHA1, twilio.HMAC_SHA256])
-        headers[twilio.SIGNATURE_HEADER] = twilio.compute_signature(SHARED_KEY, url, params,
-                                                                    algorithm)
-        headers[twilio.SIGNATURE_SETTINGS_HEADER] = f"algorithm={algorithm}"
+        algorithm = r.choice([twilio_signature.HMAC_SHA1, twilio_signature.HMAC_SHA256])
+        headers[twilio_signature.SIGNATURE_HEADER] = twilio_signature.compute_signature(
+            SHARED_KEY, url, params, algorithm)
+        headers[twilio_signature.SIGNATURE_SETTINGS_HEADER] = f"algorithm={algorithm}"
     else:
-        headers[twilio.SIGNATURE_HEADER] = text_like(r, "abc=", "", "é")
+        headers[twilio_signature.SIGNATURE_HEADER] = text_like(r, "abc=", "", "é")
         if r.random() < 0.3:
-            headers[twilio.SIGNATURE_SETTINGS_HEADER] = text_like(
+            headers[twilio_signature.SIGNATURE_SETTINGS_HEADER] = text_like(
                 r, "algorithm=HMAC_SHA256", "algorithm=MD5", "x,algorithm=")
     return TwilioCase(body, query, headers, signed)
 
 
 @given(cases(twilio_case))
 def test_twilio_webhook(case: TwilioCase) -> None:
-    params = ours_or_result(twilio.parse_form, case.body)
-    query = ours_or_result(twilio.parse_form, case.query)
+    params = ours_or_result(twilio_signature.parse_form, case.body)
+    query = ours_or_result(twilio_signature.parse_form, case.query)
     if params is None or query is None:
         return
     url = URL + ("?" + case.query.decode("latin-1") if case.query else "")
-    verified = accepts(twilio.verify_signature, case.headers, url, params,
+    verified = accepts(twilio_signature.verify_signature, case.headers, url, params,
                        auth_token=AUTH_TOKEN, shared_key=SHARED_KEY)
     if case.signed != "junk":
         assert verified, "a correctly signed request verifies"
-    ours_or_result(twilio.check_account, params, "AC1")
-    twilio.is_status_callback(params)
-    activities = ours_or_result(twilio.normalize, params, hub_id=HUB, integration_id=IID,
+    ours_or_result(twilio_webhooks.check_account, params, "AC1")
+    twilio_webhooks.is_status_callback(params)
+    activities = ours_or_result(twilio_webhooks.normalize, params, hub_id=HUB, integration_id=IID,
                                 query=query, now_ms=NOW * 1000)
     for activity in activities or []:
         readable_downstream(activity)
@@ -303,9 +306,9 @@ def test_provider_answers(case: Answer) -> None:
     # A Retry-After from a provider or a tenant's endpoint is advice: a number or None.
     wait = parse_retry_after(case.retry_after_header, NOW)
     assert wait is None or wait >= 0
-    err = twilio.parse_error(status, body)
+    err = twilio_api.parse_error(status, body)
     assert isinstance(err.reason, str) and isinstance(err.describe(), str)
-    ours_or_result(twilio.parse_number, body)
+    ours_or_result(twilio_api.parse_number, body)
     messenger_send.graph_error(body)
     assert isinstance(messenger_send.graph_error_message(status, body), str)
     messenger_send.classify_send(status, body, case.retry_after)

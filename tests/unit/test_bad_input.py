@@ -18,7 +18,8 @@ from switchboard.providers import (
     messenger_verification,
     slack_events,
     slack_posts,
-    twilio,
+    twilio_api,
+    twilio_webhooks,
 )
 from switchboard.providers import webchat as wc
 from switchboard.services.api import parse_channel, parse_integration_type
@@ -40,7 +41,7 @@ def test_every_json_parser_refuses_deep_nesting_with_our_error() -> None:
     assert caught.value.code == "invalid_json"
     assert slack_posts.parse_post_response(200, b'{"ok":true,"x":' + DEEP + b"}", None).reason \
         == "slack_invalid_response"
-    assert twilio.parse_error(400, b'{"x":' + DEEP + b"}").code == 0
+    assert twilio_api.parse_error(400, b'{"x":' + DEEP + b"}").code == 0
     with pytest.raises(wc.FrameError) as frame_error:
         wc.parse_client_frame('{"type":"message","x":' + DEEP.decode() + "}")
     assert frame_error.value.status == 400 and frame_error.value.code == "invalid_frame"
@@ -79,8 +80,8 @@ def test_digit_strings_past_ints_limit_are_refused_as_bad_input() -> None:
         _int_param(request, "since", 0)
     status = [("MessageSid", "SM1"), ("To", "+1"), ("MessageStatus", "failed"),
               ("ErrorCode", LONG_DIGITS)]
-    (activity,) = twilio.normalize(status, hub_id="h", integration_id="i",
-                                   query=[("ref", "r"), ("part", LONG_DIGITS)], now_ms=0)
+    (activity,) = twilio_webhooks.normalize(status, hub_id="h", integration_id="i",
+                                            query=[("ref", "r"), ("part", LONG_DIGITS)], now_ms=0)
     assert activity.event is not None and "part" not in activity.event.data
     assert activity.event.data["errorCode"] == LONG_DIGITS[:32]
 

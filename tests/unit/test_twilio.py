@@ -18,7 +18,7 @@ from switchboard.model import (
     QuickReply,
     TextMessage,
 )
-from switchboard.providers import twilio
+from switchboard.providers import twilio_api, twilio_signature, twilio_webhooks
 
 TOKEN = "12345678901234567890123456789012"
 URL = "https://hub.example.com/ingress/abc"
@@ -43,7 +43,7 @@ def pairs(params: dict[str, str]) -> list[tuple[str, str]]:
 def test_signature_matches_the_sdk() -> None:
     params = inbound(Body="héllo & ünïcode +1 = ?")
     oracle = RequestValidator(TOKEN)
-    ours = twilio.compute_signature(TOKEN, URL, pairs(params))
+    ours = twilio_signature.compute_signature(TOKEN, URL, pairs(params))
     assert ours == oracle.compute_signature(URL, params)
     assert oracle.validate(URL, params, ours)
 
@@ -58,86 +58,93 @@ def test_repeated_parameters_sign_like_the_sdk() -> None:
             return [v for k, v in self.items_ if k == name]
 
     items = [("b", "2"), ("a", "z"), ("a", "y"), ("a", "y")]
-    assert twilio.compute_signature(TOKEN, URL, items) == \
+    assert twilio_signature.compute_signature(TOKEN, URL, items) == \
         RequestValidator(TOKEN).compute_signature(URL, Multi(items))
 
 
 def test_hmac_sha256_shared_key_matches_the_sdk() -> None:
     params = inbound()
     expected = RequestValidator("shared").compute_signature(URL, params, "HMAC_SHA256")
-    assert twilio.compute_signature("shared", URL, pairs(params), "HMAC_SHA256") == expected
+    assert twilio_signature.compute_signature("shared", URL, pairs(params),
+                                              "HMAC_SHA256") == expected
     headers = {"X-Twilio-Signature": expected,
                "X-Twilio-Webhooks-Signature-Settings": "key=KS1,algorithm=HMAC_SHA256"}
-    twilio.verify_signature(headers, URL, pairs(params), auth_token=TOKEN, shared_key="shared")
+    twilio_signature.verify_signature(headers, URL, pairs(params), auth_token=TOKEN,
+                                      shared_key="shared")
     with pytest.raises(Forbidden) as exc:
-        twilio.verify_signature(headers, URL, pairs(params), auth_token=TOKEN)
+        twilio_signature.verify_signature(headers, URL, pairs(params), auth_token=TOKEN)
     assert exc.value.code == "shared_key_not_configured"
     bad = {**headers, "X-Twilio-Webhooks-Signature-Settings": "key=KS1,algorithm=HMAC_MD5"}
     with pytest.raises(Forbidden):
-        twilio.verify_signature(bad, URL, pairs(params), auth_token=TOKEN, shared_key="shared")
+        twilio_signature.verify_signature(bad, URL, pairs(params), auth_token=TOKEN,
+                                          shared_key="shared")
 
 
 def test_verify_accepts_sdk_signed_and_rejects_others() -> None:
     params = inbound()
     good = RequestValidator(TOKEN).compute_signature(URL, params)
-    twilio.verify_signature({"x-twilio-signature": good}, URL, pairs(params), auth_token=TOKEN)
+    twilio_signature.verify_signature({"x-twilio-signature": good}, URL, pairs(params),
+                                      auth_token=TOKEN)
     with pytest.raises(Unauthorized):
-        twilio.verify_signature({}, URL, pairs(params), auth_token=TOKEN)
+        twilio_signature.verify_signature({}, URL, pairs(params), auth_token=TOKEN)
     with pytest.raises(Forbidden):
-        twilio.verify_signature({"x-twilio-signature": good}, URL, pairs(params),
-                                auth_token="another-token")
+        twilio_signature.verify_signature({"x-twilio-signature": good}, URL, pairs(params),
+                                          auth_token="another-token")
     tampered = pairs({**params, "Body": "hellO"})
     with pytest.raises(Forbidden):
-        twilio.verify_signature({"x-twilio-signature": good}, URL, tampered, auth_token=TOKEN)
+        twilio_signature.verify_signature({"x-twilio-signature": good}, URL, tampered,
+                                          auth_token=TOKEN)
     # The URL is part of what is signed: the bind address is not the public URL.
     with pytest.raises(Forbidden):
-        twilio.verify_signature({"x-twilio-signature": good},
-                                "http://127.0.0.1:8080/ingress/abc", pairs(params),
-                                auth_token=TOKEN)
+        twilio_signature.verify_signature({"x-twilio-signature": good},
+                                          "http://127.0.0.1:8080/ingress/abc", pairs(params),
+                                          auth_token=TOKEN)
 
 
 def test_default_port_is_accepted_either_way() -> None:
     params = inbound()
     with_port = RequestValidator(TOKEN).compute_signature(
         "https://hub.example.com:443/ingress/abc", params)
-    twilio.verify_signature({"x-twilio-signature": with_port}, URL, pairs(params),
-                            auth_token=TOKEN)
+    twilio_signature.verify_signature({"x-twilio-signature": with_port}, URL, pairs(params),
+                                      auth_token=TOKEN)
     plain = RequestValidator(TOKEN).compute_signature(URL, params)
-    twilio.verify_signature({"x-twilio-signature": plain},
-                            "https://hub.example.com:443/ingress/abc", pairs(params),
-                            auth_token=TOKEN)
+    twilio_signature.verify_signature({"x-twilio-signature": plain},
+                                      "https://hub.example.com:443/ingress/abc", pairs(params),
+                                      auth_token=TOKEN)
 
 
 def test_full_url_uses_the_public_base() -> None:
-    assert twilio.full_url("https://sms.example.com/sb/", "/ingress/x", "") == \
+    assert twilio_signature.full_url("https://sms.example.com/sb/", "/ingress/x", "") == \
         "https://sms.example.com/sb/ingress/x"
-    assert twilio.full_url("https://h", "/ingress/x", "ref=1&part=2") == \
+    assert twilio_signature.full_url("https://h", "/ingress/x", "ref=1&part=2") == \
         "https://h/ingress/x?ref=1&part=2"
-    assert twilio.ingress_url("https://h/", "i") == "https://h/ingress/i"
-    assert twilio.status_callback_url("https://h", "i", "r", 2) == \
+    assert twilio_api.ingress_url("https://h/", "i") == "https://h/ingress/i"
+    assert twilio_api.status_callback_url("https://h", "i", "r", 2) == \
         "https://h/ingress/i?ref=r&part=2"
 
 
 def test_parse_form_keeps_order_repeats_and_blanks() -> None:
-    assert twilio.parse_form(b"Body=a+b%26c&MediaUrl=1&MediaUrl=2&Empty=") == [
+    assert twilio_signature.parse_form(b"Body=a+b%26c&MediaUrl=1&MediaUrl=2&Empty=") == [
         ("Body", "a b&c"), ("MediaUrl", "1"), ("MediaUrl", "2"), ("Empty", "")]
     with pytest.raises(BadRequest):
-        twilio.parse_form(b"\xff\xfe")
+        twilio_signature.parse_form(b"\xff\xfe")
     with pytest.raises(BadRequest):
-        twilio.parse_form(b"&".join(b"a=1" for _ in range(twilio.MAX_PARAMS + 1)))
+        twilio_signature.parse_form(
+            b"&".join(b"a=1" for _ in range(twilio_signature.MAX_PARAMS + 1)))
 
 
 def test_check_account() -> None:
-    twilio.check_account(pairs(inbound()), "AC1")
+    twilio_webhooks.check_account(pairs(inbound()), "AC1")
     with pytest.raises(Forbidden):
-        twilio.check_account(pairs(inbound()), "AC2")
+        twilio_webhooks.check_account(pairs(inbound()), "AC2")
 
 
 # ---- normalization --------------------------------------------------------------------------
 
 
 def test_incoming_text() -> None:
-    [a] = twilio.normalize(pairs(inbound()), hub_id=HUB, integration_id=INTEGRATION, now_ms=5)
+    [a] = twilio_webhooks.normalize(pairs(inbound()), hub_id=HUB, integration_id=INTEGRATION,
+                                    now_ms=5)
     assert a.type == "message:customer"
     assert a.message == TextMessage(text="hello")
     assert a.sender.id == "+15550001111"
@@ -146,8 +153,8 @@ def test_incoming_text() -> None:
     assert a.metadata == {"messageSid": "SM1", "to": "+15557654321"}
     assert a.channel_id == "TwilioSMS" and a.hub_id == HUB and a.timestamp == 5
     # The same MessageSid is the same activity: a provider retry is recognised.
-    [again] = twilio.normalize(pairs(inbound()), hub_id=HUB, integration_id=INTEGRATION,
-                               now_ms=9)
+    [again] = twilio_webhooks.normalize(pairs(inbound()), hub_id=HUB, integration_id=INTEGRATION,
+                                        now_ms=9)
     assert again.activity_id == a.activity_id
 
 
@@ -157,7 +164,8 @@ def test_incoming_mms_is_text_then_each_media() -> None:
                      MediaContentType0="image/jpeg",
                      MediaUrl1="https://api.twilio.com/media/ME2",
                      MediaContentType1="application/pdf")
-    acts = twilio.normalize(pairs(params), hub_id=HUB, integration_id=INTEGRATION, now_ms=1)
+    acts = twilio_webhooks.normalize(pairs(params), hub_id=HUB, integration_id=INTEGRATION,
+                                     now_ms=1)
     assert [a.message for a in acts] == [
         TextMessage(text="see these"),
         ImageMessage(url="https://api.twilio.com/media/ME1"),
@@ -166,8 +174,8 @@ def test_incoming_mms_is_text_then_each_media() -> None:
     assert len({a.activity_id for a in acts}) == 3
     assert {a.conversation_id for a in acts} == {acts[0].conversation_id}
     # Media only: no empty text message.
-    only = twilio.normalize(pairs({**params, "Body": ""}), hub_id=HUB,
-                            integration_id=INTEGRATION, now_ms=1)
+    only = twilio_webhooks.normalize(pairs({**params, "Body": ""}), hub_id=HUB,
+                                     integration_id=INTEGRATION, now_ms=1)
     assert [type(a.message) for a in only] == [ImageMessage, FileMessage]
 
 
@@ -178,19 +186,19 @@ def test_incoming_mms_is_text_then_each_media() -> None:
 ])
 def test_unusable_webhooks_are_refused(broken: dict[str, str]) -> None:
     with pytest.raises(BadRequest):
-        twilio.normalize(pairs(inbound(**broken)), hub_id=HUB, integration_id=INTEGRATION,
-                         now_ms=1)
+        twilio_webhooks.normalize(pairs(inbound(**broken)), hub_id=HUB, integration_id=INTEGRATION,
+                                  now_ms=1)
 
 
 def test_status_callback_becomes_message_status_event() -> None:
     params = {"MessageSid": "SM9", "SmsSid": "SM9", "MessageStatus": "undelivered",
               "SmsStatus": "undelivered", "ErrorCode": "30003", "To": "+15550001111",
               "From": "+15557654321", "AccountSid": "AC1"}
-    assert twilio.is_status_callback(pairs(params))
-    assert not twilio.is_status_callback(pairs(inbound()))
-    assert not twilio.is_status_callback(pairs(inbound(MessageStatus="received")))
-    [e] = twilio.normalize(pairs(params), hub_id=HUB, integration_id=INTEGRATION,
-                           query=[("ref", "act-1"), ("part", "2")], now_ms=1)
+    assert twilio_webhooks.is_status_callback(pairs(params))
+    assert not twilio_webhooks.is_status_callback(pairs(inbound()))
+    assert not twilio_webhooks.is_status_callback(pairs(inbound(MessageStatus="received")))
+    [e] = twilio_webhooks.normalize(pairs(params), hub_id=HUB, integration_id=INTEGRATION,
+                                    query=[("ref", "act-1"), ("part", "2")], now_ms=1)
     assert e.type == "event:message_status"
     assert e.event is not None and e.event.name == "message_status"
     assert e.event.ref == "act-1"
@@ -199,8 +207,8 @@ def test_status_callback_becomes_message_status_event() -> None:
     assert e.conversation_id == customer_conversation_id(INTEGRATION, "+15550001111")
     assert e.activity_id == activity_id(INTEGRATION, "SM9:status:undelivered")
     # Each status of a message is its own event; the same one again is the same id.
-    [d] = twilio.normalize(pairs({**params, "MessageStatus": "delivered"}), hub_id=HUB,
-                           integration_id=INTEGRATION, now_ms=1)
+    [d] = twilio_webhooks.normalize(pairs({**params, "MessageStatus": "delivered"}), hub_id=HUB,
+                                    integration_id=INTEGRATION, now_ms=1)
     assert d.activity_id != e.activity_id and d.event is not None and d.event.ref is None
 
 
@@ -208,14 +216,14 @@ def test_status_callback_becomes_message_status_event() -> None:
 
 
 def test_split_keeps_short_texts_whole() -> None:
-    assert twilio.split_text("x" * 1600) == ["x" * 1600]
-    assert twilio.split_text("") == [""]
+    assert twilio_api.split_text("x" * 1600) == ["x" * 1600]
+    assert twilio_api.split_text("") == [""]
 
 
 def test_split_long_texts_at_word_boundaries_in_order() -> None:
     words = [f"word{i}" for i in range(700)]
     text = " ".join(words)
-    parts = twilio.split_text(text)
+    parts = twilio_api.split_text(text)
     assert len(parts) > 1
     assert all(len(p) <= 1600 for p in parts)
     assert " ".join(parts).split() == words
@@ -223,69 +231,69 @@ def test_split_long_texts_at_word_boundaries_in_order() -> None:
 
 def test_split_counts_utf16_units_and_hard_cuts() -> None:
     emoji = "\U0001f600" * 1000  # 2000 UTF-16 units, no spaces
-    parts = twilio.split_text(emoji)
+    parts = twilio_api.split_text(emoji)
     assert "".join(parts) == emoji
     assert all(len(p.encode("utf-16-le")) // 2 <= 1600 for p in parts)
-    assert twilio.split_text("a" * 3500) == ["a" * 1600, "a" * 1600, "a" * 300]
+    assert twilio_api.split_text("a" * 3500) == ["a" * 1600, "a" * 1600, "a" * 300]
 
 
 def test_text_forms() -> None:
     qr = TextMessage(text="Pick one", quick_replies=[QuickReply(title="Billing"),
                                                      QuickReply(title="Support")])
-    assert twilio.text_form(qr, mms=True) == (
+    assert twilio_api.text_form(qr, mms=True) == (
         "Pick one\n\nReply with one of:\n- Billing\n- Support", [])
     card = CardMessage(title="Plan A", subtitle="$5", image_url="https://x/a.png",
                        buttons=[Button(title="Buy", type="url", url="https://x/buy"),
                                 Button(title="Later", payload="later")])
-    assert twilio.text_form(card, mms=True) == (
+    assert twilio_api.text_form(card, mms=True) == (
         "Plan A\n$5\n- Buy: https://x/buy\n- Later", ["https://x/a.png"])
-    assert twilio.text_form(card, mms=False) == (
+    assert twilio_api.text_form(card, mms=False) == (
         "Plan A\n$5\nhttps://x/a.png\n- Buy: https://x/buy\n- Later", [])
     carousel = CarouselMessage(cards=[Card(title="A", image_url="https://x/a.png"),
                                       Card(title="B", subtitle="b")])
-    assert twilio.text_form(carousel, mms=True) == ("1) A\n\n2) B\nb", ["https://x/a.png"])
+    assert twilio_api.text_form(carousel, mms=True) == ("1) A\n\n2) B\nb", ["https://x/a.png"])
     image = ImageMessage(url="https://x/i.png", caption="look")
-    assert twilio.text_form(image, mms=True) == ("look", ["https://x/i.png"])
-    assert twilio.text_form(image, mms=False) == ("look\nhttps://x/i.png", [])
+    assert twilio_api.text_form(image, mms=True) == ("look", ["https://x/i.png"])
+    assert twilio_api.text_form(image, mms=False) == ("look\nhttps://x/i.png", [])
     file = FileMessage(url="https://x/f.pdf", name="invoice.pdf")
-    assert twilio.text_form(file, mms=True) == ("invoice.pdf", ["https://x/f.pdf"])
+    assert twilio_api.text_form(file, mms=True) == ("invoice.pdf", ["https://x/f.pdf"])
 
 
 def test_message_requests() -> None:
     def cb(part: int | None) -> str:
         return f"https://h/ingress/i?ref=r{'' if part is None else f'&part={part}'}"
 
-    [one] = twilio.message_requests(TextMessage(text="hi"), from_number="+1", to="+2",
-                                    mms=True, status_callback=cb)
+    [one] = twilio_api.message_requests(TextMessage(text="hi"), from_number="+1", to="+2",
+                                        mms=True, status_callback=cb)
     assert one == [("To", "+2"), ("From", "+1"), ("Body", "hi"),
                    ("StatusCallback", "https://h/ingress/i?ref=r")]
-    long = twilio.message_requests(TextMessage(text="y " * 1000), from_number="+1", to="+2",
-                                   mms=True, status_callback=cb)
+    long = twilio_api.message_requests(TextMessage(text="y " * 1000), from_number="+1", to="+2",
+                                       mms=True, status_callback=cb)
     assert [dict(r)["StatusCallback"][-6:] for r in long] == ["part=1", "part=2"]
-    [media] = twilio.message_requests(ImageMessage(url="https://x/i.png"), from_number="+1",
-                                      to="+2", mms=True, status_callback=cb)
+    [media] = twilio_api.message_requests(ImageMessage(url="https://x/i.png"), from_number="+1",
+                                          to="+2", mms=True, status_callback=cb)
     assert ("MediaUrl", "https://x/i.png") in media and "Body" not in dict(media)
-    assert twilio.message_requests(TextMessage(text=""), from_number="+1", to="+2", mms=True,
-                                   status_callback=cb) == []
+    assert twilio_api.message_requests(TextMessage(text=""), from_number="+1", to="+2", mms=True,
+                                       status_callback=cb) == []
 
 
 def test_errors_and_numbers() -> None:
     body = b'{"code": 21211, "message": "The \'To\' number 123 is not a valid phone number.",' \
         b' "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}'
-    err = twilio.parse_error(400, body)
+    err = twilio_api.parse_error(400, body)
     assert err.code == 21211 and err.reason == "twilio_21211"
     assert err.describe() == \
         "Twilio: The 'To' number 123 is not a valid phone number. (code 21211)"
-    assert twilio.parse_error(502, b"<html>").reason == "http_502"
-    phone, caps = twilio.parse_number(msgspec.json.encode({
+    assert twilio_api.parse_error(502, b"<html>").reason == "http_502"
+    phone, caps = twilio_api.parse_number(msgspec.json.encode({
         "phone_number": "+16476960000", "sid": "PN1",
         "capabilities": {"mms": True, "sms": True, "voice": False, "fax": False}}))
     assert phone == "+16476960000" and (caps.mms, caps.sms, caps.voice) == (True, True, False)
     with pytest.raises(BadRequest):
-        twilio.parse_number(b"{}")
-    assert twilio.number_url("https://api.twilio.com/", "AC1", "PN1") == \
+        twilio_api.parse_number(b"{}")
+    assert twilio_api.number_url("https://api.twilio.com/", "AC1", "PN1") == \
         "https://api.twilio.com/2010-04-01/Accounts/AC1/IncomingPhoneNumbers/PN1.json"
-    assert twilio.messages_url("https://api.twilio.com", "AC1") == \
+    assert twilio_api.messages_url("https://api.twilio.com", "AC1") == \
         "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json"
-    assert twilio.sms_url_update("https://h", "i") == [
+    assert twilio_api.sms_url_update("https://h", "i") == [
         ("SmsUrl", "https://h/ingress/i"), ("SmsMethod", "POST")]

@@ -1,4 +1,5 @@
-"""TwilioSMS channel: the I/O shell around `switchboard.providers.twilio`.
+"""TwilioSMS channel: the I/O shell around `switchboard.providers.twilio_signature`,
+`twilio_webhooks` and `twilio_api`.
 
 - `provision`: reads the number (phoneNumber, capabilities) and points its SmsUrl at the
   integration's ingress URL; Twilio refusing the credentials is a 400, nothing stored.
@@ -22,7 +23,7 @@ from switchboard.channels import ChannelConfig, TwilioSmsConfig
 from switchboard.errors import BadRequest, Conflict, Unavailable, UnsupportedMediaType
 from switchboard.model import ChannelId, Delivery
 from switchboard.outbound import SKIPPED, Attempt, classify_provider_status
-from switchboard.providers import twilio
+from switchboard.providers import twilio_api, twilio_signature, twilio_webhooks
 from switchboard.registry import IntegrationRecord
 from switchboard.retry import Outcome, parse_retry_after
 from switchboard.sealing import open_config_secret
@@ -59,10 +60,10 @@ class TwilioPlugin(ChannelPlugin):
     async def provision(self, integration_id: str, config: ChannelConfig) -> ChannelConfig:
         assert isinstance(config, TwilioSmsConfig)
         settings = self.runtime.settings
-        url = twilio.number_url(settings.twilio_api_url, config.account_sid, config.number_sid)
+        url = twilio_api.number_url(settings.twilio_api_url, config.account_sid, config.number_sid)
         auth = (config.account_sid, config.auth_token)
         resp = await self._call("GET", url, auth)
-        phone_number, capabilities = twilio.parse_number(resp.content)
+        phone_number, capabilities = twilio_api.parse_number(resp.content)
         if not capabilities.sms:
             raise BadRequest("number_cannot_sms", f"{phone_number} cannot send SMS",
                              "configuration.numberSid")
@@ -73,7 +74,7 @@ class TwilioPlugin(ChannelPlugin):
                            f"{phone_number} is already connected to another integration",
                            "configuration.numberSid")
         await self._call("POST", url, auth,
-                         data=twilio.sms_url_update(settings.public_url, integration_id))
+                         data=twilio_api.sms_url_update(settings.public_url, integration_id))
         return msgspec.structs.replace(config, phone_number=phone_number,
                                        capabilities=capabilities)
 
@@ -86,10 +87,10 @@ class TwilioPlugin(ChannelPlugin):
         config = rec.configuration
         assert isinstance(config, TwilioSmsConfig)
         if "auth_token" in given:
-            url = twilio.number_url(self.runtime.settings.twilio_api_url, config.account_sid,
-                                    config.number_sid)
+            url = twilio_api.number_url(self.runtime.settings.twilio_api_url, config.account_sid,
+                                        config.number_sid)
             resp = await self._call("GET", url, (config.account_sid, given["auth_token"]))
-            phone_number, _ = twilio.parse_number(resp.content)
+            phone_number, _ = twilio_api.parse_number(resp.content)
             if phone_number != config.phone_number:
                 raise BadRequest("provider_error", "the token reads another number",
                                  "configuration.authToken")
@@ -99,8 +100,8 @@ class TwilioPlugin(ChannelPlugin):
         """Clear the number's SmsUrl so Twilio stops posting to a deleted integration."""
         config = rec.configuration
         assert isinstance(config, TwilioSmsConfig)
-        url = twilio.number_url(self.runtime.settings.twilio_api_url, config.account_sid,
-                                config.number_sid)
+        url = twilio_api.number_url(self.runtime.settings.twilio_api_url, config.account_sid,
+                                    config.number_sid)
         token = open_config_secret(self.runtime.sealer, rec, "auth_token") or ""
         await self._call("POST", url, (config.account_sid, token), data=[("SmsUrl", "")])
 
@@ -116,7 +117,7 @@ class TwilioPlugin(ChannelPlugin):
                               retry_after=5) from None
         if resp.is_success:
             return resp
-        err = twilio.parse_error(resp.status_code, resp.content)
+        err = twilio_api.parse_error(resp.status_code, resp.content)
         if classify_provider_status(resp.status_code) is Outcome.RETRY:
             raise Unavailable("provider_unavailable", f"{err.describe()}; retry", retry_after=5)
         field = ("configuration.authToken" if resp.status_code in (401, 403)
@@ -133,26 +134,27 @@ class TwilioPlugin(ChannelPlugin):
         if media != FORM:
             raise UnsupportedMediaType("unsupported_media_type", f"Content-Type must be {FORM}")
         body = await read_body(request, settings.max_body_bytes)
-        params = twilio.parse_form(body)
+        params = twilio_signature.parse_form(body)
         raw_path = request.scope.get("raw_path")
         path = raw_path.decode("latin-1") if raw_path else request.url.path
         query = request.scope.get("query_string", b"").decode("latin-1")
-        url = twilio.full_url(settings.public_url, path, query)
+        url = twilio_signature.full_url(settings.public_url, path, query)
         sealer = self.runtime.sealer
-        twilio.verify_signature(
+        twilio_signature.verify_signature(
             request.headers, url, params,
             auth_token=open_config_secret(sealer, rec, "auth_token") or "",
             shared_key=open_config_secret(sealer, rec, "shared_key_secret"),
         )
-        twilio.check_account(params, cfg.account_sid)
+        twilio_webhooks.check_account(params, cfg.account_sid)
         authenticated(request, rec)
-        activities = twilio.normalize(
+        activities = twilio_webhooks.normalize(
             params, hub_id=rec.hub_id, integration_id=rec.integration_id,
-            query=twilio.parse_form(query.encode("latin-1")), now_ms=int(time.time() * 1000))
+            query=twilio_signature.parse_form(query.encode("latin-1")),
+            now_ms=int(time.time() * 1000))
         # In order, each durable before the next (they share the conversation's partition).
         for activity in activities:
             await self.runtime.publish(activity)
-        return Response(twilio.EMPTY_TWIML, media_type=twilio.TWIML_MEDIA_TYPE)
+        return Response(twilio_webhooks.EMPTY_TWIML, media_type=twilio_webhooks.TWIML_MEDIA_TYPE)
 
 
 class TwilioSender:
@@ -180,13 +182,13 @@ class TwilioSender:
             return Attempt(outcome=Outcome.PERMANENT, reason="unknown_conversation")
         settings = self.runtime.settings
         mms = cfg.capabilities is None or cfg.capabilities.mms
-        requests = twilio.message_requests(
+        requests = twilio_api.message_requests(
             activity.message, from_number=cfg.phone_number, to=conversation.customer_id,
-            mms=mms, status_callback=lambda part: twilio.status_callback_url(
+            mms=mms, status_callback=lambda part: twilio_api.status_callback_url(
                 settings.public_url, destination.integration_id, activity.activity_id, part))
         if not requests:
             return Attempt(outcome=Outcome.PERMANENT, reason="empty_message")
-        url = twilio.messages_url(settings.twilio_api_url, cfg.account_sid)
+        url = twilio_api.messages_url(settings.twilio_api_url, cfg.account_sid)
         auth = (cfg.account_sid,
                 open_config_secret(self.runtime.sealer, destination, "auth_token") or "")
         done = self._progress.get(delivery.delivery_id, 0)
@@ -210,7 +212,7 @@ class TwilioSender:
         outcome = classify_provider_status(resp.status_code)
         if outcome is Outcome.DELIVERED:
             return Attempt(outcome=outcome, status=resp.status_code)
-        err = twilio.parse_error(resp.status_code, resp.content)
+        err = twilio_api.parse_error(resp.status_code, resp.content)
         return Attempt(outcome=outcome, status=resp.status_code, reason=err.reason,
                        retry_after=parse_retry_after(resp.headers.get("retry-after"),
                                                      time.time()))
