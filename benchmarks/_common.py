@@ -796,7 +796,8 @@ async def copy_registry(src_env: dict[str, str], dst_env: dict[str, str]) -> int
     from aiokafka.structs import TopicPartition
 
     from switchboard.broker_config import kafka_kwargs
-    from switchboard.kafka import REGISTRY, ensure_topics
+    from switchboard.kafka import REGISTRY
+    from switchboard.kafka_topics import ensure_topics
     from switchboard.settings import Settings
 
     dst = Settings.from_env(dst_env)

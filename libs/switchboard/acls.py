@@ -33,8 +33,8 @@ from switchboard.kafka import (
     SYNC_PROFILES,
     SYNC_STATUS,
     SYNCRO_SLOTS,
-    topic_specs,
 )
+from switchboard.kafka_topics import topic_specs
 from switchboard.settings import Settings
 
 Operation = Literal["Read", "Write", "Create", "Describe", "DescribeConfigs"]

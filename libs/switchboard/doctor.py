@@ -9,7 +9,8 @@ from typing import Final, Literal
 
 from msgspec import Struct
 
-from switchboard.kafka import DELIVERIES, PARKED, TopicSpec
+from switchboard.kafka import DELIVERIES, PARKED
+from switchboard.kafka_topics import TopicSpec
 
 Status = Literal["ok", "warn", "FAIL"]
 # Past this, a clock is visibly off (the API's Date header has a one-second resolution).

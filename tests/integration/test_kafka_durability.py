@@ -26,9 +26,8 @@ from switchboard.kafka import (
     SYNC_PROFILES,
     SYNC_STATUS,
     SYNCRO_SLOTS,
-    describe_topics,
-    topic_specs,
 )
+from switchboard.kafka_topics import describe_topics, topic_specs
 from tests.conftest import RunningHub, make_settings
 from tests.support import Receiver, message, sign_with_cryptography
 

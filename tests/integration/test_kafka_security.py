@@ -34,7 +34,8 @@ from switchboard.brokers import free_port
 from switchboard.brokers.kafka import KafkaBroker, SecureListener
 from switchboard.brokers.kafka_wire import create_acls
 from switchboard.errors import ConfigError
-from switchboard.kafka import REGISTRY, ensure_topics, topic_specs
+from switchboard.kafka import REGISTRY
+from switchboard.kafka_topics import ensure_topics, topic_specs
 from switchboard.services.runtime import Runtime
 from switchboard.settings import Settings
 from tests.conftest import RunningHub, make_settings
@@ -285,7 +286,7 @@ async def test_weak_existing_topics_are_refused_or_warned(
         await admin.close()
     with pytest.raises(ConfigError, match=r"registry: cleanup.policy delete, needs compact"):
         await ensure_topics(settings)
-    with caplog.at_level("WARNING", logger="switchboard.kafka"):
+    with caplog.at_level("WARNING", logger="switchboard.kafka_topics"):
         await ensure_topics(make_settings(broker, topic_prefix=settings.topic_prefix,
                                           topic_check="warn"))
     assert "cleanup.policy delete, needs compact" in caplog.text

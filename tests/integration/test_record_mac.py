@@ -23,7 +23,8 @@ from aiokafka.structs import TopicPartition
 from websockets.asyncio.client import ClientConnection, connect
 
 from switchboard.conversations import ConversationRecord, conversation_encoder
-from switchboard.kafka import CONVERSATIONS, DELIVERIES, PARKED, REGISTRY, ensure_topics
+from switchboard.kafka import CONVERSATIONS, DELIVERIES, PARKED, REGISTRY
+from switchboard.kafka_topics import ensure_topics
 from switchboard.keys import generate_secret_key_b64, hash_token, new_access_token
 from switchboard.model import DeliveryRef, delivery_decoder
 from switchboard.parking import ParkedDelivery, parked_encoder

@@ -17,9 +17,9 @@ from switchboard.kafka import (
     SYNC_PAIRS,
     SYNC_PROFILES,
     SYNC_STATUS,
-    ensure_topics,
     make_producer,
 )
+from switchboard.kafka_topics import ensure_topics
 from switchboard.services.sync_worker import SyncWorker
 from switchboard.settings import Settings
 from switchboard.sync.ops import Watermark

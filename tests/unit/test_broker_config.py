@@ -157,7 +157,8 @@ def test_parked_lanes_must_never_expire() -> None:
 
 
 def test_syncros_budget_needs_the_brokers_clock() -> None:
-    from switchboard.kafka import SYNCRO_SLOTS, topic_specs
+    from switchboard.kafka import SYNCRO_SLOTS
+    from switchboard.kafka_topics import topic_specs
 
     s = Settings(topic_prefix="p.")
     [slots] = [t for t in topic_specs(s) if t.name == s.topic(SYNCRO_SLOTS)]

@@ -15,7 +15,7 @@ from switchboard.doctor import (
     skew_check,
     topic_checks,
 )
-from switchboard.kafka import topic_specs
+from switchboard.kafka_topics import topic_specs
 from switchboard.settings import Settings
 
 S = Settings(topic_prefix="p.", partitions=4)

@@ -37,7 +37,8 @@ from switchboard.doctor import (
     topic_checks,
 )
 from switchboard.errors import ConfigError
-from switchboard.kafka import REGISTRY, describe_topics, make_admin, topic_specs
+from switchboard.kafka import REGISTRY, make_admin
+from switchboard.kafka_topics import describe_topics, topic_specs
 from switchboard.keys import SEALED_V2_PREFIX, Sealer, UnsealError
 from switchboard.record_mac import RecordMac, mac_header
 from switchboard.registry import RegistryView

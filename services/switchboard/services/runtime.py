@@ -14,7 +14,8 @@ from aiokafka.partitioner import murmur2
 
 from switchboard.conversation_store import ConversationStore
 from switchboard.errors import Unavailable
-from switchboard.kafka import ACTIVITIES, ensure_topics, make_producer, run_with_broker_retry
+from switchboard.kafka import ACTIVITIES, make_producer, run_with_broker_retry
+from switchboard.kafka_topics import ensure_topics
 from switchboard.keys import PURPOSE_SESSIONS, Sealer
 from switchboard.metrics import Metrics
 from switchboard.model import Activity, activity_encoder
