@@ -2,7 +2,8 @@
 
 Offsets are committed only after every delivery of a batch is durable on `deliveries`
 (invariant 3). Activities are keyed by conversation, so one router instance sees a
-conversation's activities in order and can deduplicate a provider's retries.
+conversation's activities in order and can deduplicate a provider's retries (see
+`switchboard.services.router_partitions` for that state across rebalances).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -27,7 +28,6 @@ from switchboard.kafka import (
     ACTIVITIES_DEAD,
     DELIVERIES,
     consumer_lag,
-    make_consumer,
     start_group_consumer,
     stop_consuming,
 )
@@ -42,6 +42,7 @@ from switchboard.record_mac import guard_for
 from switchboard.retry import Strikes
 from switchboard.routing import conversation_allowed, deliveries_for
 from switchboard.services.router_batches import InFlight, Seen
+from switchboard.services.router_partitions import PartitionOwnership
 from switchboard.services.runtime import Runtime
 from switchboard.supervision import supervised
 
@@ -55,8 +56,6 @@ MAX_BATCHES_IN_FLIGHT = 4
 YIELD_EVERY = 64
 GROUP = "switchboard-router"
 _encoder = msgspec.json.Encoder()
-SEED_RECORDS = 10_000  # how far back a new owner looks for already-routed activity ids
-SEED_TIMEOUT_S = 10.0
 
 
 class Router:
@@ -91,7 +90,7 @@ class Router:
     async def start(self) -> None:
         await self.runtime.start()
         self._consumer = await start_group_consumer(
-            self.runtime.settings, self._activities, GROUP, lambda c: _Forget(self, c),
+            self.runtime.settings, self._activities, GROUP, lambda c: PartitionOwnership(self, c),
             max_poll_records=500,
         )
         self._pacer = Pacer(self._consumer, self.runtime.settings, [self._activities])
@@ -379,68 +378,3 @@ class Router:
             self._deliveries, _encoder.encode(delivery), key=delivery.destination_id.encode(),
             headers=headers)
         return fut
-
-
-class _ActivityId(msgspec.Struct, rename="camel"):
-    activity_id: str
-
-
-_id_decoder = msgspec.json.Decoder(_ActivityId)
-
-
-class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Per-partition dedupe state follows partition ownership.
-
-    On assignment the new owner re-reads the tail before the committed offset, so a
-    provider retry that arrives after a rebalance or restart is still recognised.
-    """
-
-    def __init__(self, router: Router, consumer: AIOKafkaConsumer) -> None:
-        self._router = router
-        self._consumer = consumer
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        try:
-            await self._router._commit_final(self._consumer, set(revoked))
-        except Exception as exc:
-            log.warning("router: commit on revoke failed: %r", exc)
-        for tp in revoked:
-            self._router._seen.pop(tp.partition, None)
-            self._router._final.pop(tp, None)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self._router._table_stale = True
-        if not assigned:
-            return
-        self._router._seeded.clear()
-        try:
-            async with asyncio.timeout(SEED_TIMEOUT_S):
-                await self._seed(self._consumer, list(assigned))
-        except Exception as exc:  # best effort: dedupe is an optimisation over at-least-once
-            log.warning("router: could not re-read recent activities (%r)", exc)
-        finally:
-            self._router._seeded.set()
-
-    async def _seed(self, group: AIOKafkaConsumer, assigned: list[TopicPartition]) -> None:
-        reader = make_consumer(self._router.runtime.settings, group_id=None)
-        try:  # the seed's time limit may cancel the start itself: close it either way
-            await reader.start()
-            for tp in assigned:
-                committed = await group.committed(tp)
-                if not committed:
-                    continue
-                start = max((await reader.beginning_offsets([tp]))[tp], committed - SEED_RECORDS)
-                reader.assign([tp])
-                reader.seek(tp, start)
-                seen = self._router._seen.setdefault(tp.partition, Seen())
-                while (await reader.position(tp)) < committed:
-                    batch = await reader.getmany(tp, timeout_ms=500)
-                    for rec in batch.get(tp, []):
-                        if rec.offset >= committed:
-                            break
-                        if not self._router.admit(rec):
-                            continue
-                        with contextlib.suppress(msgspec.DecodeError):
-                            seen.add(_id_decoder.decode(rec.value or b"").activity_id)
-        finally:
-            await reader.stop()
