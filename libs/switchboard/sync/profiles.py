@@ -152,6 +152,10 @@ class StatusRecord(Struct, kw_only=True, rename="camel", omit_defaults=True):
     hub_id: str
     sync_state: SyncState = "IDLE"
     job_id: str | None = None  # the newest requested run
+    # Who asked for that run and whether it reads everything (the hub's run listing,
+    # `switchboard.sync.runs`, takes them from here).
+    job_origin: RunOrigin | None = None
+    job_initial: bool = False
     last_job_id: str | None = None  # the newest run that finished (well or not)
     last_request: int | None = None
     last_successful_sync: int | None = None

@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         doctor_cli,
         hubs_cli,
         receive_cli,
+        sync_cli,
         syncro_cli,
         tail_cli,
     )
@@ -295,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="write the stale ones instead of failing")
     schemas.set_defaults(func=cmd_schemas)
 
-    for module in (hubs_cli, deliveries_cli, tail_cli, syncro_cli, doctor_cli):
+    for module in (hubs_cli, deliveries_cli, tail_cli, sync_cli, syncro_cli, doctor_cli):
         module.add_parser(sub)
     return parser
 

@@ -24,6 +24,7 @@ from switchboard.kafka import SYNC_PROFILES, SYNC_STATUS
 from switchboard.services import (
     graph_notifications,
     graph_signin,
+    sync_jobs_api,
     sync_signup,
     sync_templates_api,
     sync_webhooks,
@@ -33,6 +34,7 @@ from switchboard.services.graph_signin import GraphConnect, GraphSigninApi
 from switchboard.services.http import JSON
 from switchboard.services.runtime import Runtime
 from switchboard.services.sync_connectors import kinds, validate
+from switchboard.services.sync_jobs_api import SyncJobsApi
 from switchboard.services.sync_requests import request_run
 from switchboard.services.sync_settings_api import SyncSettingsApi, settings_openapi_paths
 from switchboard.services.sync_signup import SignupApi, SyncCaller
@@ -97,6 +99,7 @@ class SyncProfilesApi:
         self.graph_signin = GraphSigninApi(self)
         self.sync_settings = SyncSettingsApi(self)
         self.graph_notifications = GraphNotificationsApi(self)
+        self.jobs = SyncJobsApi(self)
 
     async def start(self) -> None:
         await self.store.start()
@@ -122,6 +125,7 @@ class SyncProfilesApi:
             *self.graph_signin.routes(),
             *self.sync_settings.routes(),
             *self.graph_notifications.routes(),
+            *self.jobs.routes(),
         ]
 
     # ---- helpers -------------------------------------------------------------------
@@ -350,6 +354,7 @@ def openapi_paths(op: Callable[..., dict[str, Any]]) -> dict[str, Any]:
         **graph_signin.openapi_paths(op),
         **settings_openapi_paths(op),
         **graph_notifications.openapi_paths(op),
+        **sync_jobs_api.openapi_paths(op),
         BASE: {
             "parameters": [hub],
             "post": op("Create a sync profile: two connectors (credentials write-only, "

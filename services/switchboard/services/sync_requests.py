@@ -68,6 +68,7 @@ async def request_run(runtime: Runtime, store: SyncStore, rec: ProfileRecord, *,
                      slot=slot)
         # Requested before the request exists: the worker's later states always win.
         status = msgspec.structs.replace(old, sync_state="REQUESTED", job_id=job.job_id,
+                                         job_origin=origin, job_initial=initial,
                                          last_request=now, updated_at=now)
         await store.write(SYNC_STATUS, status_key(rec.profile_id), _enc.encode(status))
         await publish_quietly(runtime, sync_event("requested", job, status,

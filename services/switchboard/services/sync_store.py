@@ -33,6 +33,7 @@ from switchboard.services.runtime import Runtime
 from switchboard.sync.options import Side
 from switchboard.sync.profiles import credentials_context, seal_credentials
 from switchboard.sync.prune import gone, pair_tombstones, status_tombstones
+from switchboard.sync.runs import RunsView
 from switchboard.sync.tables import PairsView, ProfilesView, StatusView
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class SyncStore:
         self.profiles = ProfilesView()
         self.status = StatusView()
         self.pairs = PairsView()
+        self.runs = RunsView()  # the hub's run listing, from the same records as `status`
         self._readers: dict[str, TableReader] = {}
         self._started: set[str] = set()
         self._starting = asyncio.Lock()
@@ -60,7 +62,7 @@ class SyncStore:
         self._prune_again = False
         self._prune_lock = asyncio.Lock()
         views: list[tuple[str, Callable[[bytes | None, bytes | None], None]]] = [
-            (SYNC_PROFILES, self._apply_profile), (SYNC_STATUS, self.status.apply)]
+            (SYNC_PROFILES, self._apply_profile), (SYNC_STATUS, self._apply_status)]
         for name, apply in views:
             self._readers[name] = TableReader(s, s.topic(name), _applier(apply))
         if pairs:
@@ -82,6 +84,10 @@ class SyncStore:
             s = self.runtime.settings
             self._readers[SYNC_PAIRS] = TableReader(s, s.topic(SYNC_PAIRS),
                                                     _applier(self.pairs.apply))
+
+    def _apply_status(self, key: bytes | None, value: bytes | None) -> None:
+        self.status.apply(key, value)
+        self.runs.apply(key, value)
 
     def _apply_profile(self, key: bytes | None, value: bytes | None) -> None:
         self.profiles.apply(key, value)
