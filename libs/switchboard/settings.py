@@ -170,6 +170,10 @@ class Settings(Struct, frozen=True, kw_only=True):
     # Two-way sync: a connector's Retry-After longer than this fails the run (its error
     # says so) instead of holding the worker.
     sync_max_retry_after_s: float = 900.0
+    # E-mail logging with fetchAttachments: the bytes of one message's attachments copied
+    # at most (in order, while they fit; the rest skipped and counted). Graph's limit for
+    # an attachment sent in one request is 3 MB; at most sync.records.ATTACHMENT_CEILING.
+    sync_attachment_max_bytes: int = 3 * 1024 * 1024
     # Creates a sync run makes at once (only those a later run could match by e-mail,
     # domain or name: switchboard.sync.ops.alongside); 1 makes every create serial.
     sync_create_concurrency: int = 16

@@ -9,7 +9,8 @@ Base URL ``{url}`` is ``http://127.0.0.1:{port}/v1.0``. Speaks:
   ``GET /me/events``, ``GET /me/calendarView`` and ``/me/calendarView/delta`` (with
   ``startDateTime``/``endDateTime``); ``GET /me/todo/lists``, the same CRUD and delta on
   ``/me/todo/lists/{id}/tasks``; ``GET /me/messages`` (``$filter=receivedDateTime ge``,
-  ``$orderby``), ``GET /me/messages/{id}``. ``delta()`` is accepted for ``delta``.
+  ``$orderby``), ``GET /me/messages/{id}``, its attachments (tests/fakes/
+  graph_attachments.py, `attachments`). ``delta()`` is accepted for ``delta``.
 - camelCase items with ``@odata.etag``, collections as ``{"value": […]}`` with
   ``@odata.nextLink`` (page size from ``Prefer: odata.maxpagesize`` or ``$top``, else
   `page_size`) and, ending a delta round, ``@odata.deltaLink``; a later round lists
@@ -40,6 +41,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from switchboard.brokers import free_port
+from tests.fakes.graph_attachments import GraphAttachments
 from tests.fakes.graph_notify import GraphSubscriptions
 from tests.support import LoopbackServer
 
@@ -99,6 +101,7 @@ class FakeGraph:
         self._throttled: list[str] = []  # Retry-After values of the next 429s
         self.requests: list[tuple[str, str, dict[str, str], dict[str, str]]] = []
         self.subs = GraphSubscriptions(self)
+        self.attachments = GraphAttachments(self)
         app = Starlette(routes=[Route("/v1.0/{path:path}", self._handle,
                                       methods=["GET", "POST", "PATCH", "DELETE"])])
         self._http = LoopbackServer(app, self.port)
@@ -230,6 +233,8 @@ class FakeGraph:
                 return _error(404, "ErrorItemNotFound", "The specified object was not "
                               "found in the store.")
             key, rest = f"tasks:{parts[2]}", parts[4:]
+        elif parts[0] == "messages" and parts[2:3] == ["attachments"]:
+            return self.attachments.handle(request, parts[1], parts[3:])
         elif parts[0] in ("contacts", "events", "messages", "calendarView"):
             key, rest = parts[0], parts[1:]
         else:

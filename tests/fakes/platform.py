@@ -21,6 +21,10 @@ listings report it.
   /{resource}/{id}`` → 200 record / 200 record / 204; 404 for an unknown or deleted id;
   422 for a body that is not the record's JSON; 409 for a second live contact with the
   same e-mail (`unique_emails`).
+- An e-mail's ``attachments`` (``[{name, contentType, size, contentBytes}]``, base64) are
+  kept with it and answered without their ``contentBytes`` (a platform stores the
+  files; sending them back would double the traffic); 422 if ``contentBytes`` is not
+  base64 of ``size`` bytes.
 
 Errors are ``{"error": {"code", "message"}}``. Knobs: `refuse_next` (answer that many
 requests 429 with ``Retry-After: retry_after``), `answer_next` (canned answers for the
@@ -74,6 +78,14 @@ class Canned:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+
+
+def _answer(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record as answered: attachments without their bytes."""
+    if not rec.get("attachments"):
+        return rec
+    return {**rec, "attachments": [{k: v for k, v in a.items() if k != "contentBytes"}
+                                   for a in rec["attachments"]]}
 
 
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None
@@ -268,6 +280,14 @@ class FakePlatform:
                             KINDS[kind])
         except msgspec.ValidationError as exc:
             return error(422, "invalid", str(exc))
+        for a in rec.get("attachments") or []:
+            try:
+                raw = base64.b64decode(a.get("contentBytes") or "", validate=True)
+            except ValueError:
+                raw = None
+            if raw is None or len(raw) != a.get("size"):
+                return error(422, "invalid", f"attachment {a.get('name')!r}: contentBytes "
+                             "is not base64 of size bytes")
         return None
 
     def _duplicate(self, kind: Kind, rec: dict[str, Any]) -> Response | None:
@@ -312,7 +332,7 @@ class FakePlatform:
         if refused is not None:
             return refused
         self.records[kind][rec["id"]] = rec
-        return JSONResponse(rec, status_code=201)
+        return JSONResponse(_answer(rec), status_code=201)
 
     async def _one(self, request: Request) -> Response:
         user = self._auth(request)
@@ -326,7 +346,7 @@ class FakePlatform:
         if rec is None or rec.get("deleted"):
             return error(404, "not_found", f"no {kind} {rid}")
         if request.method == "GET":
-            return JSONResponse(rec)
+            return JSONResponse(_answer(rec))
         if request.method == "DELETE":
             self.remove(kind, rid)
             return Response(status_code=204)

@@ -110,6 +110,24 @@ async def test_the_sdk_reads_the_fakes_contacts_events_tasks_and_mail(fake: Fake
     assert msg.from_ is not None and msg.from_.email_address is not None
     assert msg.from_.email_address.address == "ada@example.com"
 
+    # Attachments: a file (bytes base64, decoded by the SDK) and an attached Outlook item.
+    from msgraph.generated.models.file_attachment import FileAttachment
+    from msgraph.generated.models.item_attachment import ItemAttachment
+
+    assert msg.id is not None
+    doc = fake.attachments.attach(msg.id, "a.pdf", b"%PDF-1.7\x00\xff", "application/pdf")
+    fake.attachments.attach_item(msg.id, "Fwd: minutes")
+    listed = await client.me.messages.by_message_id(msg.id).attachments.get()
+    assert listed is not None and listed.value is not None
+    [file, item] = listed.value
+    assert isinstance(file, FileAttachment) and isinstance(item, ItemAttachment)
+    assert file.content_bytes == b"%PDF-1.7\x00\xff" and file.name == "a.pdf"
+    assert file.size is not None and file.size >= len(file.content_bytes)
+    assert file.content_type == "application/pdf" and file.is_inline is False
+    one = await client.me.messages.by_message_id(msg.id).attachments.by_attachment_id(
+        doc["id"]).get()
+    assert isinstance(one, FileAttachment) and one.content_bytes == file.content_bytes
+
     made = await client.me.contacts.post(SdkContact(
         given_name="Cy", email_addresses=[SdkEmailAddress(address="cy@example.com")]))
     assert made is not None and made.id in fake.items["contacts"]

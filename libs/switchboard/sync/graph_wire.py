@@ -1,6 +1,6 @@
 """Microsoft Graph (v1.0) JSON as msgspec Structs: the resources the mailbox connector
-reads and writes (contacts, events, to-do tasks, messages, the user), their collection
-pages and Graph's error body.
+reads and writes (contacts, events, to-do tasks, messages and their attachments, the
+user), their collection pages and Graph's error body.
 
 Only the fields the sync uses are declared; everything else Graph sends is ignored.
 Graph sends ``null`` for many absent values, so optional fields accept None. A delta
@@ -18,6 +18,7 @@ __all__ = [
     "Attendee",
     "DateTimeTimeZone",
     "EmailAddress",
+    "GraphAttachment",
     "GraphContact",
     "GraphError",
     "GraphErrorBody",
@@ -138,6 +139,19 @@ class GraphMessage(_Item):
     to_recipients: list[Recipient] | None = None
     cc_recipients: list[Recipient] | None = None
     is_draft: bool | None = None
+
+
+class GraphAttachment(_Wire):
+    """A message's attachment; `odata_type` says which (``#microsoft.graph.
+    fileAttachment`` has ``contentBytes``, base64; item and reference attachments none)."""
+
+    id: str
+    odata_type: str = field(default="", name="@odata.type")
+    name: str | None = None
+    content_type: str | None = None
+    size: int | None = None
+    is_inline: bool | None = None
+    content_bytes: str | None = None
 
 
 class GraphUser(_Wire):

@@ -66,9 +66,10 @@ DEFAULT_FIELDS: dict[Kind, tuple[str, ...]] = {
 class EmailLogOptions(Struct, frozen=True, kw_only=True, rename="camel",
                       forbid_unknown_fields=True):
     """E-mail logging (seed 000's ``emailSkipDomains``, ``emailCreateContacts``,
-    ``emailCreateLeads``, ``emailCreateCompany``, ``emailAutoDetectDeal``): which
-    messages are logged and what is made for addresses the portal does not know (see
-    `switchboard.sync.email_log`)."""
+    ``emailCreateLeads``, ``emailCreateCompany``, ``emailAutoDetectDeal``,
+    ``emailFetchAttachments``): which messages are logged, what is made for addresses
+    the portal does not know (see `switchboard.sync.email_log`) and whether their
+    attachments go with them."""
 
     # Addresses at these domains (and their subdomains) are neither matched nor created.
     skip_domains: tuple[str, ...] = ()
@@ -79,6 +80,9 @@ class EmailLogOptions(Struct, frozen=True, kw_only=True, rename="camel",
     create_company: bool = False
     # Attach the e-mail to the open opportunities of the contacts it matched.
     auto_detect_deal: bool = True
+    # Copy the message's file attachments into the logged e-mail, within
+    # SWITCHBOARD_SYNC_ATTACHMENT_MAX_BYTES a message (`switchboard.sync.attachments`).
+    fetch_attachments: bool = False
 
 
 Tag = Annotated[str, Meta(min_length=1, max_length=256)]

@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Meta, Struct
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 from switchboard.keys import Sealer
+from switchboard.sync.attachments import AttachmentCounts
 from switchboard.sync.options import ModuleOptions, Side
 from switchboard.sync.records import Kind
 from switchboard.sync.review import Report
@@ -142,6 +143,8 @@ class ModuleCounts(Struct, kw_only=True, rename="camel"):
     conflicts: int = 0
     reviewed: bool = False  # planned only (review mode): nothing was written
     skipped: str | None = None  # why the module did not run (e.g. "unsupported")
+    # E-mail with fetchAttachments only (absent otherwise, not even null).
+    attachments: AttachmentCounts | UnsetType = UNSET
 
 
 class StatusRecord(Struct, kw_only=True, rename="camel", omit_defaults=True):

@@ -16,8 +16,10 @@ from typing import Annotated, Literal
 from msgspec import Meta, Struct
 
 __all__ = [
+    "ATTACHMENT_CEILING",
     "KINDS",
     "Account",
+    "Attachment",
     "CalendarEvent",
     "Contact",
     "EmailLog",
@@ -112,6 +114,22 @@ class CalendarEvent(_Base, tag="event"):
     tags: list[Short] = []
 
 
+# The largest attachment any deployment may copy (SWITCHBOARD_SYNC_ATTACHMENT_MAX_BYTES
+# is at most this): a record's schema bounds what a platform must accept.
+ATTACHMENT_CEILING = 25 * 1024 * 1024
+
+
+class Attachment(Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """A file attached to a logged e-mail, as Graph's fileAttachment: its bytes base64
+    (`content_bytes`; a platform's answer may leave them out)."""
+
+    name: Short
+    content_type: Short | None = None
+    size: Annotated[int, Meta(ge=0, le=ATTACHMENT_CEILING)]  # decoded bytes
+    content_bytes: Annotated[str, Meta(max_length=(ATTACHMENT_CEILING + 2) // 3 * 4)] | \
+        None = None
+
+
 class EmailLog(_Base, tag="email"):
     """An e-mail logged into the portal (one-way e-mail logging; seed 001's
     createEmail / updateEmail)."""
@@ -127,6 +145,8 @@ class EmailLog(_Base, tag="email"):
     contact_ids: list[Id] = []
     account_id: Id | None = None
     opportunity_ids: list[Id] = []
+    # With the e-mail module's fetchAttachments (`switchboard.sync.attachments`).
+    attachments: Annotated[list[Attachment], Meta(max_length=250)] = []
 
 
 class OpportunityRef(_Base, tag="opportunity"):

@@ -5,7 +5,8 @@
 Tags and skipped domains are comma-separated strings, as in the seed. A module the
 profile lacks reads as off with the defaults; a key of it in a PUT adds it (off unless
 its ``sync…`` key says on). Keys of what is not built answer their only value and refuse
-the other: ``emailFetchAttachments`` / ``calFetchAttachments`` (false),
+the other: ``calFetchAttachments`` (false: events sync two-way field by field, and the
+contract has no event attachments),
 ``contCreateCompany`` (false: contacts sync ``company_name`` as a field; the e-mail
 option ``emailCreateCompany`` files new contacts under accounts) and
 ``contPortalSyncMine`` (true: the connector contract lists the user's own records).
@@ -85,7 +86,7 @@ _KEYS: dict[str, _Key] = {
     **_enabled("email", "logEmail"),
     "emailSkipDomains": ("email", "tags", lambda s: ",".join(s.options.email.skip_domains),
                          lambda s, v: _email(s, skip_domains=_tags(v))),
-    "emailFetchAttachments": _fixed("email", False),
+    **_email_flag("emailFetchAttachments", "fetch_attachments"),
     **_email_flag("emailCreateLeads", "create_leads"),
     **_email_flag("emailCreateContacts", "create_contacts"),
     **_email_flag("emailAutoDetectDeal", "auto_detect_deal"),

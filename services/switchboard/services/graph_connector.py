@@ -4,7 +4,8 @@ Implements the connector Protocol (`switchboard.sync.connector`) for what a mail
 contacts (``/me/contacts``), calendar events (``/me/calendarView`` in a window around
 now; recurring events left out, see `graph_map`) and to-do tasks (one list, by default
 the user's "Tasks": ``/me/todo/lists/{id}/tasks``), read and written; and mail, only
-read (`my_emails`, for e-mail logging into the portal). Capabilities: TASKS, EVENTS.
+read (`my_emails`, `email_attachments`: e-mail logging into the portal). Capabilities:
+TASKS, EVENTS.
 Accounts, opportunities, users by e-mail and e-mail writes do not exist in a mailbox:
 those methods raise `Unsupported`.
 
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from switchboard.services.graph_attachments import fetch_attachments
 from switchboard.services.graph_http import GraphHttp
 from switchboard.services.graph_token import GraphTokens
 from switchboard.services.http_client import HttpClient
@@ -62,6 +64,7 @@ from switchboard.sync.graph_wire import (
 )
 from switchboard.sync.records import (
     Account,
+    Attachment,
     CalendarEvent,
     Contact,
     EmailLog,
@@ -316,6 +319,12 @@ class GraphConnector:
         records = [email_from_graph(m, self._me.email, now) for m in page.value
                    if not m.is_draft]
         return Page(records=records, cursor=page.next_link)
+
+    async def email_attachments(self, email_id: str, max_bytes: int
+                                ) -> tuple[list[Attachment], int]:
+        """A message's file attachments within `max_bytes`, and how many were skipped
+        (`graph_attachments`; beside `my_emails`, not in the Protocol)."""
+        return await fetch_attachments(self.graph, email_id, max_bytes)
 
     # Opportunities: none ------------------------------------------------------------------
 

@@ -16,7 +16,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from switchboard.retry import parse_retry_after
-from switchboard.services.http_client import HttpAnswer, HttpClient, HttpError
+from switchboard.services.http_client import (
+    DEFAULT_READ_CAP,
+    HttpAnswer,
+    HttpClient,
+    HttpError,
+)
 from switchboard.sync.errors import (
     AuthFailed,
     ConnectorError,
@@ -82,8 +87,10 @@ class GraphHttp:
 
     async def call(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
                    json: Any = None, headers: Mapping[str, str] | None = None,
-                   record_id: str | None = None) -> HttpAnswer:
-        """One request, throttling waited out; an error answer raises its connector error."""
+                   record_id: str | None = None, read_cap: int | None = None
+                   ) -> HttpAnswer:
+        """One request, throttling waited out; an error answer raises its connector error.
+        With `read_cap`, a longer answer is read that far only (`truncated` says so)."""
         tokens = None if isinstance(self._token, str) else self._token
         token = await tokens.current() if tokens is not None else str(self._token)
         sent = {"authorization": f"Bearer {token}", "accept": "application/json",
@@ -94,8 +101,10 @@ class GraphHttp:
         refreshed = False
         for attempt in range(MAX_THROTTLED + 2):
             try:
-                resp = await self.http.request(method, url, params=params, json=json,
-                                               headers=sent, timeout_s=self._timeout_s)
+                resp = await self.http.request(
+                    method, url, params=params, json=json, headers=sent,
+                    timeout_s=self._timeout_s,
+                    read_cap=DEFAULT_READ_CAP if read_cap is None else read_cap)
             except HttpError as exc:
                 log.warning("graph: %s %s: %s", method, path.split("?", 1)[0], exc.reason)
                 raise RateLimited("Graph could not be reached; retry", 5.0) from None

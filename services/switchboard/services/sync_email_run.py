@@ -8,6 +8,10 @@ addresses when the options ask, the open opportunities of the matched contacts, 
 next, so a re-run, a replay or a run killed half-way logs nothing twice. (A worker killed
 between the portal's answer and that pair write would log that one message again: the
 contract has no lookup of logged e-mails to match it by.)
+
+With ``fetchAttachments`` each logged message carries its file attachments, read from
+the mailbox (`email_attachments`) within ``SWITCHBOARD_SYNC_ATTACHMENT_MAX_BYTES`` a
+message; the module's counts say how many were copied and skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
+from switchboard.sync.attachments import AttachmentCounts, cap
 from switchboard.sync.connector import Capability, all_records, supports
 from switchboard.sync.email_log import (
     addresses,
@@ -56,6 +63,7 @@ class EmailRun:
         self.known: dict[str, Contact] = {}
         self.plan = Plan(kind="email", ops=[], pairs=[], unpaired=[], matched=[],
                          conflicts=[], watermark=old)
+        self.attachments = AttachmentCounts()
 
     async def prepare(self) -> bool:
         """Read the messages and plan; False if the sides cannot log e-mail (the portal
@@ -111,6 +119,7 @@ class EmailRun:
                 contacts = [self.known[a] for a in (*d.matched, *d.create)]
                 deals = await self._deals(contacts)
                 record = log_record(op.values, contacts, deals, self.options.email)
+                record = await self._attach(emails[key], record)
                 portal = self.runner.connectors["portal"]
                 made = await self.runner.call("portal", functools.partial(
                     portal.create_email, record))
@@ -119,6 +128,28 @@ class EmailRun:
                                              logged_pair(op, made.id, made.modified_at))
             await self.runner.tick()
         await self.runner.write_watermark(self.module, self.old, self.plan.watermark)
+        if self._fetcher() is not None:
+            counts = self.runner.counts.get(self.module)
+            if counts is not None:
+                self.runner.counts[self.module] = msgspec.structs.replace(
+                    counts, attachments=self.attachments)
+
+    def _fetcher(self) -> Any:
+        """The mailbox's attachment reader, when the options ask for attachments."""
+        fetch = getattr(self.runner.connectors["mailbox"], "email_attachments", None)
+        return fetch if self.options.email.fetch_attachments and callable(fetch) else None
+
+    async def _attach(self, email: EmailLog, record: EmailLog) -> EmailLog:
+        """`record` with the message's attachments (those within the cap)."""
+        fetch = self._fetcher()
+        if fetch is None:
+            return record
+        limit = cap(self.runner.store.runtime.settings.sync_attachment_max_bytes)
+        got, skipped = await self.runner.call("mailbox", functools.partial(
+            fetch, email.id, limit))
+        self.attachments.copied += len(got)
+        self.attachments.skipped += skipped
+        return msgspec.structs.replace(record, attachments=got)
 
     async def _contact(self, address: str, accounts: dict[str, str | None]) -> Contact:
         """A portal contact for an unknown address (under its company's account with

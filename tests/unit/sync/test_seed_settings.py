@@ -35,6 +35,9 @@ def test_the_seed_keys_are_ours() -> None:
 def test_round_trip() -> None:
     modules = from_seed(SEED, {})
     assert to_seed(modules) == SEED
+    on = from_seed({**SEED, "emailFetchAttachments": True}, {})
+    assert on["email"].options.email.fetch_attachments is True
+    assert to_seed(on)["emailFetchAttachments"] is True
     contacts = modules["contacts"].options
     assert contacts.portal_filter == SideFilter(sync_all=False, sync_tags=("vip",))
     assert contacts.mailbox_deletes is True
@@ -68,7 +71,8 @@ def test_partial_update_keeps_the_rest_and_touches_only_named_modules() -> None:
     ({"calFutureWeeks": True}, "invalid_setting", "calFutureWeeks"),
     ({"contPortalSyncTags": 5}, "invalid_setting", "contPortalSyncTags"),
     ({"contPortalSyncMine": False}, "unsupported_setting", "contPortalSyncMine"),
-    ({"emailFetchAttachments": True}, "unsupported_setting", "emailFetchAttachments"),
+    ({"calFetchAttachments": True}, "unsupported_setting", "calFetchAttachments"),
+    ({"emailFetchAttachments": "yes"}, "invalid_setting", "emailFetchAttachments"),
     ({"contCreateCompany": True}, "unsupported_setting", "contCreateCompany"),
 ])
 def test_bad_settings_are_400_naming_the_key(body: dict[str, Any], code: str,
