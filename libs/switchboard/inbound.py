@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from switchboard import jsonsafe, webhooks
+from switchboard import names, webhooks
 from switchboard.errors import (
     BadRequest,
     PayloadTooLarge,
@@ -67,7 +67,9 @@ def normalize_direct(
     rec: IntegrationRecord, webhook_id: str, body: bytes, now_ms: int
 ) -> Activity:
     """Turn a verified Direct body into the canonical Activity with a stable id."""
-    inbound = jsonsafe.decode(body, inbound_decoder, invalid="invalid_activity")
+    # `type` and the message's `type` in any case, stored in the canonical lower case.
+    inbound = names.decode_folding(body, inbound_decoder, names.INBOUND_NAMES,
+                                   invalid="invalid_activity")
     itype = rec.integration_type
     conversation = inbound.conversation_id
     if conversation is None:

@@ -273,6 +273,15 @@ async def test_redeliver_by_id_and_by_status_reproduces_exactly_those(world: Wor
     assert (job["state"], job["done"], job["total"], job["skipped"]) == ("done", 5, 6, 1)
     assert ids_of(await world.produced_since(before)) == \
         ["msg_d2", "msg_d3", "msg_b0", "msg_b1", "msg_b2"]
+    # The status in any case (switchboard.names): the very same choice.
+    before = await world.mark()
+    r = await c.post(f"/api/v1/integrations/{world.x}/redeliver",
+                     json={"status": "FAILED", "since": now - DAY_MS}, headers=auth)
+    assert r.status_code == 202, r.text
+    job = await world.job(r.json()["jobId"], auth)
+    assert (job["state"], job["done"], job["total"], job["skipped"]) == ("done", 5, 6, 1)
+    assert ids_of(await world.produced_since(before)) == \
+        ["msg_d2", "msg_d3", "msg_b0", "msg_b1", "msg_b2"]
 
     # Errors and walls.
     url = f"/api/v1/integrations/{world.x}/redeliver"

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import json
+
+import msgspec
 import pytest
 
 from switchboard import hubster_compat, names
 from switchboard.channels import DirectConfig, SyncroConfig, SystemConfig, parse_config
 from switchboard.errors import BadRequest
-from switchboard.model import ChannelId, IntegrationType
+from switchboard.model import (
+    Card,
+    CarouselMessage,
+    ChannelId,
+    FileMessage,
+    ImageMessage,
+    IntegrationType,
+    TextMessage,
+    inbound_decoder,
+)
 from switchboard.services.api import parse_channel, parse_integration_type, parse_status
+from switchboard.services.deliveries_api import RedeliverRequest
 
 
 def test_a_vocabulary_finds_the_canonical_spelling() -> None:
@@ -86,3 +99,57 @@ def test_unknown_configuration_names_are_still_refused() -> None:
 def test_compat_modes_in_any_case() -> None:
     assert hubster_compat.hub_setting("HubSter") == "hubster"
     assert hubster_compat.wants_hubster("NONE", None, "hubster") is False
+
+
+def _inbound(kind: str, message: dict[str, object]) -> bytes:
+    return json.dumps({"type": kind, "sender": {"id": "u1"},
+                       "message": message}).encode()
+
+
+@pytest.mark.parametrize(("given", "message", "want"), [
+    ("message", {"type": "TEXT", "text": "hi"}, TextMessage(text="hi")),
+    ("MESSAGE", {"type": "Image", "url": "https://example.test/a.png"},
+     ImageMessage(url="https://example.test/a.png")),
+    ("Message", {"type": "cArOuSeL", "cards": [{"title": "t"}]},
+     CarouselMessage(cards=[Card(title="t")])),
+    ("message", {"type": "file", "url": "https://example.test/f"},
+     FileMessage(url="https://example.test/f")),
+])
+def test_an_activitys_message_type_tags_in_any_case_decode_canonical(
+        given: str, message: dict[str, object], want: object) -> None:
+    got = names.decode_folding(_inbound(given, message), inbound_decoder, names.INBOUND_NAMES,
+                               invalid="invalid_activity")
+    assert got.type == "message" and got.message == want
+    # What is stored and answered is the canonical (lower case) tag.
+    assert msgspec.json.decode(msgspec.json.encode(got))["message"]["type"] == (
+        str(message["type"]).lower())
+
+
+@pytest.mark.parametrize(("given", "message", "field"), [
+    ("message", {"type": "video", "url": "https://example.test/v"}, "message.type"),
+    ("message", {"type": 3, "text": "x"}, "message.type"),
+    ("messages", {"type": "text", "text": "x"}, "type"),
+    ("message", {"type": "TEXT"}, "message"),  # folded, then refused for what it lacks
+])
+def test_what_is_not_a_name_is_still_refused_with_its_field(
+        given: str, message: dict[str, object], field: str) -> None:
+    with pytest.raises(BadRequest) as err:
+        names.decode_folding(_inbound(given, message), inbound_decoder, names.INBOUND_NAMES,
+                             invalid="invalid_activity")
+    assert err.value.code == "invalid_activity" and err.value.field == field, err.value
+
+
+def test_a_redeliver_status_in_any_case() -> None:
+    decoder = msgspec.json.Decoder(RedeliverRequest)
+    for given in ("FAILED", "Failed", "failed"):
+        body = names.decode_folding(json.dumps({"status": given, "since": 0}).encode(),
+                                    decoder, {"status": names.DELIVERY_STATUSES})
+        assert body.status == "failed"
+    with pytest.raises(BadRequest) as err:
+        names.decode_folding(b'{"status": "lost"}', decoder,
+                             {"status": names.DELIVERY_STATUSES})
+    assert err.value.field == "status"
+    with pytest.raises(BadRequest) as err:  # malformed JSON stays invalid_json
+        names.decode_folding(b'{"status": "FAILED"', decoder,
+                             {"status": names.DELIVERY_STATUSES})
+    assert err.value.code == "invalid_json"

@@ -11,11 +11,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, cast, get_args
 
+import msgspec
 from msgspec import Meta, Struct
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from switchboard import names
 from switchboard.delivery_log import (
     PAGE_DEFAULT,
     PAGE_MAX,
@@ -24,11 +26,12 @@ from switchboard.delivery_log import (
     DeliverySummary,
 )
 from switchboard.errors import BadRequest, Conflict, NotFound, Unavailable
+from switchboard.inbound import check_json_content_type
 from switchboard.jobs import MAX_JOB_RECORDS, MAX_REPLAY_WINDOW_MS, JobRecord
 from switchboard.model import AttemptRecord, DeliveryStatus
 from switchboard.services.delivery_jobs import Jobs, Progress, Target
 from switchboard.services.delivery_log_reader import DeliveryLogReader
-from switchboard.services.http import JSON
+from switchboard.services.http import JSON, read_body
 from switchboard.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,9 @@ class RedeliverRequest(Struct, rename="camel", forbid_unknown_fields=True):
     delivery_id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
     status: DeliveryStatus | None = None
     since: Ms | None = None
+
+
+_redeliver_decoder = msgspec.json.Decoder(RedeliverRequest)
 
 
 class ReplayRequest(Struct, rename="camel", forbid_unknown_fields=True):
@@ -177,7 +183,13 @@ class DeliveriesApi:
     async def redeliver(self, request: Request) -> Response:
         principal, view = await self.api._session(request)
         rec = self.api._own_integration(principal, view, request.path_params["integrationId"])
-        body: RedeliverRequest = await self.api._body(request, RedeliverRequest)
+        from switchboard.services.api import API_BODY_LIMIT  # api imports this module
+
+        check_json_content_type(request.headers.get("content-type"))
+        raw = await read_body(request, API_BODY_LIMIT)
+        # `status` in any case (switchboard.names), as the listing's filter takes it.
+        body = names.decode_folding(raw, _redeliver_decoder,
+                                    {"status": names.DELIVERY_STATUSES})
         if (body.delivery_id is None) == (body.status is None):
             raise BadRequest("invalid_request", "give either deliveryId or status",
                              "deliveryId")
