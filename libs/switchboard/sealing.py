@@ -13,8 +13,9 @@ import msgspec
 
 from switchboard.channels import ChannelConfig
 from switchboard.hubster_signature import HubsterKeyPair
-from switchboard.keys import Sealer, SigningKeyPair
+from switchboard.keys import SigningKeyPair
 from switchboard.registry import IntegrationRecord, KeySet
+from switchboard.sealer import Sealer
 
 __all__ = [
     "config_context",

@@ -13,10 +13,11 @@ from typing import Any, NamedTuple
 from hypothesis import given
 
 from switchboard import jsonsafe
-from switchboard.keys import PURPOSE_SESSIONS, Sealer
+from switchboard.keys import PURPOSE_SESSIONS
 from switchboard.model import activity_decoder, activity_encoder
 from switchboard.providers import webchat as wc
 from switchboard.providers.webchat import open_session
+from switchboard.sealer import Sealer
 from switchboard.services.stream_protocol import client_decoder, parse_cursor
 from tests.fuzz.strategies import cases, near_valid, ours_or_result, text_like
 

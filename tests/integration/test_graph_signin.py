@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from switchboard.kafka import SYNC_PROFILES
-from switchboard.keys import Sealer, derive_key, parse_master_keys
+from switchboard.keys import derive_key, parse_master_keys
+from switchboard.sealer import Sealer
 from switchboard.sync.graph_signin import SigninState, sign_state
 from switchboard.sync.profiles import open_credentials, profile_decoder
 from tests.conftest import RunningHub, make_settings

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from switchboard.kafka import SYNC_PROFILES
-from switchboard.keys import Sealer
+from switchboard.sealer import Sealer
 from switchboard.sync.profiles import open_credentials, profile_decoder
 from tests.conftest import RunningHub, make_settings
 from tests.fakes.graph import FakeGraph

@@ -19,10 +19,11 @@ import pytest
 
 from switchboard.brokers import start_broker
 from switchboard.kafka import DELIVERIES, REGISTRY, SYNC_PROFILES, make_producer
-from switchboard.keys import Sealer, generate_secret_key_b64, new_access_token
+from switchboard.keys import generate_secret_key_b64, new_access_token
 from switchboard.model import delivery_decoder
 from switchboard.progress import Progress
 from switchboard.registry import IntegrationRecord, record_decoder
+from switchboard.sealer import Sealer
 from switchboard.sealing import sealed_values
 from switchboard.services.reseal import reseal
 from switchboard.sync.profiles import ProfileRecord, open_credentials, profile_decoder

@@ -13,9 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from switchboard.errors import BadRequest, ConfigError, SwitchboardError
 from switchboard.keys import (
     PURPOSE_SESSIONS,
-    Sealer,
     SigningKeyPair,
-    UnsealError,
     b64decode_strict,
     derive_key,
     generate_hmac_secret,
@@ -30,6 +28,7 @@ from switchboard.keys import (
     public_of,
     tokens_equal,
 )
+from switchboard.sealer import Sealer, UnsealError
 
 
 def b64(raw: bytes) -> str:

@@ -10,8 +10,6 @@ from switchboard.channels import DirectConfig, TwilioSmsConfig
 from switchboard.conversations import ConversationRecord
 from switchboard.inbound import normalize_direct, scoped_conversation_id
 from switchboard.keys import (
-    Sealer,
-    UnsealError,
     generate_secret_key_b64,
     generate_signing_keypair,
     looks_like_access_token,
@@ -22,6 +20,7 @@ from switchboard.model import Activity, ChannelId, IntegrationType, Sender
 from switchboard.registry import HubRecord, IntegrationRecord, KeySet, RegistryView, hub_key
 from switchboard.registry import record_encoder as enc
 from switchboard.routing import conversation_allowed
+from switchboard.sealer import Sealer, UnsealError
 from switchboard.sealing import (
     open_config_secret,
     open_hmac_secret,

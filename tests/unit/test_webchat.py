@@ -10,7 +10,7 @@ import pytest
 from switchboard.channels import WebChatConfig, parse_config
 from switchboard.errors import BadRequest
 from switchboard.ids import customer_conversation_id
-from switchboard.keys import PURPOSE_SECRETS, PURPOSE_SESSIONS, Sealer, generate_secret_key_b64
+from switchboard.keys import PURPOSE_SECRETS, PURPOSE_SESSIONS, generate_secret_key_b64
 from switchboard.model import (
     Activity,
     CardMessage,
@@ -21,6 +21,7 @@ from switchboard.model import (
     TextMessage,
 )
 from switchboard.providers import webchat as wc
+from switchboard.sealer import Sealer
 
 IID = "3f0c8d1e-0000-4000-8000-000000000001"
 

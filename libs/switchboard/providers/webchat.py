@@ -29,8 +29,8 @@ from msgspec import Meta, Struct
 from switchboard import jsonsafe
 from switchboard.errors import BadRequest
 from switchboard.ids import activity_id, customer_conversation_id
-from switchboard.keys import Sealer, UnsealError
 from switchboard.model import Activity, Delivery, Message, Sender, TextMessage
+from switchboard.sealer import Sealer, UnsealError
 
 __all__ = [
     "MAX_CLIENT_FRAME_CHARS",

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from switchboard.keys import Sealer
+from switchboard.sealer import Sealer
 from switchboard.sync.attachments import AttachmentCounts
 from switchboard.sync.options import ModuleOptions, Side
 from switchboard.sync.records import Kind

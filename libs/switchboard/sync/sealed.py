@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from switchboard.keys import Sealer, UnsealError
+from switchboard.sealer import Sealer, UnsealError
 from switchboard.sync.options import SIDES
 from switchboard.sync.profiles import ProfileRecord, credentials_context, profile_decoder
 

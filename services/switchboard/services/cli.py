@@ -123,7 +123,7 @@ def check_serve_settings(settings: Settings) -> Settings:
     if not settings.sealing_keys:
         raise ConfigError("SWITCHBOARD_SECRET_KEY (or SWITCHBOARD_SECRET_KEYS) is required "
                           "(base64 of 32 random bytes)")
-    from switchboard.keys import Sealer
+    from switchboard.sealer import Sealer
 
     Sealer.from_b64(settings.sealing_keys)  # malformed keys: refuse now, not on first use
     if settings.admin_token and len(settings.admin_token) < MIN_ADMIN_TOKEN_CHARS:

@@ -39,9 +39,9 @@ from switchboard.doctor import (
 from switchboard.errors import ConfigError
 from switchboard.kafka import REGISTRY, make_admin
 from switchboard.kafka_topics import describe_topics, topic_specs
-from switchboard.keys import SEALED_V2_PREFIX, Sealer, UnsealError
 from switchboard.record_mac import RecordMac, mac_header
 from switchboard.registry import RegistryView
+from switchboard.sealer import SEALED_V2_PREFIX, Sealer, UnsealError
 from switchboard.sealing import sealed_values
 from switchboard.services.cli_broker import (
     Target,

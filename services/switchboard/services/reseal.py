@@ -26,9 +26,9 @@ from collections.abc import Callable
 import msgspec
 
 from switchboard.kafka import SYNC_PROFILES, make_producer, run_with_broker_retry
-from switchboard.keys import Sealer, UnsealError
 from switchboard.progress import Progress
 from switchboard.record_mac import guard_for
+from switchboard.sealer import Sealer, UnsealError
 from switchboard.sealing import reseal_record
 from switchboard.services.table_resign import TableReport, resign_table, resign_tables
 from switchboard.settings import Settings

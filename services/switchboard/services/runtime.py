@@ -16,10 +16,11 @@ from switchboard.conversation_store import ConversationStore
 from switchboard.errors import Unavailable
 from switchboard.kafka import ACTIVITIES, make_producer, run_with_broker_retry
 from switchboard.kafka_topics import ensure_topics
-from switchboard.keys import PURPOSE_SESSIONS, Sealer
+from switchboard.keys import PURPOSE_SESSIONS
 from switchboard.metrics import Metrics
 from switchboard.model import Activity, activity_encoder
 from switchboard.record_mac import guard_for
+from switchboard.sealer import Sealer
 from switchboard.services.http_client import HttpClient
 from switchboard.settings import Settings
 from switchboard.store import RegistryStore

@@ -32,9 +32,9 @@ from switchboard.kafka import (
     SYNC_STATUS,
     make_consumer,
 )
-from switchboard.keys import UnsealError
 from switchboard.progress import Progress
 from switchboard.record_mac import RecordGuard, guard_for, mac_header
+from switchboard.sealer import UnsealError
 from switchboard.settings import Settings
 
 __all__ = ["TABLES", "TableReport", "Transform", "resign_table", "resign_tables"]

@@ -10,11 +10,11 @@ import msgspec
 from switchboard import hubster_signature
 from switchboard.errors import SwitchboardError
 from switchboard.hubster_signature import HubsterKeyPair
-from switchboard.keys import Sealer
 from switchboard.model import ChannelId, Delivery, DirectEnvelope, SystemEnvelope
 from switchboard.outbound import SKIPPED, Attempt
 from switchboard.registry import IntegrationRecord
 from switchboard.retry import Outcome, classify_status, parse_retry_after
+from switchboard.sealer import Sealer
 from switchboard.sealing import open_hmac_secret, open_hubster_secret, open_outbound_secret
 from switchboard.services.http_client import HttpClient, HttpError
 from switchboard.webhooks import Signer

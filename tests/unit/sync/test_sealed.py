@@ -5,7 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from switchboard.keys import Sealer, UnsealError, generate_secret_key_b64
+from switchboard.keys import generate_secret_key_b64
+from switchboard.sealer import Sealer, UnsealError
 from switchboard.sync.profiles import (
     ConnectorSpec,
     ProfileRecord,
