@@ -177,6 +177,10 @@ class Settings(Struct, frozen=True, kw_only=True):
     # Creates a sync run makes at once (only those a later run could match by e-mail,
     # domain or name: switchboard.sync.ops.alongside); 1 makes every create serial.
     sync_create_concurrency: int = 16
+    # A Syncro side's paired ids are checked for records deleted for good (Syncro keeps
+    # no tombstone) on initial runs and then at most once this often per profile and
+    # module (switchboard.services.sync_vanished); 0: every run.
+    sync_syncro_check_interval_s: float = 86400.0
     # TEST ONLY: registers the `testfile` connector kind (a side kept in a local SQLite
     # file, switchboard.services.sync_testfile). Never on in production.
     sync_test_connectors: bool = False

@@ -19,13 +19,17 @@ Bearer token auth (401 ``{"error": "Not authorized"}``); Syncro's error bodies. 
 `limit` requests per `window` seconds per account (then 429 with ``Retry-After``),
 `delay_s` (slow answers), `timeout_after_create` (a POST creates, then the answer is
 held for `hold_s`: the client times out after the record exists), `fail_with` (answer
-every request with that status). Every request's time is recorded per account.
+every request with that status), `fail_path` (answer the requests one route matches
+with a status, e.g. a 503 to every ``GET /contacts/{id}``). Every request's time is
+recorded per account. `hard_delete` deletes a customer or contact for good as Syncro's
+web app does: no tombstone, a 404 on its GET, absent from every listing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -90,6 +94,8 @@ class FakeSyncro:
         self.hold_s = 5.0
         self.fail_with: int | None = None
         self.refuse_next = 0  # answer that many requests 429 (Retry-After), whatever the rate
+        # (method, path regex under /api/v1, status, answers left or None: every one)
+        self.fail_rules: list[list[Any]] = []
         self._ids = itertools.count(1000)
         app = Starlette(routes=[
             Route("/{sub}/api/v1/me", self._me, methods=["GET"]),
@@ -117,6 +123,37 @@ class FakeSyncro:
         account.customers.append(customer)
         return customer
 
+    def hard_delete(self, account: Account, record: dict[str, Any]) -> None:
+        """Delete a customer or contact for good, as a technician does in Syncro's web
+        app: nothing is left (Syncro keeps no tombstone), its GET answers 404 and no
+        listing has it; no webhook says so."""
+        for records in (account.customers, account.contacts):
+            if any(r is record for r in records):
+                records[:] = [r for r in records if r is not record]
+                return
+        raise KeyError(record["id"])
+
+    def fail_path(self, method: str, pattern: str, status: int,
+                  times: int | None = None) -> None:
+        """Answer `status` (429 with ``Retry-After``) to the requests whose method is
+        `method` and path under ``/api/v1`` matches `pattern` (a regex, whole path), the
+        next `times` of them or every one; `fail_path` again with the same route replaces
+        the rule, `times=0` ends it."""
+        self.fail_rules = [r for r in self.fail_rules if r[:2] != [method, pattern]]
+        if times != 0:
+            self.fail_rules.append([method, pattern, status, times])
+
+    def _failing(self, method: str, path: str) -> Response | None:
+        for rule in self.fail_rules:
+            if rule[0] == method and re.fullmatch(rule[1], path) and rule[3] != 0:
+                if rule[3] is not None:
+                    rule[3] -= 1
+                if rule[2] == 429:
+                    return JSONResponse({"error": "Rate limit exceeded"}, status_code=429,
+                                        headers={"Retry-After": str(self.retry_after)})
+                return JSONResponse({"error": "Service unavailable"}, status_code=rule[2])
+        return None
+
     # ---- the API ---------------------------------------------------------------------
 
     async def _gate(self, request: Request) -> Account | Response:
@@ -138,6 +175,9 @@ class FakeSyncro:
                                 headers={"Retry-After": str(self.retry_after)})
         if self.fail_with is not None:
             return JSONResponse({"error": "Service unavailable"}, status_code=self.fail_with)
+        failing = self._failing(request.method, account.calls[-1][1])
+        if failing is not None:
+            return failing
         auth = request.headers.get("authorization", "")
         if auth != f"Bearer {account.token}":
             return JSONResponse({"error": "Not authorized"}, status_code=401)

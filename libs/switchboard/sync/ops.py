@@ -97,8 +97,10 @@ class Watermark(Struct, frozen=True, kw_only=True, rename="camel"):
 
     portal: int = 0
     mailbox: int = 0
-    # A side's own change cursors (Graph's delta links, by resource), kept with the
-    # watermark so the next run reads only what changed, deletes included.
+    # A side's own state between runs, kept with the watermark: its change cursors
+    # (Graph's delta links, by resource), so the next run reads only what changed,
+    # deletes included; when its paired ids were last checked (Syncro's, which keeps no
+    # tombstone: `switchboard.sync.vanished`).
     portal_links: dict[str, str] = {}
     mailbox_links: dict[str, str] = {}
 

@@ -12,7 +12,8 @@ like a delete on the next run and be "synced" back as a blank.
 - A Syncro contact has one ``name``: split at the first space into first and last name
   ("Ludwig van Beethoven" → "Ludwig" / "van Beethoven"), joined back with one space.
 - A disabled customer (``disabled: true``) reads as deleted; Syncro keeps no tombstone
-  of a record deleted for good, so those deletes are not seen in listings.
+  of a record deleted for good, so those deletes are not seen in listings: a check of
+  the paired ids finds them (`switchboard.sync.vanished`).
 - Times: ``updated_at`` (ISO 8601) as epoch ms.
 """
 

@@ -37,6 +37,7 @@ from switchboard.errors import SwitchboardError
 from switchboard.kafka import SYNC_PAIRS
 from switchboard.services.sync_email_run import EmailRun
 from switchboard.services.sync_store import SyncStore
+from switchboard.services.sync_vanished import check_paired
 from switchboard.sync.connector import Capability, Connector, all_records, supports
 from switchboard.sync.errors import ConnectorError, RateLimited, RecordNotFound
 from switchboard.sync.filters import filter_changes
@@ -292,6 +293,9 @@ class Runner:
                 return await self.call(side, lambda: method(since or None, cursor))
 
             got[side] = [r async for r in all_records(page)]
+            # Syncro keeps no tombstone: its paired records deleted for good, found by a
+            # check of their ids (before the links are kept: they hold the check's time).
+            got[side] += await check_paired(self, kind, side, conn)
             links[side] = dict(cursors) if isinstance(cursors, dict) else {}
         return Changes(portal=got["portal"], mailbox=got["mailbox"]), links
 

@@ -7,13 +7,16 @@ and a 429 blocks every process until its ``Retry-After``). Mappings are pure, in
 - "Updated since": Syncro's listings filter by no time, so they are read newest first
   (``sort=updated_at DESC``) and paging stops at the first record older than `since`.
   Disabled customers are read too and come back deleted; a customer or contact deleted
-  for good leaves nothing to read (Syncro keeps no tombstones).
+  for good leaves nothing to read (Syncro keeps no tombstones): the runner checks the
+  paired ids for those.
 - Creates are plain POSTs, not `create_idempotent` (its marker would land in the user's
   notes): a create lost to a timeout is found by the next run's match before create.
 - A contact is created under its `account_id` (a Syncro customer id) or, without one,
   under `default_customer_id` (Syncro files every contact under a customer).
 - Lookups read at most `MAX_LOOKUP_PAGES` pages of Syncro's substring ``query`` and keep
   exact matches.
+- Deletes for good are found by checking the paired ids (`id_page`, `probe`; when and
+  how in `switchboard.services.sync_vanished` and `switchboard.sync.vanished`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from msgspec import Struct
+
 from switchboard.errors import BadRequest, Unavailable
 from switchboard.providers import syncro
 from switchboard.retry import parse_retry_after
@@ -30,7 +35,7 @@ from switchboard.services.channels.syncro_client import SyncroClient
 from switchboard.services.http_client import HttpError
 from switchboard.sync import syncro_map as m
 from switchboard.sync.connector import Capability, Page, User, require
-from switchboard.sync.errors import ConnectorError, RecordNotFound
+from switchboard.sync.errors import ConnectorError, RateLimited, RecordNotFound
 from switchboard.sync.records import (
     Account,
     CalendarEvent,
@@ -42,13 +47,29 @@ from switchboard.sync.records import (
     Value,
 )
 from switchboard.sync.status import error_for
+from switchboard.sync.vanished import Answer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SyncroConnector"]
+__all__ = ["IdPage", "SyncroConnector"]
 
 MAX_LOOKUP_PAGES = 5
 CAPABILITIES = frozenset({Capability.ACCOUNTS_BY_DOMAIN, Capability.ACCOUNT_WRITES})
+# Per kind the check of paired ids reads: the listing (disabled customers included:
+# they are live records, read as deleted through the listings) and a record's path.
+_SWEEP: dict[Kind, tuple[str, str, dict[str, str]]] = {
+    "account": ("/customers", "customers", {"include_disabled": "true"}),
+    "contact": ("/contacts", "contacts", {}),
+}
+
+
+class IdPage(Struct, frozen=True, kw_only=True):
+    """One page of a sweep: the ids it listed, the next page (None after the last or
+    `max_pages`) and how many pages are left after it."""
+
+    ids: list[str]
+    next: int | None
+    pages_left: int
 
 
 def _fold(value: str | None) -> str:
@@ -66,6 +87,10 @@ class SyncroConnector:
         self._token = token
         self._default_customer = default_customer_id
         self._max_pages = max_pages
+        # Syncro has no change cursors; the side's state kept with the watermark (the
+        # runner restores and stores it as it does Graph's delta links) holds when its
+        # paired ids were last checked (`switchboard.sync.vanished.CHECKED_AT`).
+        self.delta_links: dict[str, str] = {}
 
     @property
     def capabilities(self) -> frozenset[Capability]:
@@ -250,6 +275,47 @@ class SyncroConnector:
         found = await self._lookup("/contacts", "contacts", {"query": wanted})
         contacts = [m.contact_from_syncro(c) for c in found]
         return [c for c in contacts if _fold(c.email).endswith(wanted)]
+
+    # ---- deletes for good: the check of paired ids -------------------------------------
+
+    @staticmethod
+    def _no_answer(exc: ConnectorError) -> bool:
+        # A 5xx or no answer at all: nothing was said about the record.
+        return not isinstance(exc, RateLimited) and exc.code == "connector_unavailable"
+
+    async def id_page(self, kind: Kind, number: int) -> IdPage | None:
+        """Page `number` of every id of `kind` (customers, contacts), lowest first (a
+        record made meanwhile lands at the end, shifting nothing); None when Syncro did
+        not answer (5xx). A 429 raises `RateLimited`, for the caller to wait out."""
+        path, key, params = _SWEEP[kind]
+        query = syncro.page_params({**params, "sort": "id ASC"}, number)
+        try:
+            body = await self._send("GET", path, params=query)
+        except ConnectorError as exc:
+            if self._no_answer(exc):
+                return None
+            raise
+        try:
+            page = syncro.unwrap_page(body, key, number)
+        except BadRequest as exc:
+            raise ConnectorError("connector_bad_answer", exc.description) from None
+        ids = [str(r["id"]) for r in page.records if isinstance(r.get("id"), int)]
+        return IdPage(ids=ids, next=syncro.next_page(page, number, self._max_pages),
+                      pages_left=max(0, min(page.total_pages, self._max_pages) - number))
+
+    async def probe(self, kind: Kind, record_id: str) -> Answer:
+        """Whether Syncro still has `kind`'s record `record_id`: GONE only for its 404
+        (a disabled customer is LIVE), UNKNOWN for a 5xx; a 429 raises `RateLimited`."""
+        path = _SWEEP[kind][0]
+        try:
+            await self._send("GET", f"{path}/{m.syncro_id(record_id)}", record_id=record_id)
+        except RecordNotFound:
+            return Answer.GONE
+        except ConnectorError as exc:
+            if self._no_answer(exc):
+                return Answer.UNKNOWN
+            raise
+        return Answer.LIVE
 
     # ---- what Syncro does not have (declared absent) ----------------------------------
 
