@@ -111,8 +111,12 @@ async def test_a_syncro_customer_a_platform_notification_and_a_schedule_each_run
                       headers=e2e.auth)
     assert r.status_code == 200 and r.json()["schedule"]["interval"] == 2, r.text
     await wait_for(lambda: "Schedco" in platform_accounts())
-    status = (await c.get(url, headers=e2e.auth)).json()["status"]
-    assert status.get("lastSlotDone"), status
+    # The run writes its status after its last write to the platform: poll for it.
+    deadline = time.monotonic() + 60.0
+    while not (status := (await c.get(url, headers=e2e.auth)).json()["status"]
+               ).get("lastSlotDone"):
+        assert time.monotonic() < deadline, status
+        await asyncio.sleep(0.2)
     r = await c.patch(url, json={"schedule": {"intervalType": 0, "interval": 2,
                                               "enabled": False}}, headers=e2e.auth)
     assert r.status_code == 200, r.text
