@@ -51,6 +51,10 @@ class HubRecord(Struct, tag="hub", tag_field="kind", rename="camel"):
     token_rotated_at: int | None = None
     # "hubster": the integrations API answers in Hubster's shapes (switchboard.hubster_compat).
     compat: str | None = None
+    # Set on hubs created or renamed since names are unique: the fold refuses such a record
+    # when another hub holds its name (whatever the case). Hubs named alike before the rule
+    # lack it and keep folding as they did.
+    unique_name: bool = False
 
 
 class IntegrationRecord(Struct, tag="integration", tag_field="kind", rename="camel"):
@@ -121,6 +125,9 @@ class RegistryView:
         self._hub_by_token: dict[str, str] = {}
         self._by_hub: dict[str, dict[str, IntegrationRecord]] = {}
         self._names: dict[tuple[str, str], str] = {}
+        # Casefolded hub name -> the hubs holding it (more than one only from before the
+        # rule: see HubRecord.unique_name).
+        self._hub_names: dict[str, set[str]] = {}
         self._deleted: OrderedDict[str, None] = OrderedDict()
         self._deleted_hubs: OrderedDict[str, None] = OrderedDict()
         self._by_external: dict[tuple[ChannelId, str], str] = {}
@@ -155,8 +162,13 @@ class RegistryView:
             old = self.hubs.get(record.hub_id)
             if old is not None and record.version != old.version + 1:
                 return Outcome(False, "version_conflict")
+            name = record.name.casefold()
+            if record.unique_name and self._hub_names.get(name, set()) - {record.hub_id}:
+                return Outcome(False, "name_taken")
             if old is not None:
                 self._hub_by_token.pop(old.token_hash, None)
+                self._unindex_hub(old)
+            self._hub_names.setdefault(name, set()).add(record.hub_id)
             self.hubs[record.hub_id] = record
             self._hub_by_token[record.token_hash] = record.hub_id
             self._by_hub.setdefault(record.hub_id, {})
@@ -205,9 +217,17 @@ class RegistryView:
             hub = self.hubs.pop(ident, None)
             if hub is not None:
                 self._hub_by_token.pop(hub.token_hash, None)
+                self._unindex_hub(hub)
                 for iid in list(self._by_hub.pop(ident, {})):
                     self._unindex(self.integrations.pop(iid))
         return ACCEPTED
+
+    def _unindex_hub(self, hub: HubRecord) -> None:
+        holders = self._hub_names.get(hub.name.casefold())
+        if holders is not None:
+            holders.discard(hub.hub_id)
+            if not holders:
+                del self._hub_names[hub.name.casefold()]
 
     def _unindex(self, rec: IntegrationRecord) -> None:
         self._names.pop((rec.hub_id, rec.name.casefold()), None)
@@ -228,6 +248,10 @@ class RegistryView:
         """The integration a provider-side id (Messenger page, Slack team, …) belongs to."""
         iid = self._by_external.get((channel, ext))
         return self.integrations.get(iid) if iid else None
+
+    def hubs_named(self, name: str) -> set[str]:
+        """Ids of the hubs named `name`, whatever its case."""
+        return set(self._hub_names.get(name.casefold(), ()))
 
     def name_holder(self, hub_id: str, name: str) -> str | None:
         return self._names.get((hub_id, name.casefold()))

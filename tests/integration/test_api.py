@@ -135,6 +135,22 @@ async def test_two_api_processes_race_for_one_name(broker: Any) -> None:
                      (await h.client.get(f"/api/v1/integrations/hubs/{hub_id}",
                                          headers=auth)).json()]
             assert sorted(names) == [f"race-{i}" for i in range(5)]
+        # Hub names too: the registry's fold refuses the later hub of a name, so two API
+        # processes (no lock in common) end with one hub per name, whatever the case.
+        for round_ in range(10):
+            ra, rb = await asyncio.gather(
+                a.client.post("/api/v1/hubs", json={"name": f"Hub-race-{round_}"},
+                              headers=a.admin),
+                b.client.post("/api/v1/hubs", json={"name": f"hub-RACE-{round_}"},
+                              headers=b.admin))
+            assert sorted([ra.status_code, rb.status_code]) == [201, 409], (ra.text, rb.text)
+            lost = ra if ra.status_code == 409 else rb
+            assert lost.json()["errors"][0]["code"] == "hub_name_taken"
+        for h in (a, b):
+            raced = [x["name"].casefold() for x in
+                     (await h.client.get("/api/v1/hubs", headers=h.admin)).json()
+                     if x["name"].casefold().startswith("hub-race-")]
+            assert sorted(raced) == sorted(f"hub-race-{i}" for i in range(10))
     finally:
         await a.stop()
         await b.stop()
@@ -145,6 +161,10 @@ async def test_two_api_processes_race_for_one_name(broker: Any) -> None:
         names = [i["name"] for i in (await c.client.get(
             f"/api/v1/integrations/hubs/{hub_id}", headers=auth)).json()]
         assert sorted(names) == [f"race-{i}" for i in range(5)]
+        raced = [x["name"].casefold() for x in
+                 (await c.client.get("/api/v1/hubs", headers=c.admin)).json()
+                 if x["name"].casefold().startswith("hub-race-")]
+        assert sorted(raced) == sorted(f"hub-race-{i}" for i in range(10))
     finally:
         await c.stop()
 

@@ -8,7 +8,6 @@ Hub names are unique, case-insensitively (409 ``hub_name_taken`` on create and r
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Annotated, Any
@@ -74,6 +73,11 @@ def hub_json(hub: HubRecord, view: RegistryView | None = None) -> dict[str, Any]
     return out
 
 
+def _name_taken(name: str) -> Conflict:
+    return Conflict("hub_name_taken", f"a hub named {name!r} exists "
+                    "(hub names are unique, whatever their case)", "name")
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -84,18 +88,13 @@ class HubsApi:
     def __init__(self, api: Api) -> None:
         self.api = api
         self.runtime = api.runtime
-        # Hub names are checked against the view, not in the registry's fold (hubs named
-        # alike before the rule must keep folding): one check-and-write at a time here
-        # closes the race within this process; see the README for two API processes.
-        self._naming = asyncio.Lock()
 
     @staticmethod
     def _check_name_free(view: RegistryView, name: str, hub_id: str | None) -> None:
-        holder = next((h for h in view.hubs.values()
-                       if h.name.casefold() == name.casefold() and h.hub_id != hub_id), None)
-        if holder is not None:
-            raise Conflict("hub_name_taken", f"a hub named {holder.name!r} exists "
-                           "(hub names are unique, whatever their case)", "name")
+        """Refuse a taken name before writing; the registry's fold decides a race (two
+        writers that both passed this check: the later record is refused)."""
+        if view.hubs_named(name) - {hub_id}:
+            raise _name_taken(name)
 
     def routes(self) -> list[Route]:
         return [
@@ -120,6 +119,8 @@ class HubsApi:
             return
         if outcome.reason == "deleted":
             raise NotFound("hub_not_found", "no such hub")
+        if outcome.reason == "name_taken":
+            raise _name_taken(hub.name)
         raise Conflict("concurrent_update", "the hub changed meanwhile; retry")
 
     async def create_hub(self, request: Request) -> Response:
@@ -130,10 +131,9 @@ class HubsApi:
         token = keys.new_access_token()
         hub = HubRecord(hub_id=new_id(), name=body.name, token_hash=keys.hash_token(token),
                         created_at=_now_ms(), retry_schedule=_retry_schedule(body.retry_schedule),
-                        compat=hubster_compat.hub_setting(body.compat))
-        async with self._naming:
-            self._check_name_free(await self.runtime.registry.sync(), body.name, None)
-            await self._put(hub)
+                        compat=hubster_compat.hub_setting(body.compat), unique_name=True)
+        self._check_name_free(await self.runtime.registry.sync(), body.name, None)
+        await self._put(hub)
         return JSON({**hub_json(hub), "accessToken": token}, status_code=201)
 
     async def list_hubs(self, request: Request) -> Response:
@@ -158,13 +158,11 @@ class HubsApi:
             if not principal.admin:
                 raise Forbidden("admin_only", "renaming a hub needs the admin token")
             changes["name"] = body.name
+            changes["unique_name"] = True
+            self._check_name_free(await self.runtime.registry.sync(), body.name, hub.hub_id)
         if changes:
-            async with self._naming:
-                if "name" in changes:
-                    self._check_name_free(await self.runtime.registry.sync(), changes["name"],
-                                          hub.hub_id)
-                hub = msgspec.structs.replace(hub, version=hub.version + 1, **changes)
-                await self._put(hub)
+            hub = msgspec.structs.replace(hub, version=hub.version + 1, **changes)
+            await self._put(hub)
         return JSON(hub_json(hub, view))
 
     async def rotate_token(self, request: Request) -> Response:
