@@ -18,12 +18,11 @@ import msgspec
 from hypothesis import given
 from starlette.requests import Request
 
-from switchboard import jsonsafe
+from switchboard import integration_wire, jsonsafe
 from switchboard.channels import integration_type_of, parse_config
 from switchboard.destinations import MAX_URL_CHARS, forbidden_address, validate_webhook_url
 from switchboard.model import ChannelId
 from switchboard.registry import IntegrationRecord, record_decoder, record_encoder
-from switchboard.services import api
 from switchboard.services.deliveries_api import RedeliverRequest, ReplayRequest, _int_param
 from switchboard.services.hubs_api import HubCreate, HubUpdate, _retry_schedule
 from tests.fuzz.strategies import cases, damage, near_valid, ours_or_result, text_like
@@ -53,8 +52,8 @@ BODIES: list[Any] = [
     {"deliveryId": "d-1", "status": "failed", "since": 0},
     {"since": 0, "until": 1_700_000_000_000},
 ]
-TYPES = [api.IntegrationCreate, api.IntegrationUpdate, HubCreate, HubUpdate, RedeliverRequest,
-         ReplayRequest]
+TYPES = [integration_wire.IntegrationCreate, integration_wire.IntegrationUpdate, HubCreate,
+         HubUpdate, RedeliverRequest, ReplayRequest]
 
 
 class Body(NamedTuple):
@@ -90,19 +89,19 @@ def test_api_bodies(case: Body) -> None:
         assert number is None or 0 <= number <= 10**13
     for into in TYPES:
         body = ours_or_result(jsonsafe.decode, case.raw, jsonsafe.decoder_for(into))
-        if isinstance(body, api.IntegrationCreate):
-            channel = ours_or_result(api.parse_channel, body.channel_id)
+        if isinstance(body, integration_wire.IntegrationCreate):
+            channel = ours_or_result(integration_wire.parse_channel, body.channel_id)
             if channel is not None:
                 config = ours_or_result(parse_config, channel, body.configuration,
                                         allow_private=case.allow_private)
                 if config is not None:
                     _stored(channel, config)
             if body.integration_type_id is not None:
-                ours_or_result(api.parse_integration_type, body.integration_type_id)
-            ours_or_result(api.parse_status, body.status_id)
-        elif isinstance(body, api.IntegrationUpdate):
+                ours_or_result(integration_wire.parse_integration_type, body.integration_type_id)
+            ours_or_result(integration_wire.parse_status, body.status_id)
+        elif isinstance(body, integration_wire.IntegrationUpdate):
             if body.status_id is not None:
-                ours_or_result(api.parse_status, body.status_id)
+                ours_or_result(integration_wire.parse_status, body.status_id)
             if body.configuration is not None:
                 for channel in ChannelId:
                     config = ours_or_result(parse_config, channel, body.configuration,

@@ -11,6 +11,7 @@ from switchboard.channels import parse_config
 from switchboard.destinations import validate_webhook_url
 from switchboard.errors import BadRequest, Forbidden, PayloadTooLarge, SwitchboardError
 from switchboard.inbound import check_content_length
+from switchboard.integration_wire import parse_channel, parse_integration_type
 from switchboard.model import ChannelId
 from switchboard.providers import (
     messenger_events,
@@ -22,7 +23,6 @@ from switchboard.providers import (
     twilio_webhooks,
 )
 from switchboard.providers import webchat as wc
-from switchboard.services.api import parse_channel, parse_integration_type
 from switchboard.services.deliveries_api import _int_param
 from switchboard.services.stream_protocol import client_decoder
 

@@ -10,6 +10,7 @@ import pytest
 from switchboard import hubster_compat, names
 from switchboard.channels import DirectConfig, SyncroConfig, SystemConfig, parse_config
 from switchboard.errors import BadRequest
+from switchboard.integration_wire import parse_channel, parse_integration_type, parse_status
 from switchboard.model import (
     Card,
     CarouselMessage,
@@ -20,7 +21,6 @@ from switchboard.model import (
     TextMessage,
     inbound_decoder,
 )
-from switchboard.services.api import parse_channel, parse_integration_type, parse_status
 from switchboard.services.deliveries_api import RedeliverRequest
 
 

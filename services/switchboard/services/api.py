@@ -1,7 +1,10 @@
 """Control plane: hubs and integrations, in the shape of Hubster's integrations API.
 
 Every process serves reads from its own registry view; every write goes through the
-registry topic and is answered only after this process's view has applied it.
+registry topic and is answered only after this process's view has applied it. This
+module holds the `Api` and its integration routes (create, update, read, list, delete);
+what a request says and what an answer shows is `switchboard.integration_wire`, new keys
+and secrets `integration_secrets`, and hubs, deliveries, stats and sync their own modules.
 """
 
 from __future__ import annotations
@@ -9,114 +12,44 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
-from msgspec import Meta, Struct
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from switchboard import config_update, hubster_compat, hubster_signature, keys, names
-from switchboard.channels import (
-    CONFIG_TYPES,
-    ChannelConfig,
-    DirectConfig,
-    SystemConfig,
-    integration_type_of,
-    parse_config,
-)
+from switchboard import config_update, hubster_compat
+from switchboard.channels import DirectConfig, SystemConfig, integration_type_of, parse_config
 from switchboard.errors import BadRequest, Conflict, NotFound
 from switchboard.ids import new_id
-from switchboard.keysets import rotate_keysets, without_hubster_keys
-from switchboard.model import (
-    CHANNEL_CODES,
-    INTEGRATION_TYPE_CODES,
-    ChannelId,
-    IntegrationType,
-    StatusId,
+from switchboard.integration_wire import (
+    IntegrationCreate,
+    IntegrationUpdate,
+    integration_out,
+    parse_channel,
+    parse_integration_type,
+    parse_status,
 )
-from switchboard.registry import IntegrationRecord, KeySet, RegistryView
-from switchboard.sealing import new_keyset, seal_config
+from switchboard.keysets import rotate_keysets, without_hubster_keys
+from switchboard.model import ChannelId
+from switchboard.registry import IntegrationRecord, RegistryView
+from switchboard.sealing import seal_config
 from switchboard.services.api_auth import Authenticator, Principal
 from switchboard.services.channels.base import ChannelPlugin
 from switchboard.services.channels.syncro_actions import SyncroActions
 from switchboard.services.deliveries_api import DeliveriesApi
 from switchboard.services.http import JSON, read_body
-from switchboard.services.hubs_api import HubCreate, HubsApi, HubUpdate
+from switchboard.services.hubs_api import HubsApi
+from switchboard.services.integration_secrets import IntegrationSecrets
 from switchboard.services.runtime import Runtime
 from switchboard.services.stats_api import StatsApi
 from switchboard.services.sync_api import SyncProfilesApi
 
 log = logging.getLogger(__name__)
-Name = Annotated[str, Meta(min_length=1, max_length=200)]
 API_BODY_LIMIT = 64 * 1024
 
-
-class IntegrationCreate(Struct, rename="camel"):
-    channel_id: str | int
-    name: Name
-    configuration: dict[str, Any]
-    # A code (3000) or its name in any case ("Active").
-    status_id: int | str = StatusId.ACTIVE
-    integration_type_id: str | int | None = None
-
-
-class IntegrationUpdate(Struct, rename="camel"):
-    name: Name | None = None
-    status_id: int | str | None = None
-    configuration: dict[str, Any] | None = None
-
-
-__all__ = ["Api", "HubCreate", "HubUpdate", "IntegrationCreate", "IntegrationUpdate",
-           "Principal"]
-# What reads show in place of a secret; sent back in an update, it means "unchanged".
-MASK = "********"
-
-
-def parse_channel(value: str | int) -> ChannelId:
-    """A channelId given as a name (any case) or as Hubster's numeric code."""
-    if isinstance(value, int) or (isinstance(value, str) and value.isascii() and value.isdigit()):
-        channel = CHANNEL_CODES.get(_code(value))
-        if channel is None:
-            raise BadRequest("invalid_channel", f"unknown channelId {str(value)[:40]}",
-                             "channelId")
-        return channel
-    found = names.CHANNELS.canonical(value)
-    if found is not None:
-        return ChannelId(found)
-    listed = ", ".join(names.CHANNELS.names)
-    raise BadRequest("invalid_channel", f"channelId must be one of {listed}", "channelId")
-
-
-def parse_integration_type(value: str | int) -> IntegrationType:
-    """An integrationTypeId given as a name (any case) or as Hubster's numeric code."""
-    if isinstance(value, int) or (value.isascii() and value.isdigit()):
-        found = INTEGRATION_TYPE_CODES.get(_code(value))
-    else:
-        name = names.INTEGRATION_TYPES.canonical(value)
-        found = IntegrationType(name) if name is not None else None
-    if found is None:
-        raise BadRequest("invalid_integration_type",
-                         f"unknown integrationTypeId {str(value)[:40]}", "integrationTypeId")
-    return found
-
-
-def _code(value: str | int) -> int:
-    """A numeric code as given; -1 (no code) for digits too long to be one: int() of
-    4,300 or more digits raises ValueError, which would be a 500."""
-    if isinstance(value, int):
-        return value
-    return int(value) if len(value) <= 9 else -1
-
-
-def parse_status(value: int | str) -> int:
-    """A statusId as its code or its name in any case (``"paused"``) → the code."""
-    code = names.status_code(value)
-    if code not in (StatusId.ACTIVE, StatusId.PAUSED):
-        raise BadRequest("invalid_status", "statusId must be 3000 (Active) or 3002 (Paused)",
-                         "statusId")
-    return int(code)
+__all__ = ["API_BODY_LIMIT", "Api"]
 
 
 class Api:
@@ -127,6 +60,7 @@ class Api:
         self.runtime = runtime
         self.plugins = dict(plugins or {})
         self.auth = Authenticator(runtime)
+        self.secrets = IntegrationSecrets(runtime, self.plugins)
         self.hubs = HubsApi(self)
         self.stats = StatsApi(runtime, self)  # the console's charts
         self.deliveries = DeliveriesApi(runtime, self, observe=self.stats.observe_attempt)
@@ -221,8 +155,8 @@ class Api:
             # page ids, bot tokens) before anything is stored.
             config = await plugin.provision(integration_id, config)
         now = _now_ms()
-        keyset, private = self._new_keys(integration_id, config, now,
-                                         hubster=self._hubster_signed(hub_id, config))
+        keyset, private = self.secrets.new_keys(
+            integration_id, config, now, hubster=self.secrets.hubster_signed(hub_id, config))
         revealed = plugin.reveal(integration_id, config) if plugin is not None else {}
         if revealed:  # a channel's own secret (Syncro's inbound URL), shown once
             private = {**(private or {}), **revealed}
@@ -253,8 +187,9 @@ class Api:
                                 integration_id, channel.value, type(exc).__name__)
             raise
         if compat:  # the seed answers a create with 200
-            return JSON(hubster_compat.to_hubster(self._out(rec, private), hubster_compat.WRITE))
-        return JSON(self._out(rec, private), status_code=201)
+            return JSON(hubster_compat.to_hubster(integration_out(rec, private),
+                                                  hubster_compat.WRITE))
+        return JSON(integration_out(rec, private), status_code=201)
 
     async def _update(self, request: Request, rec: IntegrationRecord, *,
                       merge: bool = False) -> Response:
@@ -294,11 +229,11 @@ class Api:
             else:
                 # Provider channels keep their configuration (as in Hubster), except that
                 # their credentials can be replaced (rotated at the provider).
-                rotated = await self._rotate_credentials(rec, raw)
+                rotated = await self.secrets.rotate_credentials(rec, raw)
                 if rotated is not None:
                     changes["configuration"] = rotated
                 if _flag(body.configuration, "regenerateKeys"):
-                    fresh_secrets = self._regenerate_secrets(
+                    fresh_secrets = self.secrets.regenerate_secrets(
                         rec, changes.get("configuration", rec.configuration))
                     if fresh_secrets is not None:
                         changes["configuration"], private = fresh_secrets
@@ -308,14 +243,14 @@ class Api:
             wants_hmac = (getattr(new_config, "hmac_signing", False) and current is not None
                           and current.hmac_secret_sealed is None)
             # So does turning Hubster-style signing on; turning it off drops its keys.
-            hubster = self._hubster_signed(rec.hub_id, new_config)
+            hubster = self.secrets.hubster_signed(rec.hub_id, new_config)
             wants_hubster = hubster and current is not None and current.hubster_public is None
             revoke = _flag(body.configuration, "revokePrevious")
             fresh = None
             if (_flag(body.configuration, "regenerateKeys") or wants_hmac
                     or wants_hubster) and rec.keys:
-                fresh, private = self._new_keys(rec.integration_id, new_config, now,
-                                                hubster=hubster)
+                fresh, private = self.secrets.new_keys(rec.integration_id, new_config, now,
+                                                       hubster=hubster)
             if fresh is not None or revoke:
                 changes["keys"] = rotate_keysets(
                     rec.keys, fresh, now, self.runtime.settings.key_grace_s * 1000,
@@ -324,49 +259,7 @@ class Api:
                 changes["keys"] = without_hubster_keys(changes.get("keys", rec.keys))
         updated = msgspec.structs.replace(rec, **changes)
         await self._write(updated)
-        return JSON(self._shown(self._out(updated, private), compat, hubster_compat.WRITE))
-
-    async def _rotate_credentials(self, rec: IntegrationRecord, raw: dict[str, Any]
-                                  ) -> ChannelConfig | None:
-        """The configuration with the provider credentials `raw` names replaced (checked
-        with the provider first), or None if it names none. The mask a read shows
-        (``********``) means unchanged; every other field is kept as it is."""
-        plugin = self.plugins.get(rec.channel_id)
-        cls = CONFIG_TYPES[rec.channel_id]
-        wire = dict(zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True))
-        data = {(k[:1].lower() + k[1:]) if isinstance(k, str) else k: v for k, v in raw.items()}
-        given: dict[str, str] = {}
-        for name in type(rec.configuration).SECRET_FIELDS:
-            value = data.get(wire[name])
-            if value is None or value == MASK:
-                continue
-            field = f"configuration.{wire[name]}"
-            if plugin is None or name not in plugin.rotatable:
-                raise BadRequest("not_rotatable", f"{wire[name]} cannot be replaced", field)
-            if not isinstance(value, str) or not 1 <= len(value) <= 4096:
-                raise BadRequest("invalid_configuration",
-                                 "expected a string of 1 to 4096 characters", field)
-            given[name] = value
-        if not given or plugin is None:
-            return None
-        accepted = await plugin.rotate_credentials(rec, given)
-        log.info("integration %s: %s credentials replaced (%s)", rec.integration_id,
-                 rec.channel_id.value, ", ".join(sorted(wire[n] for n in accepted)))
-        return seal_config(self.runtime.sealer, rec.integration_id,
-                           msgspec.structs.replace(rec.configuration, **accepted),
-                           only=accepted.keys())
-
-    def _regenerate_secrets(self, rec: IntegrationRecord, config: ChannelConfig
-                            ) -> tuple[ChannelConfig, dict[str, str]] | None:
-        """A provider channel's own secrets made anew (``regenerateKeys``): the sealed
-        configuration and what the answer shows once; None if the channel has none."""
-        plugin = self.plugins.get(rec.channel_id)
-        fresh = plugin.regenerate(rec) if plugin is not None else {}
-        if plugin is None or not fresh:
-            return None
-        plain = msgspec.structs.replace(config, **fresh)
-        return (seal_config(self.runtime.sealer, rec.integration_id, plain, only=fresh.keys()),
-                plugin.reveal(rec.integration_id, plain))
+        return JSON(self._shown(integration_out(updated, private), compat, hubster_compat.WRITE))
 
     async def patch_integration(self, request: Request) -> Response:
         principal, view = await self._session(request)
@@ -376,7 +269,7 @@ class Api:
     async def get_integration(self, request: Request) -> Response:
         principal, view = await self._session(request)
         rec = self._own_integration(principal, view, request.path_params["integrationId"])
-        return JSON(self._shown(self._out(rec, None), self._hubster(request, rec.hub_id),
+        return JSON(self._shown(integration_out(rec, None), self._hubster(request, rec.hub_id),
                                 hubster_compat.READ))
 
     async def list_integrations(self, request: Request) -> Response:
@@ -386,7 +279,8 @@ class Api:
             raise NotFound("hub_not_found", "no such hub")
         recs = sorted(view.integrations_of(hub_id), key=lambda r: r.created_at)
         compat = self._hubster(request, hub_id)
-        return JSON([self._shown(self._out(r, None), compat, hubster_compat.READ) for r in recs])
+        return JSON([self._shown(integration_out(r, None), compat, hubster_compat.READ)
+                     for r in recs])
 
     async def delete_integration(self, request: Request) -> Response:
         principal, view = await self._session(request)
@@ -431,61 +325,6 @@ class Api:
         if outcome.reason == "unknown_hub":
             raise NotFound("hub_not_found", "no such hub")
         raise Conflict("concurrent_update", "the integration changed meanwhile; retry")
-
-    def _new_keys(self, integration_id: str, config: ChannelConfig, now: int, *,
-                  hubster: bool = False) -> tuple[KeySet | None, dict[str, str] | None]:
-        """A fresh key generation: ours for signing deliveries, theirs for signing to us
-        (and an HMAC secret, a Hubster-style key when asked for). Returns what is shown
-        once."""
-        if not isinstance(config, DirectConfig | SystemConfig):
-            return None, None
-        ours = keys.generate_signing_keypair()
-        theirs = keys.generate_signing_keypair()
-        shown = {"privateSigningKey": theirs.secret}
-        if config.hmac_signing:
-            shown["webhookSecret"] = keys.generate_hmac_secret()
-        hubster_keys = hubster_signature.generate_keypair() if hubster else None
-        if hubster_keys is not None:
-            shown["hubsterPrivateKey"] = hubster_keys.private
-        keyset = new_keyset(self.runtime.sealer, integration_id, ours, theirs.public,
-                            shown.get("webhookSecret"), now, hubster=hubster_keys)
-        return keyset, shown
-
-    def _hubster_signed(self, hub_id: str, config: ChannelConfig) -> bool:
-        """Whether deliveries under `config` carry Hubster's signature headers: asked for
-        by the integration (``signatureScheme``) or by its hub (``compat``)."""
-        if not isinstance(config, DirectConfig | SystemConfig):
-            return False
-        hub = self.runtime.registry.view.hubs.get(hub_id)
-        return config.signature_scheme == "hubster" or (
-            getattr(hub, "compat", None) == hubster_compat.HUBSTER)
-
-    def _out(self, rec: IntegrationRecord, shown: dict[str, str] | None) -> dict[str, Any]:
-        """The integration as the API shows it: names not codes, secrets masked."""
-        config = msgspec.to_builtins(rec.configuration)
-        config.pop("channel", None)
-        cls = CONFIG_TYPES[rec.channel_id]
-        for name in cls.SECRET_FIELDS:
-            wire = cls.__struct_encode_fields__[cls.__struct_fields__.index(name)]
-            if config.get(wire):
-                config[wire] = MASK
-        current = next((k for k in rec.keys if k.retired_at is None), None)
-        if current is not None:
-            config["publicSigningKey"] = current.outbound_public
-            if current.hubster_public is not None:
-                config["hubsterPublicKey"] = current.hubster_public
-        if shown is not None:
-            config.update(shown)
-        return {
-            "integrationId": rec.integration_id,
-            "hubId": rec.hub_id,
-            "integrationTypeId": rec.integration_type.value,
-            "channelId": rec.channel_id.value,
-            "name": rec.name,
-            "statusId": rec.status_id,
-            "configuration": config,
-        }
-
 
 def _replaceable(rec: IntegrationRecord) -> bool:
     """Whether an update's configuration replaces this integration's (Direct, System,
