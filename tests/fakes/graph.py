@@ -9,8 +9,8 @@ Base URL ``{url}`` is ``http://127.0.0.1:{port}/v1.0``. Speaks:
   ``GET /me/events``, ``GET /me/calendarView`` and ``/me/calendarView/delta`` (with
   ``startDateTime``/``endDateTime``); ``GET /me/todo/lists``, the same CRUD and delta on
   ``/me/todo/lists/{id}/tasks``; ``GET /me/messages`` (``$filter=receivedDateTime ge``,
-  ``$orderby``), ``GET /me/messages/{id}``, its attachments (tests/fakes/
-  graph_attachments.py, `attachments`). ``delta()`` is accepted for ``delta``.
+  ``$orderby``), ``GET /me/messages/{id}``, a message's or an event's attachments
+  (tests/fakes/graph_attachments.py, `attachments`). ``delta()`` is accepted for ``delta``.
 - camelCase items with ``@odata.etag``, collections as ``{"value": […]}`` with
   ``@odata.nextLink`` (page size from ``Prefer: odata.maxpagesize`` or ``$top``, else
   `page_size`) and, ending a delta round, ``@odata.deltaLink``; a later round lists
@@ -233,8 +233,8 @@ class FakeGraph:
                 return _error(404, "ErrorItemNotFound", "The specified object was not "
                               "found in the store.")
             key, rest = f"tasks:{parts[2]}", parts[4:]
-        elif parts[0] == "messages" and parts[2:3] == ["attachments"]:
-            return self.attachments.handle(request, parts[1], parts[3:])
+        elif parts[0] in ("messages", "events") and parts[2:3] == ["attachments"]:
+            return self.attachments.handle(request, parts[1], parts[3:], parts[0])
         elif parts[0] in ("contacts", "events", "messages", "calendarView"):
             key, rest = parts[0], parts[1:]
         else:

@@ -1,5 +1,5 @@
-"""The loopback Graph's message attachments (part of tests/fakes/graph.py), as Graph v1.0
-serves them:
+"""The loopback Graph's message and event attachments (part of tests/fakes/graph.py), as
+Graph v1.0 serves them (``/me/events/{id}/attachments`` as for a message):
 
 - ``GET /me/messages/{id}/attachments`` → ``{"value": [attachment…]}``, paged like the
   other collections; with ``$select`` only the selected properties (and ``@odata.type``,
@@ -39,8 +39,8 @@ class GraphAttachments:
         self._ids = itertools.count(1)
 
     def _add(self, message_id: str, item: dict[str, Any]) -> dict[str, Any]:
-        message = self.graph.items["messages"][message_id]
-        message["hasAttachments"] = True
+        where = "events" if message_id in self.graph.items.get("events", {}) else "messages"
+        self.graph.items[where][message_id]["hasAttachments"] = True
         item = {"id": f"AAMkAGI2ATT{next(self._ids):06d}=",
                 "lastModifiedDateTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 **item}
@@ -61,10 +61,11 @@ class GraphAttachments:
             "@odata.type": "#microsoft.graph.itemAttachment", "name": name,
             "contentType": None, "size": 4321, "isInline": False})
 
-    def handle(self, request: Request, message_id: str, rest: list[str]) -> Response:
+    def handle(self, request: Request, message_id: str, rest: list[str],
+               resource: str = "messages") -> Response:
         from tests.fakes.graph import _error
 
-        if message_id not in self.graph.items.get("messages", {}):
+        if message_id not in self.graph.items.get(resource, {}):
             return _error(404, "ErrorItemNotFound", "The specified object was not found "
                           "in the store.")
         found = self.by_message.get(message_id, [])
@@ -84,4 +85,4 @@ class GraphAttachments:
             shown = [{k: v for k, v in x.items() if k in keep} for x in found]
         return self.graph._json({
             "@odata.context": f"{self.graph.url}/$metadata#users('{self.graph.me['id']}')/"
-                              f"messages('{message_id}')/attachments", "value": shown})
+                              f"{resource}('{message_id}')/attachments", "value": shown})

@@ -21,7 +21,8 @@ listings report it.
   /{resource}/{id}`` → 200 record / 200 record / 204; 404 for an unknown or deleted id;
   422 for a body that is not the record's JSON; 409 for a second live contact with the
   same e-mail (`unique_emails`).
-- An e-mail's ``attachments`` (``[{name, contentType, size, contentBytes}]``, base64) are
+- An e-mail's or an event's ``attachments`` (``[{name, contentType, size, contentBytes}]``,
+  base64; a PATCH's replace the event's) are
   kept with it and answered without their ``contentBytes`` (a platform stores the
   files; sending them back would double the traffic); 422 if ``contentBytes`` is not
   base64 of ``size`` bytes.
@@ -357,7 +358,7 @@ class FakePlatform:
         refused = self._checked(kind, candidate) or self._duplicate(kind, candidate)
         if refused is not None:
             return refused
-        return JSONResponse(self.edit(kind, rid, **body))
+        return JSONResponse(_answer(self.edit(kind, rid, **body)))
 
     # ---- lifecycle -------------------------------------------------------------------
 

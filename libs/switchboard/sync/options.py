@@ -130,6 +130,12 @@ class ModuleOptions(Struct, frozen=True, kw_only=True, rename="camel"):
     meetings_only: bool = False
     past_weeks: Annotated[int, Meta(ge=0, le=520)] | None = None
     future_weeks: Annotated[int, Meta(ge=0, le=520)] | None = None
+    # Calendar only: an event written to the portal carries the mailbox event's file
+    # attachments (``calFetchAttachments``; `switchboard.sync.attachments`).
+    fetch_attachments: bool = False
+    # Contacts only: a contact written to the portal is filed under its company's
+    # account, found or made (``contCreateCompany``; `switchboard.sync.companies`).
+    create_company: bool = False
 
     def field_maps(self, kind: Kind) -> tuple[FieldMap, ...]:
         """The module's field mappings for `kind`."""

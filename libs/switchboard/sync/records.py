@@ -97,6 +97,22 @@ class Task(_Base, tag="task"):
     tags: list[Short] = []
 
 
+# The largest attachment any deployment may copy (SWITCHBOARD_SYNC_ATTACHMENT_MAX_BYTES
+# is at most this): a record's schema bounds what a platform must accept.
+ATTACHMENT_CEILING = 25 * 1024 * 1024
+
+
+class Attachment(Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """A file attached to a logged e-mail or an event, as Graph's fileAttachment: its bytes base64
+    (`content_bytes`; a platform's answer may leave them out)."""
+
+    name: Short
+    content_type: Short | None = None
+    size: Annotated[int, Meta(ge=0, le=ATTACHMENT_CEILING)]  # decoded bytes
+    content_bytes: Annotated[str, Meta(max_length=(ATTACHMENT_CEILING + 2) // 3 * 4)] | \
+        None = None
+
+
 class CalendarEvent(_Base, tag="event"):
     """A meeting or appointment (two-way calendar sync)."""
 
@@ -112,22 +128,9 @@ class CalendarEvent(_Base, tag="event"):
     # The iCalendar UID both sides keep for one meeting: the match key.
     ical_uid: Short | None = None
     tags: list[Short] = []
-
-
-# The largest attachment any deployment may copy (SWITCHBOARD_SYNC_ATTACHMENT_MAX_BYTES
-# is at most this): a record's schema bounds what a platform must accept.
-ATTACHMENT_CEILING = 25 * 1024 * 1024
-
-
-class Attachment(Struct, kw_only=True, rename="camel", omit_defaults=True):
-    """A file attached to a logged e-mail, as Graph's fileAttachment: its bytes base64
-    (`content_bytes`; a platform's answer may leave them out)."""
-
-    name: Short
-    content_type: Short | None = None
-    size: Annotated[int, Meta(ge=0, le=ATTACHMENT_CEILING)]  # decoded bytes
-    content_bytes: Annotated[str, Meta(max_length=(ATTACHMENT_CEILING + 2) // 3 * 4)] | \
-        None = None
+    # Written to the portal with the calendar module's fetchAttachments: the mailbox
+    # event's files (`switchboard.sync.attachments`); not a synced field.
+    attachments: Annotated[list[Attachment], Meta(max_length=250)] = []
 
 
 class EmailLog(_Base, tag="email"):

@@ -5,11 +5,8 @@
 Tags and skipped domains are comma-separated strings, as in the seed. A module the
 profile lacks reads as off with the defaults; a key of it in a PUT adds it (off unless
 its ``sync…`` key says on). Keys of what is not built answer their only value and refuse
-the other: ``calFetchAttachments`` (false: events sync two-way field by field, and the
-contract has no event attachments),
-``contCreateCompany`` (false: contacts sync ``company_name`` as a field; the e-mail
-option ``emailCreateCompany`` files new contacts under accounts) and
-``contPortalSyncMine`` (true: the connector contract lists the user's own records).
+the other: ``contPortalSyncMine`` (true: the connector contract lists the user's own
+records).
 """
 
 from __future__ import annotations
@@ -95,7 +92,8 @@ _KEYS: dict[str, _Key] = {
     **_direction("calendar", "calSyncDirection"),
     "calSyncPrivate": ("calendar", "bool", lambda s: s.options.sync_private,
                        lambda s, v: _opts(s, sync_private=v)),
-    "calFetchAttachments": _fixed("calendar", False),
+    "calFetchAttachments": ("calendar", "bool", lambda s: s.options.fetch_attachments,
+                            lambda s, v: _opts(s, fetch_attachments=v)),
     **_side_keys("calendar", "cal", "mailbox"),
     "calMailboxSyncMeetingsOnly": ("calendar", "bool", lambda s: s.options.meetings_only,
                                    lambda s, v: _opts(s, meetings_only=v)),
@@ -105,7 +103,8 @@ _KEYS: dict[str, _Key] = {
                        lambda s, v: _opts(s, future_weeks=v)),
     **_enabled("contacts", "syncContacts"),
     **_direction("contacts", "contSyncDirection"),
-    "contCreateCompany": _fixed("contacts", False),
+    "contCreateCompany": ("contacts", "bool", lambda s: s.options.create_company,
+                          lambda s, v: _opts(s, create_company=v)),
     **_side_keys("contacts", "cont", "portal"),
     **_side_keys("contacts", "cont", "mailbox"),
     "contPortalSyncMine": _fixed("contacts", True),

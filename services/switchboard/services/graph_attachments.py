@@ -1,11 +1,11 @@
-"""A message's file attachments read from Microsoft Graph, within a byte budget (the
-decisions are `switchboard.sync.attachments`).
+"""A message's or an event's file attachments read from Microsoft Graph, within a byte
+budget (the decisions are `switchboard.sync.attachments`).
 
-``GET /me/messages/{id}/attachments?$select=id,name,contentType,size,isInline`` lists
-them without their bytes; each one selected is then read alone (``GET
-/me/messages/{id}/attachments/{attachmentId}``: a fileAttachment with ``contentBytes``,
-base64), its answer read no further than its size allows, so a message's attachments
-never take more memory than the cap, whatever Graph holds or says.
+``GET /me/messages/{id}/attachments?$select=id,name,contentType,size,isInline`` (``/me/
+events/{id}/attachments`` for an event) lists them without their bytes; each one
+selected is then read alone (``GET …/attachments/{attachmentId}``: a fileAttachment with
+``contentBytes``, base64), its answer read no further than its size allows, so an item's
+attachments never take more memory than the cap, whatever Graph holds or says.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ def _info(a: GraphAttachment) -> AttachmentInfo:
                           is_file=a.odata_type == FILE, is_inline=bool(a.is_inline))
 
 
-async def list_attachments(graph: GraphHttp, message_id: str) -> list[AttachmentInfo]:
-    link = f"/me/messages/{quote(message_id, safe='')}/attachments"
+async def list_attachments(graph: GraphHttp, message_id: str, resource: str = "messages"
+                           ) -> list[AttachmentInfo]:
+    link = f"/me/{resource}/{quote(message_id, safe='')}/attachments"
     params: dict[str, str] | None = {"$select": _SELECT}
     out: list[AttachmentInfo] = []
     for _ in range(MAX_LIST_PAGES):
@@ -58,12 +59,13 @@ async def list_attachments(graph: GraphHttp, message_id: str) -> list[Attachment
     return out
 
 
-async def fetch_attachments(graph: GraphHttp, message_id: str, max_bytes: int
-                            ) -> tuple[list[Attachment], int]:
-    """The message's file attachments that fit `max_bytes` together, and how many were
-    skipped (too large, not a file, or not read whole)."""
-    chosen = select(await list_attachments(graph, message_id), max_bytes)
-    base = f"/me/messages/{quote(message_id, safe='')}/attachments"
+async def fetch_attachments(graph: GraphHttp, message_id: str, max_bytes: int,
+                            resource: str = "messages") -> tuple[list[Attachment], int]:
+    """The message's (`resource` "events": the event's) file attachments that fit
+    `max_bytes` together, and how many were skipped (too large, not a file, or not read
+    whole)."""
+    chosen = select(await list_attachments(graph, message_id, resource), max_bytes)
+    base = f"/me/{resource}/{quote(message_id, safe='')}/attachments"
     out: list[Attachment] = []
     skipped = len(chosen.skipped)
     budget = max_bytes

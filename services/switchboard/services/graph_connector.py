@@ -4,8 +4,8 @@ Implements the connector Protocol (`switchboard.sync.connector`) for what a mail
 contacts (``/me/contacts``), calendar events (``/me/calendarView`` in a window around
 now; recurring events left out, see `graph_map`) and to-do tasks (one list, by default
 the user's "Tasks": ``/me/todo/lists/{id}/tasks``), read and written; and mail, only
-read (`my_emails`, `email_attachments`: e-mail logging into the portal). Capabilities:
-TASKS, EVENTS.
+read (`my_emails`, `email_attachments`: e-mail logging into the portal); an event's
+attachments are read too (`event_attachments`). Capabilities: TASKS, EVENTS.
 Accounts, opportunities, users by e-mail and e-mail writes do not exist in a mailbox:
 those methods raise `Unsupported`.
 
@@ -325,6 +325,11 @@ class GraphConnector:
         """A message's file attachments within `max_bytes`, and how many were skipped
         (`graph_attachments`; beside `my_emails`, not in the Protocol)."""
         return await fetch_attachments(self.graph, email_id, max_bytes)
+
+    async def event_attachments(self, event_id: str, max_bytes: int
+                                ) -> tuple[list[Attachment], int]:
+        """An event's file attachments within `max_bytes`, and how many were skipped."""
+        return await fetch_attachments(self.graph, event_id, max_bytes, "events")
 
     # Opportunities: none ------------------------------------------------------------------
 

@@ -38,6 +38,8 @@ from switchboard.kafka import SYNC_PAIRS
 from switchboard.services.sync_email_run import EmailRun
 from switchboard.services.sync_store import SyncStore
 from switchboard.services.sync_vanished import check_paired
+from switchboard.services.sync_window import Window
+from switchboard.services.sync_writes import WriteHooks
 from switchboard.sync.connector import Capability, Connector, all_records, supports
 from switchboard.sync.errors import ConnectorError, RateLimited, RecordNotFound
 from switchboard.sync.filters import filter_changes
@@ -336,13 +338,14 @@ class Runner:
         await self.store.write(SYNC_PAIRS, watermark_key(self.profile.profile_id, module),
                                _pair_enc.encode(wm))
 
-    async def _create(self, p: Planned, op: Create, maps: Sequence[FieldMap]) -> None:
+    async def _create(self, p: Planned, op: Create, maps: Sequence[FieldMap],
+                      hooks: WriteHooks) -> None:
         kind = p.plan.kind
         _, create, update, _ = _METHODS[kind]
         write = getattr(self.connectors[op.side], create)
         values, missing = to_side(kind, op.side, op.values, maps, self.indexes)
         fields: dict[str, Any] = values
-        rec = KINDS[kind](id="new", modified_at=0, **fields)
+        rec = await hooks.create(op, KINDS[kind](id="new", modified_at=0, **fields))
         made = await self.call(op.side, functools.partial(write, rec))
         if op.side == "mailbox":
             made = to_portal_space(kind, [made], maps, self.indexes)[0]
@@ -362,18 +365,19 @@ class Runner:
         kind = p.plan.kind
         maps = p.options.field_maps(kind)
         _, _, update, delete = _METHODS[kind]
-        window = _Window(self.store.runtime.settings.sync_create_concurrency)
+        window = Window(self.store.runtime.settings.sync_create_concurrency)
+        hooks = WriteHooks(self, p)  # what portal writes carry beyond the fields
         together = alongside(p.plan.ops, maps)
         # Pairs whose references could not be written (no partner yet): unsynced.
         left: dict[tuple[Side, str], list[str]] = {}
         try:
             for i, op in enumerate(p.plan.ops):
                 if isinstance(op, Create) and i in together:
-                    await window.start(functools.partial(self._create, p, op, maps))
+                    await window.start(functools.partial(self._create, p, op, maps, hooks))
                     continue
                 await window.drain()
                 if isinstance(op, Create):
-                    await self._create(p, op, maps)
+                    await self._create(p, op, maps, hooks)
                     continue
                 write = getattr(self.connectors[op.side],
                                 update if isinstance(op, Update) else delete)
@@ -381,6 +385,7 @@ class Runner:
                     values, missing = to_side(kind, op.side, op.values, maps, self.indexes)
                     if missing:
                         left[(op.side, op.id)] = missing
+                    values = await hooks.update(op, values)
                     if values:
                         # Deleted meanwhile: the next run reads the delete.
                         with contextlib.suppress(RecordNotFound):
@@ -399,41 +404,7 @@ class Runner:
         for pair in p.plan.unpaired:
             await self.write_pair(p.module, pair, drop=True)
         await self.write_watermark(p.module, p.old, p.plan.watermark, p.links)
-
-
-class _Window:
-    """At most `size` operations in flight; the first failure fails the run."""
-
-    def __init__(self, size: int) -> None:
-        self.size = max(1, size)
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def _reap(self, done: set[asyncio.Task[None]]) -> None:
-        self.tasks -= done
-        errors = [e for t in done if (e := t.exception()) is not None]
-        if errors:
-            raise errors[0]
-
-    async def start(self, op: Callable[[], Awaitable[None]]) -> None:
-        """Start `op()` once there is room (made only then: a failure meanwhile leaves
-        no coroutine behind)."""
-        while len(self.tasks) >= self.size:
-            done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
-            self._reap(done)
-        self.tasks.add(asyncio.ensure_future(op()))
-
-    async def drain(self) -> None:
-        while self.tasks:
-            done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_EXCEPTION)
-            self._reap(done)
-
-    async def cancel(self) -> None:
-        """Stop what is still in flight (after a failure): its creates may have landed
-        without their pairs, which the next run matches."""
-        for t in self.tasks:
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        self.tasks.clear()
+        hooks.finish()
 
 
 _MODULE_OF: dict[Kind, str] = {k: m for m, k in MODULE_KINDS.items()}

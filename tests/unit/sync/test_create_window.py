@@ -71,7 +71,7 @@ def test_a_window_killed_before_any_of_its_pairs_is_matched_not_created_again() 
 
 
 async def test_the_first_failure_in_a_window_fails_the_run_and_stops_the_rest() -> None:
-    from switchboard.services.sync_runner import _Window
+    from switchboard.services.sync_window import Window as _Window
 
     window = _Window(3)
     finished: list[int] = []
@@ -94,7 +94,7 @@ async def test_the_first_failure_in_a_window_fails_the_run_and_stops_the_rest() 
 
 
 async def test_a_window_holds_at_most_its_size_in_flight() -> None:
-    from switchboard.services.sync_runner import _Window
+    from switchboard.services.sync_window import Window as _Window
 
     window = _Window(4)
     running = peak = 0

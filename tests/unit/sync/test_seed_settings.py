@@ -38,6 +38,11 @@ def test_round_trip() -> None:
     on = from_seed({**SEED, "emailFetchAttachments": True}, {})
     assert on["email"].options.email.fetch_attachments is True
     assert to_seed(on)["emailFetchAttachments"] is True
+    on = from_seed({**SEED, "calFetchAttachments": True, "contCreateCompany": True}, {})
+    assert on["calendar"].options.fetch_attachments is True
+    assert on["contacts"].options.create_company is True
+    assert to_seed(on)["calFetchAttachments"] is True
+    assert to_seed(on)["contCreateCompany"] is True
     contacts = modules["contacts"].options
     assert contacts.portal_filter == SideFilter(sync_all=False, sync_tags=("vip",))
     assert contacts.mailbox_deletes is True
@@ -71,9 +76,9 @@ def test_partial_update_keeps_the_rest_and_touches_only_named_modules() -> None:
     ({"calFutureWeeks": True}, "invalid_setting", "calFutureWeeks"),
     ({"contPortalSyncTags": 5}, "invalid_setting", "contPortalSyncTags"),
     ({"contPortalSyncMine": False}, "unsupported_setting", "contPortalSyncMine"),
-    ({"calFetchAttachments": True}, "unsupported_setting", "calFetchAttachments"),
+    ({"calFetchAttachments": "yes"}, "invalid_setting", "calFetchAttachments"),
     ({"emailFetchAttachments": "yes"}, "invalid_setting", "emailFetchAttachments"),
-    ({"contCreateCompany": True}, "unsupported_setting", "contCreateCompany"),
+    ({"contCreateCompany": 1}, "invalid_setting", "contCreateCompany"),
 ])
 def test_bad_settings_are_400_naming_the_key(body: dict[str, Any], code: str,
                                              field: str) -> None:
