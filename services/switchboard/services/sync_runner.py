@@ -9,7 +9,9 @@ references`), so a module is planned again, from the same reads, just before it 
 applied when an earlier module of the run wrote pairs it may refer to. The fields a
 module syncs, unless its options name them, are its defaults and its references that
 both sides store (a connector's `stored_fields`). A side's change cursors (Graph's delta
-links) are kept with the watermark. E-mail logging is `sync_email_run`.
+links) are kept with the watermark. E-mail logging is `sync_email_run`; what portal
+writes carry beyond the synced fields (a contact's company account, an event's files) is
+`sync_writes`.
 
 Why a run killed anywhere resumes without duplicates: a create's pair is durable before
 the op counts as done, and the watermark moves only after the whole plan; the job stays
