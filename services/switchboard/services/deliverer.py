@@ -15,6 +15,12 @@ into its parked lanes on every assignment before it takes new work from partitio
 
 An offset is committed only when every record below it in its partition is final:
 delivered, parked (durably), or dead-lettered (invariant 3); see `switchboard.offsets`.
+
+This module holds the `Deliverer`: its lifecycle, the consume loop and the in-memory
+lanes (the per-delivery path). Its parts: `delivery_attempts` (attempts, retries,
+circuits), `lanes` (parking and draining lanes), `parked_tail` (folding the parked topic,
+catching up after an assignment), `delivery_backpressure` (overflow and pausing),
+`delivery_commits` (offset commits), `delivery_ownership` (rebalances).
 """
 
 from __future__ import annotations
@@ -22,12 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from switchboard.kafka import (
@@ -38,15 +44,9 @@ from switchboard.kafka import (
     start_group_consumer,
 )
 from switchboard.model import ChannelId, DeliveryRef, delivery_decoder
-from switchboard.offsets import PartitionOffsets
 from switchboard.outbound import Attempt, Sender
 from switchboard.pacing import Pacer
-from switchboard.parking import (
-    LaneKey,
-    ParkedDelivery,
-    ParkedLane,
-    parked_decoder,
-)
+from switchboard.parking import ParkedDelivery
 from switchboard.record_mac import guard_for
 from switchboard.retry import RetryPolicy, Strikes
 from switchboard.services.delivery_attempts import (
@@ -56,8 +56,12 @@ from switchboard.services.delivery_attempts import (
     Park,
     failure_event,
 )
+from switchboard.services.delivery_backpressure import Backpressure
+from switchboard.services.delivery_commits import DeliveryCommits
+from switchboard.services.delivery_ownership import PartitionOwnership, cancel_lanes
 from switchboard.services.http_client import HttpClient
 from switchboard.services.lanes import Lane, ParkedLanes, Partition
+from switchboard.services.parked_tail import ParkedTail
 from switchboard.services.runtime import Runtime
 from switchboard.services.webhook_sender import USER_AGENT, WebhookSender, envelope
 from switchboard.supervision import supervised
@@ -69,19 +73,6 @@ __all__ = ["FAILED_EVENT", "GROUP", "Attempt", "Deliverer", "Sender", "WebhookSe
 log = logging.getLogger(__name__)
 
 GROUP = "switchboard-deliverer"
-COMMIT_INTERVAL_S = 0.2
-COMMIT_TIMEOUT_S = 10.0
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, deliverer: Deliverer) -> None:
-        self._deliverer = deliverer
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self._deliverer._on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        await self._deliverer._on_assigned(assigned)
 
 
 class Deliverer:
@@ -114,14 +105,26 @@ class Deliverer:
         self._consumer: AIOKafkaConsumer | None = None
         self._pacer: Pacer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._committer: asyncio.Task[None] | None = None
         self._unobserve: list[Callable[[], None]] = []
-        self._commit_lock = asyncio.Lock()
         self._strikes = Strikes(s.internal_error_tries)
         self.attempter = Attempter(runtime, self.policy)
         self._parked = ParkedLanes(runtime, self.attempter, self._parked_topic,
                                    self._partitions.get)
         self.stats = self.attempter.stats
+
+        # The parts below share `_partitions` and read the consumer at call time: it
+        # exists only between start and stop, and a rebalance may come before start returns.
+        def consumer() -> AIOKafkaConsumer | None:
+            return self._consumer
+
+        self._backpressure = Backpressure(self._partitions, consumer, self.stats)
+        self._tail = ParkedTail(consumer, self.attempter, self._parked, self._admit,
+                                self._backpressure.pause)
+        self._commits = DeliveryCommits(consumer, self._partitions.values,
+                                        self.attempter.records, self.stats)
+        self._ownership = PartitionOwnership(self._partitions, self._topic,
+                                             self._parked_topic, consumer, self._parked,
+                                             self._tail, self._commits)
 
     # ---- lifecycle -----------------------------------------------------------
 
@@ -168,13 +171,13 @@ class Deliverer:
         await fetch_consumer.start()
         await self._parked.start(fetch_consumer)
         self._consumer = await start_group_consumer(
-            s, [self._topic, self._parked_topic], GROUP, lambda _: _Listener(self),
+            s, [self._topic, self._parked_topic], GROUP, lambda _: self._ownership,
             partition_assignment_strategy=(RangePartitionAssignor,),
         )
         self._pacer = Pacer(self._consumer, s, [self._topic, self._parked_topic],
-                            hold=self._held)
+                            hold=self._backpressure.held)
         self._task = supervised(self._run(), name="deliverer")
-        self._committer = supervised(self._commit_periodically(), name="deliverer-commits")
+        self._commits.start()
         self._unobserve = self._observe()
 
     def _observe(self) -> list[Callable[[], None]]:
@@ -211,17 +214,15 @@ class Deliverer:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._settings.shutdown_timeout_s):
                 await self.attempter.slots.drained()
-        if self._committer is not None:
-            self._committer.cancel()
-            await asyncio.gather(self._committer, return_exceptions=True)
-        self._task = self._committer = None
+        await self._commits.stop()
+        self._task = None
         if self._pacer is not None:
             self._pacer.close()
         parts = list(self._partitions.values())
         self._partitions.clear()
-        await self._cancel_lanes(parts)
+        await cancel_lanes(parts)
         if self._consumer is not None:
-            await self._commit(parts)
+            await self._commits.commit(parts)
             await self._consumer.stop()
             self._consumer = None
         await self._parked.stop()
@@ -233,7 +234,7 @@ class Deliverer:
 
     async def _run(self) -> None:
         assert self._pacer is not None
-        pacer = self._pacer
+        pacer, tail = self._pacer, self._tail
         while True:
             try:
                 batch = await pacer.getmany(timeout_ms=100, max_records=1000)
@@ -242,11 +243,11 @@ class Deliverer:
                     if part is None:
                         continue  # revoked since the fetch; its new owner redoes it
                     if tp.topic == self._parked_topic:
-                        self._fold_parked(part, records)
+                        tail.fold(part, records)
                     else:
                         self._take(part, records)
                 for part in self._partitions.values():
-                    self._check_caught_up(part)
+                    tail.check_caught_up(part)
             except asyncio.CancelledError:
                 raise
             except KafkaError as exc:
@@ -286,182 +287,11 @@ class Deliverer:
             trace = None if self._tracing is None else traceparent_of(rec.headers)
             lane.queue.append((rec.offset, delivery, trace))
         if part.offsets.pending > self._settings.max_pending_per_partition:
-            self._overflow(part)
+            self._backpressure.overflow(part)
 
     def _admit(self, rec: ConsumerRecord[bytes, bytes]) -> bool:
         """Written by this hub (a valid MAC, `switchboard.record_mac`); else refused."""
         return self._guard is None or self._guard.admit_record(rec)
-
-    def _overflow(self, part: Partition) -> None:
-        """Too much of this partition is waiting in memory: move the backlog of the
-        destination with the most of it to the parked partition (due at once), so one
-        slow destination does not stop the partition for the others. Only if no backlog
-        can move is the partition paused."""
-        backlog: dict[str, list[Lane]] = {}
-        for lane in part.lanes.values():
-            if not lane.spill and not lane.overflow and len(lane.queue) > 1:
-                backlog.setdefault(lane.key[0], []).append(lane)
-        if backlog:
-            lanes = max(backlog.values(), key=lambda ls: sum(len(x.queue) for x in ls))
-            for lane in lanes:
-                # After the record in hand, the rest of the lane follows it on Kafka.
-                lane.overflow = True
-            self.stats.overflowed += sum(len(x.queue) - 1 for x in lanes)
-        elif not part.paused:
-            self._pause(part, True)
-
-    def _fold_parked(self, part: Partition,
-                     records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        touched: dict[LaneKey, ParkedLane] = {}
-        for rec in records:
-            try:
-                record = parked_decoder.decode(rec.value or b"") if self._admit(rec) else None
-            except msgspec.DecodeError:
-                log.error("deliverer: skipping malformed parked record %d@%d",
-                          part.parked_tp.partition, rec.offset)
-                record = None
-            try:
-                lane = part.parked.apply(rec.offset, record)
-            except ValueError:
-                continue  # already folded
-            if lane is not None:
-                touched[lane.key] = lane
-                if isinstance(record, ParkedDelivery):
-                    self.attempter.note_parked(record)
-        for lane in touched.values():
-            if not lane.busy:
-                self._parked.schedule(part, lane)
-            part.parked.drop_if_drained(lane)
-        if records:
-            part.parked_position = records[-1].offset + 1
-        self._check_caught_up(part)
-
-    def _check_caught_up(self, part: Partition) -> None:
-        """Resume new work of a partition once its parked lanes are all known."""
-        if part.catching_up is None or self._consumer is None:
-            return
-        # Tansu lists a partition's end as its last batch's base offset + 1, so the high
-        # watermark of a fetch is the better word on where the end is.
-        highwater = self._consumer.highwater(part.parked_tp)
-        if highwater is None or part.parked_position < max(part.catching_up, highwater):
-            return
-        part.catching_up = None
-        self._pause(part, False)
-
-    def _held(self, tp: TopicPartition) -> bool:
-        """Whether we keep `tp` paused ourselves (backpressure, catching up)."""
-        part = self._partitions.get(tp.partition)
-        return part is not None and tp == part.tp and part.paused
-
-    def _pause(self, part: Partition, paused: bool) -> None:
-        consumer = self._consumer
-        if consumer is None or self._partitions.get(part.tp.partition) is not part:
-            return
-        if not paused and part.catching_up is not None:
-            return
-        try:
-            if paused:
-                consumer.pause(part.tp)
-            else:
-                consumer.resume(part.tp)
-        except KafkaError as exc:  # not assigned any more: the rebalance cleans up
-            log.debug("deliverer: cannot (un)pause %s: %r", part.tp, exc)
-            return
-        part.paused = paused
-
-    async def _commit_periodically(self) -> None:
-        """Commit what is final every COMMIT_INTERVAL_S, off the consume loop: a commit is
-        a broker round trip (plus the attempt log's flush) that new records must not wait for."""
-        while True:
-            await asyncio.sleep(COMMIT_INTERVAL_S)
-            try:
-                await self._commit(list(self._partitions.values()))
-            except Exception:
-                log.exception("deliverer: periodic commit failed; will retry")
-
-    async def _commit(self, parts: Iterable[Partition]) -> None:
-        # One at a time: two commits in flight could land out of order and move a
-        # committed offset back.
-        async with self._commit_lock:
-            await self._commit_now(parts)
-
-    async def _commit_now(self, parts: Iterable[Partition]) -> None:
-        consumer = self._consumer
-        if consumer is None:
-            return
-        # What is committed must have its attempt records written too.
-        await self.attempter.records.flush_log()
-        offsets: dict[TopicPartition, int] = {}
-        owners: list[tuple[PartitionOffsets, int]] = []
-        for part in parts:
-            for tp, tracker in ((part.tp, part.offsets), (part.parked_tp, part.parked.offsets)):
-                offset = tracker.committable()
-                if offset is not None:
-                    offsets[tp] = offset
-                    owners.append((tracker, offset))
-        if not offsets:
-            return
-        try:
-            async with asyncio.timeout(COMMIT_TIMEOUT_S):
-                await consumer.commit(offsets)
-        except CommitFailedError:
-            # The group rebalanced under us. aiokafka rejoins; our revoke handler drops
-            # the partitions and their new owner (maybe us) redoes them from the last commit.
-            log.info("deliverer: commit failed after a rebalance; redoing from last commit")
-            return
-        except (KafkaError, TimeoutError) as exc:
-            log.warning("deliverer: commit failed (%r); will retry", exc)
-            return
-        for tracker, offset in owners:
-            tracker.mark_committed(offset)
-        self.stats.commits += 1
-
-    # ---- rebalancing -------------------------------------------------------------
-
-    async def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        consumer = self._consumer
-        new: list[Partition] = []
-        for tp in assigned:
-            if tp.topic != self._topic or tp.partition in self._partitions:
-                continue
-            part = Partition(tp, TopicPartition(self._parked_topic, tp.partition))
-            self._partitions[tp.partition] = part
-            new.append(part)
-        if self._parked.fetcher is not None:
-            await self._parked.fetcher.assign(p.parked_tp for p in self._partitions.values())
-        if not new or consumer is None:
-            return
-        # Hold new work of each partition until its parked lanes are known.
-        try:
-            ends = await consumer.end_offsets([p.parked_tp for p in new])
-            committed = {p.parked_tp: await consumer.committed(p.parked_tp) for p in new}
-        except KafkaError as exc:
-            log.warning("deliverer: cannot read parked offsets (%r); holding partitions", exc)
-            ends, committed = {p.parked_tp: 1 << 62 for p in new}, {}
-        for part in new:
-            end = int(ends.get(part.parked_tp, 0))
-            start = committed.get(part.parked_tp) or 0
-            part.parked_position = start
-            if end > start:
-                part.catching_up = end
-                consumer.pause(part.tp)
-                part.paused = True
-
-    async def _on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        parts = [p for p in (self._partitions.pop(tp.partition, None) for tp in revoked
-                             if tp.topic == self._topic) if p is not None]
-        # Cancel first so nothing finishes after the commit (it would be redone anyway).
-        await self._cancel_lanes(parts)
-        await self._commit(parts)
-
-    @staticmethod
-    async def _cancel_lanes(parts: Iterable[Partition]) -> None:
-        tasks = [lane.task for part in parts for lane in part.lanes.values() if lane.task]
-        tasks += [task for part in parts for task in part.drains]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     # ---- in-memory lanes -----------------------------------------------------------
 
@@ -527,6 +357,7 @@ class Deliverer:
 
     def _finish(self, part: Partition, offset: int) -> None:
         part.offsets.done(offset)
+        # Inline, not in Backpressure: this runs for every delivery.
         if part.paused and part.catching_up is None and (
                 part.offsets.pending <= self._settings.max_pending_per_partition // 2):
-            self._pause(part, False)
+            self._backpressure.pause(part, False)
