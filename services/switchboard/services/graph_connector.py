@@ -9,29 +9,19 @@ attachments are read too (`event_attachments`). Capabilities: TASKS, EVENTS.
 Accounts, opportunities, users by e-mail and e-mail writes do not exist in a mailbox:
 those methods raise `Unsupported`.
 
-**Changes and deletes come from Graph's delta queries.** A listing's first call starts a
-round (every record); its last page's ``@odata.deltaLink`` is kept in `delta_links`, and
-the next listing with a `since` continues from it: only what changed, deletes included
-(``@removed``, stamped with the connector's clock). A runner persists `delta_links`
-beside its watermark once a run has finished and passes them back next time; without
-them a listing starts a new round (correct, only slower). `since` still drops records
-older than it. Page cursors are Graph's ``@odata.nextLink`` URLs.
-
-**Writes are conditional.** An update or delete of a record this connector read sends
-its ``@odata.etag`` as If-Match; Graph's 412 (changed in the mailbox meanwhile) is
-`RecordConflict`, and the runner plans again.
+Reads and writes go through `graph_records.GraphRecords`, its base class: changes
+and deletes from Graph's delta queries (`delta_links`, kept by the runner beside its
+watermark), conditional writes (If-Match; Graph's 412 is `RecordConflict`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
-
-import msgspec
+from typing import Any
 
 from switchboard.services.graph_attachments import fetch_attachments
-from switchboard.services.graph_http import GraphHttp
+from switchboard.services.graph_records import GraphRecords, decode, quote
 from switchboard.services.graph_token import GraphTokens
 from switchboard.services.http_client import HttpClient
 from switchboard.settings import Settings
@@ -56,11 +46,9 @@ from switchboard.sync.graph_wire import (
     GraphContact,
     GraphEvent,
     GraphMessage,
-    GraphPage,
     GraphTodoTask,
     GraphTodoTaskList,
     GraphUser,
-    decode_page,
 )
 from switchboard.sync.records import (
     Account,
@@ -70,16 +58,12 @@ from switchboard.sync.records import (
     EmailLog,
     Kind,
     OpportunityRef,
-    Record,
     Task,
     Value,
 )
 
 __all__ = ["GraphConnector"]
 
-R = TypeVar("R", bound=Record)
-W = TypeVar("W", GraphContact, GraphEvent, GraphTodoTask, GraphMessage)
-T = TypeVar("T")
 DAY_MS = 86_400_000
 _NO_ACCOUNTS = "a mailbox has no accounts"
 
@@ -88,12 +72,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _quote(value: str) -> str:
-    """An OData string literal."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-class GraphConnector:
+class GraphConnector(GraphRecords):
     """One Microsoft 365 user's mailbox as a sync side (see the module docstring)."""
 
     def __init__(self, http: HttpClient, token: str | GraphTokens, *,
@@ -103,15 +82,11 @@ class GraphConnector:
                  past_days: int = 28, future_days: int = 180,
                  delta_links: Mapping[str, str] | None = None,
                  now: Callable[[], int] = _now_ms) -> None:
-        self.graph = GraphHttp(http, token, base_url, timeout_s=timeout_s,
-                               page_size=page_size)
+        super().__init__(http, token, base_url=base_url, timeout_s=timeout_s,
+                         page_size=page_size, delta_links=delta_links, now=now)
         self.task_list_id = task_list_id
         self.past_days = past_days
         self.future_days = future_days
-        # Resource → the deltaLink of its last finished round (see the module docstring).
-        self.delta_links: dict[str, str] = dict(delta_links or {})
-        self._now = now
-        self._etags: dict[str, str] = {}
         self._me: User | None = None
 
     @classmethod
@@ -131,85 +106,12 @@ class GraphConnector:
         return {"contact": CONTACT_FIELDS, "event": EVENT_FIELDS + EVENT_READ_ONLY,
                 "task": TASK_FIELDS}.get(kind, ())
 
-    # Plumbing ---------------------------------------------------------------------------
-
-    def _remember(self, item: object) -> None:
-        etag = getattr(item, "etag", None)
-        if isinstance(etag, str) and etag:
-            self._etags[getattr(item, "id", "")] = etag
-
-    def _if_match(self, record_id: str) -> dict[str, str]:
-        etag = self._etags.get(record_id)
-        return {"if-match": etag} if etag else {}
-
-    async def _one(self, path: str, item: type[W], record_id: str) -> W:
-        resp = await self.graph.call("GET", path, record_id=record_id)
-        out = _decode(resp.content, item)
-        self._remember(out)
-        return out
-
-    async def _write(self, method: str, path: str, body: dict[str, Any], item: type[W],
-                     record_id: str | None = None) -> W:
-        headers = self._if_match(record_id) if record_id else None
-        resp = await self.graph.call(method, path, json=body, headers=headers,
-                                     record_id=record_id)
-        out = _decode(resp.content, item)
-        self._remember(out)
-        return out
-
-    async def _delete(self, path: str, record_id: str) -> None:
-        await self.graph.call("DELETE", path, headers=self._if_match(record_id),
-                              record_id=record_id)
-        self._etags.pop(record_id, None)
-
-    async def _page(self, link: str, params: Mapping[str, str] | None, item: type[T]
-                    ) -> GraphPage[T]:
-        resp = await self.graph.call("GET", link, params=params)
-        try:
-            page = decode_page(resp.content, item)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise ConnectorError("graph_bad_answer", f"Graph sent an unreadable page: {exc}"
-                                 ) from None
-        for x in page.value:
-            self._remember(x)
-        return page
-
-    async def _delta(self, key: str, first: str, params: Mapping[str, str] | None,
-                     item: type[W], convert: Callable[[W], R | None], since: int | None,
-                     cursor: str | None) -> Page[R]:
-        """One page of a delta listing (see the module docstring)."""
-        if cursor is not None:
-            page = await self._page(cursor, None, item)
-        elif since is not None and key in self.delta_links:
-            page = await self._page(self.delta_links[key], None, item)
-        else:
-            page = await self._page(first, params, item)
-        records = [r for r in map(convert, page.value) if r is not None
-                   if since is None or r.deleted or r.modified_at >= since]
-        if page.next_link:
-            return Page(records=records, cursor=page.next_link)
-        if page.delta_link:
-            self.delta_links[key] = page.delta_link
-        return Page(records=records)
-
-    async def _all(self, path: str, params: Mapping[str, str] | None, item: type[T]
-                   ) -> list[T]:
-        out: list[T] = []
-        page = await self._page(path, params, item)
-        out += page.value
-        for _ in range(10_000):
-            if not page.next_link:
-                break
-            page = await self._page(page.next_link, None, item)
-            out += page.value
-        return out
-
     # Users ------------------------------------------------------------------------------
 
     async def get_me(self) -> User:
         """The token's user (``GET /me``); the org is the sign-in name's domain."""
         resp = await self.graph.call("GET", "/me")
-        me = _decode(resp.content, GraphUser)
+        me = decode(resp.content, GraphUser)
         upn = me.user_principal_name or ""
         self._me = User(org_id=upn.rpartition("@")[2] or me.id, user_id=me.id,
                         name=me.display_name or "", email=me.mail or upn)
@@ -272,13 +174,13 @@ class GraphConnector:
 
     async def contacts_by_name(self, name: str) -> list[Contact]:
         found = await self._all("/me/contacts",
-                                {"$filter": f"displayName eq {_quote(name)}"}, GraphContact)
+                                {"$filter": f"displayName eq {quote(name)}"}, GraphContact)
         return [self._contact(x) for x in found]
 
     async def contacts_by_email(self, emails: Sequence[str]) -> list[Contact]:
         out: dict[str, Contact] = {}
         for email in emails:
-            query = f"emailAddresses/any(a:a/address eq {_quote(email)})"
+            query = f"emailAddresses/any(a:a/address eq {quote(email)})"
             for x in await self._all("/me/contacts", {"$filter": query}, GraphContact):
                 out[x.id] = self._contact(x)
         return list(out.values())
@@ -418,10 +320,3 @@ class GraphConnector:
         return await self._delta("events", "/me/calendarView/delta", window, GraphEvent,
                                  self._event, since, cursor)
 
-
-def _decode(content: bytes, item: type[T]) -> T:
-    try:
-        return msgspec.json.decode(content, type=item)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ConnectorError("graph_bad_answer", f"Graph sent an unreadable answer: {exc}"
-                             ) from None
