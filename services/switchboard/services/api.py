@@ -10,7 +10,6 @@ and secrets `integration_secrets`, and hubs, deliveries, stats and sync their ow
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +20,7 @@ from starlette.routing import Route
 
 from switchboard import config_update, hubster_compat
 from switchboard.channels import DirectConfig, SystemConfig, integration_type_of, parse_config
+from switchboard.clock import now_ms
 from switchboard.errors import BadRequest, Conflict, NotFound
 from switchboard.ids import new_id
 from switchboard.integration_wire import (
@@ -154,7 +154,7 @@ class Api:
             # The provider checks the credentials and fills in what it knows (numbers,
             # page ids, bot tokens) before anything is stored.
             config = await plugin.provision(integration_id, config)
-        now = _now_ms()
+        now = now_ms()
         keyset, private = self.secrets.new_keys(
             integration_id, config, now, hubster=self.secrets.hubster_signed(hub_id, config))
         revealed = plugin.reveal(integration_id, config) if plugin is not None else {}
@@ -202,7 +202,7 @@ class Api:
             # PATCH merges (RFC 7396); the seed's POST replaces. Provider channels keep
             # their configuration either way.
             body.configuration = config_update.patched(rec.configuration, body.configuration)
-        now = _now_ms()
+        now = now_ms()
         changes: dict[str, Any] = {"version": rec.version + 1, "updated_at": now}
         private: dict[str, str] | None = None
         if body.name is not None:
@@ -336,7 +336,3 @@ def _replaceable(rec: IntegrationRecord) -> bool:
 def _flag(raw: dict[str, Any], name: str) -> bool:
     value = raw.get(name, raw.get(name[:1].upper() + name[1:]))
     return value is True
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import msgspec
 from msgspec import Struct
 
+from switchboard.clock import now_ms
 from switchboard.errors import Unavailable
 from switchboard.ids import stable_id
 from switchboard.logfmt import LOG_CONTEXT
@@ -133,7 +134,7 @@ class Attempter:
                 return Final("failed")
             if not destination.active:
                 self.stats.held += 1
-                return Hold(attempts, _now_ms() + HOLD_RECHECK_MS, first_failed_at)
+                return Hold(attempts, now_ms() + HOLD_RECHECK_MS, first_failed_at)
             rate = getattr(destination.configuration, "max_deliveries_per_second", None)
             if rate is not None:
                 wait = self._rates.take(destination.integration_id, time.monotonic(), rate)
@@ -145,7 +146,7 @@ class Attempter:
             if not circuit.admit(time.monotonic()):
                 self.stats.held += 1
                 wait_ms = int(circuit.wait(time.monotonic()) * 1000) + 1
-                return Hold(attempts, _now_ms() + wait_ms, _ms(circuit.failing_since))
+                return Hold(attempts, now_ms() + wait_ms, _ms(circuit.failing_since))
             probe = circuit.is_open  # admitted while open: this attempt is the probe
             attempts += 1
             started = time.monotonic()
@@ -185,15 +186,15 @@ class Attempter:
                     last_error=attempt.reason, logged=True)
                 return Final("failed")
             delay_ms = int(policy.delay(attempts, attempt.retry_after) * 1000)
-            due = _now_ms() + delay_ms
+            due = now_ms() + delay_ms
             await self.records.log(delivery, source, "pending", attempts, attempt, latency_ms,
                                    next_at=due)
             self.stats.retries += 1
             failing_since = _ms(circuit.failing_since)
             if failing_since is not None and (
-                    _now_ms() - failing_since > self._settings.disable_after_s * 1000):
+                    now_ms() - failing_since > self._settings.disable_after_s * 1000):
                 await self._disable(destination, delivery)
-                return Hold(attempts, _now_ms() + HOLD_RECHECK_MS)
+                return Hold(attempts, now_ms() + HOLD_RECHECK_MS)
             if delay_ms > inline_ms:
                 self.stats.parked += 1
                 log.info("delivery %s to %s: attempt %d failed (%s); parked for %.0fs",
@@ -308,7 +309,7 @@ class Attempter:
             current = registry.view.integrations.get(destination.integration_id)
             if current is None or not current.active:
                 return
-            now = _now_ms()
+            now = now_ms()
             try:
                 outcome = await registry.put(msgspec.structs.replace(
                     current, status_id=int(StatusId.PAUSED), version=current.version + 1,
@@ -373,10 +374,6 @@ def _raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _ms(seconds: float | None) -> int | None:

@@ -16,6 +16,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.structs import TopicPartition
 
+from switchboard.clock import now_ms
 from switchboard.errors import TooManyRequests, Unavailable
 from switchboard.ids import new_id
 from switchboard.jobs import (
@@ -54,10 +55,6 @@ class _Head(msgspec.Struct, rename="camel"):
 _head_decoder = msgspec.json.Decoder(_Head)
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class Progress:
     """A job's record, written at most once a second unless forced (heartbeat included)."""
 
@@ -67,7 +64,7 @@ class Progress:
         self._written = 0
 
     async def write(self, force: bool = False) -> None:
-        now = _now_ms()
+        now = now_ms()
         if not force and now - self._written < min(1000, HEARTBEAT_MS):
             return
         self.job.updated_at = now
@@ -109,7 +106,7 @@ class Jobs:
             log.warning("jobs read failed: %r", exc)  # the cause is for the log, not the body
             raise Unavailable("broker_unavailable", "the jobs table is unavailable; retry") \
                 from exc
-        return self.view.get(job_id, _now_ms())
+        return self.view.get(job_id, now_ms())
 
     async def submit(self, hub_id: str, integration_id: str, kind: JobKind,
                      choose: Callable[[Progress], Awaitable[list[Target]]],
@@ -120,7 +117,7 @@ class Jobs:
             raise TooManyRequests("too_many_jobs",
                                   f"at most {MAX_JOBS_PER_HUB} jobs run at once per hub",
                                   retry_after=5)
-        now = _now_ms()
+        now = now_ms()
         job = JobRecord(job_id=new_id(), hub_id=hub_id, integration_id=integration_id,
                         kind=kind, state="running", done=0, total=total, created_at=now,
                         updated_at=now)

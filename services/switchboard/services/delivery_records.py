@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 
 import msgspec
 
+from switchboard.clock import now_ms
 from switchboard.errors import Unavailable
 from switchboard.ids import stable_id
 from switchboard.kafka import ATTEMPTS, DEAD
@@ -77,7 +77,7 @@ class DeliveryRecords:
             delivery_id=delivery.delivery_id, activity_id=delivery.activity.activity_id,
             hub_id=delivery.hub_id, destination_id=delivery.destination_id,
             conversation_id=delivery.conversation_id, status=status, attempt=attempt_no,
-            at=_now_ms(), code=attempt.status if attempt is not None else None,
+            at=now_ms(), code=attempt.status if attempt is not None else None,
             error=error or (attempt.reason if attempt is not None and attempt.reason
                             and status != "delivered" else None),
             latency_ms=latency_ms, response=response, next_at=next_at, source=source)
@@ -115,7 +115,7 @@ class DeliveryRecords:
             await self.log(delivery, source, "failed", attempts, error=reason)
         value = _json.encode(DeadLetter(
             delivery=delivery, reason=reason, attempts=attempts, last_status=last_status,
-            dead_at=_now_ms(),
+            dead_at=now_ms(),
         ))
         key = delivery.destination_id.encode()
         producer = self.runtime.producer
@@ -138,7 +138,7 @@ class DeliveryRecords:
         metrics.deliveries.labels(metrics.hub(delivery.hub_id), "failed").inc()
         if delivery.activity.type != FAILED_EVENT:  # never an event about an event
             await self.announce(failure_event(delivery, reason, attempts, last_status,
-                                               _now_ms()))
+                                               now_ms()))
         log.warning("delivery %s to %s dead-lettered: %s after %d attempts (last: %s)",
                     delivery.delivery_id, delivery.destination_id, reason, attempts,
                     last_error or last_status)
@@ -185,7 +185,3 @@ def failure_event(delivery: Delivery, reason: str, attempts: int, last_status: i
             "deliveryId": delivery.delivery_id, "destinationId": delivery.destination_id,
             "reason": reason, "attempts": attempts, "status": last_status}),
     )
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -9,7 +9,6 @@ Hub names are unique, case-insensitively (409 ``hub_name_taken`` on create and r
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
@@ -19,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from switchboard import hubster_compat, keys
+from switchboard.clock import now_ms
 from switchboard.errors import BadRequest, Conflict, Forbidden, NotFound
 from switchboard.ids import new_id
 from switchboard.registry import HubRecord, RegistryView
@@ -78,10 +78,6 @@ def _name_taken(name: str) -> Conflict:
                     "(hub names are unique, whatever their case)", "name")
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class HubsApi:
     """`/api/v1/hubs…`, sharing the integrations API's authentication and helpers."""
 
@@ -130,7 +126,7 @@ class HubsApi:
         body: HubCreate = await self.api._body(request, HubCreate)
         token = keys.new_access_token()
         hub = HubRecord(hub_id=new_id(), name=body.name, token_hash=keys.hash_token(token),
-                        created_at=_now_ms(), retry_schedule=_retry_schedule(body.retry_schedule),
+                        created_at=now_ms(), retry_schedule=_retry_schedule(body.retry_schedule),
                         compat=hubster_compat.hub_setting(body.compat), unique_name=True)
         self._check_name_free(await self.runtime.registry.sync(), body.name, None)
         await self._put(hub)
@@ -172,7 +168,7 @@ class HubsApi:
         token = keys.new_access_token()
         hub = msgspec.structs.replace(hub, version=hub.version + 1,
                                       token_hash=keys.hash_token(token),
-                                      token_rotated_at=_now_ms())
+                                      token_rotated_at=now_ms())
         await self._put(hub)
         log.info("hub %s: access token rotated (%s)", hub.hub_id,
                  "admin" if principal.admin else "hub token")

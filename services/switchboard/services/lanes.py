@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import heapq
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
@@ -21,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from switchboard.clock import now_ms
 from switchboard.model import Delivery
 from switchboard.offsets import PartitionOffsets
 from switchboard.parking import (
@@ -216,7 +216,7 @@ class ParkedLanes:
 
     async def _run_timers(self) -> None:
         while True:
-            now = _now_ms()
+            now = now_ms()
             while self._timers and self._timers[0][0] <= now:
                 _due, _seq, p, key = heapq.heappop(self._timers)
                 part = self._owner(p)
@@ -247,7 +247,7 @@ class ParkedLanes:
                 head = lane.head
                 if head is None:
                     break
-                if head.due_at > _now_ms():
+                if head.due_at > now_ms():
                     self.schedule(part, lane)
                     break
                 stored = await self.fetcher.get(part.parked_tp, head.offset)
@@ -285,7 +285,7 @@ class ParkedLanes:
             raise
         except (KafkaError, TimeoutError) as exc:
             log.warning("deliverer: draining a parked lane failed (%r); retrying in 1 s", exc)
-            self.schedule(part, lane, due_at=_now_ms() + 1000)
+            self.schedule(part, lane, due_at=now_ms() + 1000)
         except Exception:
             # Kafka blips pass; a head that always fails (a bug) must not hold its lane
             # forever: after `internal_error_tries` it is dead-lettered and resolved.
@@ -301,16 +301,11 @@ class ParkedLanes:
                     delivery_id=head.delivery_id, destination_id=lane.key[0],
                     conversation_id=lane.key[1]))
                 part.parked.resolve(lane, head.delivery_id)
-                self.schedule(part, lane, due_at=_now_ms())
+                self.schedule(part, lane, due_at=now_ms())
             else:
                 log.exception("deliverer: draining a parked lane failed (try %d); retrying", n)
-                self.schedule(part, lane, due_at=_now_ms() + int(
+                self.schedule(part, lane, due_at=now_ms() + int(
                     1000 * max(1.0, self._strikes.backoff_s(key))))
         finally:
             lane.busy = False
             part.parked.drop_if_drained(lane)
-
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

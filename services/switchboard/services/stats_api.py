@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from switchboard.clock import now_ms
 from switchboard.hub_stats import WINDOW_MS, HubStats
 from switchboard.kafka import ACTIVITIES, make_consumer, run_with_broker_retry, stop_consuming
 from switchboard.model import AttemptRecord
@@ -49,10 +50,6 @@ class _ActivityHead(Struct, rename="camel"):
 _head_decoder = msgspec.json.Decoder(_ActivityHead)
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class StatsApi:
     """The counters of one API process, their activities reader, and the route."""
 
@@ -71,7 +68,7 @@ class StatsApi:
 
     def observe_attempt(self, rec: AttemptRecord) -> None:
         """One record of the delivery log (called by its reader for every record)."""
-        self.stats.record_attempt(rec, _now_ms())
+        self.stats.record_attempt(rec, now_ms())
 
     async def start(self) -> None:
         await run_with_broker_retry("hub stats", self._connect)
@@ -90,7 +87,7 @@ class StatsApi:
             tps = [TopicPartition(self._topic, p) for p in sorted(parts)]
             consumer.assign(tps)
             # Only the last hour counts: start there, not at the beginning of the topic.
-            found = await consumer.offsets_for_times({tp: _now_ms() - WINDOW_MS for tp in tps})
+            found = await consumer.offsets_for_times({tp: now_ms() - WINDOW_MS for tp in tps})
             for tp in tps:
                 at = found.get(tp)
                 if at is None:
@@ -113,7 +110,7 @@ class StatsApi:
                 log.warning("hub stats: %s", exc)
                 await asyncio.sleep(0.5)
                 continue
-            now = _now_ms()
+            now = now_ms()
             for records in batch.values():
                 for rec in records:
                     if guard is not None and not guard.admit_record(rec):
@@ -130,4 +127,4 @@ class StatsApi:
     async def get_stats(self, request: Request) -> Response:
         principal, view = await self.api._session(request)
         hub = self.api.hubs._visible(principal, view, request)
-        return JSON(self.stats.window(hub.hub_id, _now_ms()))
+        return JSON(self.stats.window(hub.hub_id, now_ms()))

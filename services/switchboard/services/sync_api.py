@@ -9,7 +9,6 @@ Templates, signup and change-notification webhooks are their own modules
 from __future__ import annotations
 
 import datetime
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from switchboard.clock import now_ms
 from switchboard.errors import BadRequest, Conflict, Forbidden, NotFound
 from switchboard.ids import new_id
 from switchboard.kafka import SYNC_PROFILES, SYNC_STATUS
@@ -69,10 +69,6 @@ if TYPE_CHECKING:
 
 BASE = "/api/v1/hubs/{hubId}/syncProfiles"
 _enc = msgspec.json.Encoder()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _parse_start(value: str | int | None) -> int | None:
@@ -209,7 +205,7 @@ class SyncProfilesApi:
         executing = status.sync_state == "EXECUTING"
         st["progress"] = msgspec.to_builtins(progress(
             status.done, status.total, status.started_at,
-            _now_ms() if executing else status.updated_at, executing))
+            now_ms() if executing else status.updated_at, executing))
         out["status"] = st
         return out
 
@@ -220,7 +216,7 @@ class SyncProfilesApi:
         body: ProfileCreate = await self.api._body(request, ProfileCreate)
         check_schedule(body.schedule)
         pid = new_id()
-        now = _now_ms()
+        now = now_ms()
         secret = new_webhook_secret()
         sealed = self.webhooks.seal(pid, secret)
         if body.template_id is not None:
@@ -263,7 +259,7 @@ class SyncProfilesApi:
         modules.update(body.modules or {})
         self._check(portal, mailbox, modules)
         connected = rec.connected or body.portal is not None or body.mailbox is not None
-        now = _now_ms()
+        now = now_ms()
         schedule, set_at = rec.schedule, rec.schedule_set_at
         if body.schedule is not None and body.schedule != rec.schedule:
             schedule, set_at = body.schedule, now
@@ -282,7 +278,7 @@ class SyncProfilesApi:
         # The worker owning the profile's runs prunes its pairs and watermarks (after a
         # run of it still under way; sync_store.prune).
         await self.store.request(pid.encode(), _enc.encode(RunJob(
-            job_id=new_id(), profile_id=pid, hub_id=rec.hub_id, requested_at=_now_ms())))
+            job_id=new_id(), profile_id=pid, hub_id=rec.hub_id, requested_at=now_ms())))
         return Response(status_code=204)
 
     async def run(self, request: Request) -> Response:
@@ -321,7 +317,7 @@ class SyncProfilesApi:
                              f"{', '.join(sorted(missing))}", field="modules")
         modules = {m: msgspec.structs.replace(s, need_review=False) if m in wanted else s
                    for m, s in rec.modules.items()}
-        new = msgspec.structs.replace(rec, modules=modules, updated_at=_now_ms())
+        new = msgspec.structs.replace(rec, modules=modules, updated_at=now_ms())
         await self._put(new)
         return JSON(self._out(new))
 
@@ -330,7 +326,7 @@ class SyncProfilesApi:
         # The credentials are gone from the topic's newest record (compaction drops the
         # older ones); runs are refused until an update brings new ones.
         new = msgspec.structs.replace(
-            rec, connected=False, updated_at=_now_ms(),
+            rec, connected=False, updated_at=now_ms(),
             portal=msgspec.structs.replace(rec.portal, credentials={}),
             mailbox=msgspec.structs.replace(rec.mailbox, credentials={}))
         await self._put(new)

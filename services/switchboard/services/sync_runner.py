@@ -29,12 +29,12 @@ import asyncio
 import contextlib
 import functools
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
 
+from switchboard.clock import now_ms
 from switchboard.errors import SwitchboardError
 from switchboard.kafka import SYNC_PAIRS
 from switchboard.services.sync_email_run import EmailRun
@@ -423,7 +423,3 @@ def _counts(result: Plan, reviewed: bool = False) -> ModuleCounts:
         else:
             c.deleted += 1
     return c
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

@@ -6,7 +6,6 @@ is a 409)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from switchboard.clock import now_ms
 from switchboard.errors import BadRequest
 from switchboard.services.http import JSON
 from switchboard.sync.profiles import ProfileRecord, ProfileUpdate
@@ -24,10 +24,6 @@ if TYPE_CHECKING:
     from switchboard.services.sync_api import SyncProfilesApi
 
 PATH = "/api/v1/hubs/{hubId}/syncProfiles/{profileId}/syncSettings"
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class SyncSettingsApi:
@@ -58,7 +54,7 @@ class SyncSettingsApi:
                 **mailbox.configuration, **graph_window(cal.options)})
         self.profiles._check(rec.portal, mailbox, modules)
         new: ProfileRecord = msgspec.structs.replace(rec, modules=modules, mailbox=mailbox,
-                                                     updated_at=_now_ms())
+                                                     updated_at=now_ms())
         await self.profiles._put(new)
         return JSON(to_seed(new.modules))
 

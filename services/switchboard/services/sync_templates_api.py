@@ -8,7 +8,6 @@ a deleted template leaves its profiles as they are, unlocked."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from switchboard.clock import now_ms
 from switchboard.errors import Conflict, NotFound
 from switchboard.ids import new_id
 from switchboard.kafka import SYNC_PROFILES
@@ -44,10 +44,6 @@ if TYPE_CHECKING:
 
 BASE = "/api/v1/hubs/{hubId}/syncTemplates"
 _enc = msgspec.json.Encoder()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _context(template_id: str, side: Side, name: str) -> str:
@@ -180,7 +176,7 @@ class TemplatesApi:
         check_schedule(body.schedule)
         self.profiles._check(body.portal, body.mailbox, body.modules, creating=True)
         tid = new_id()
-        now = _now_ms()
+        now = now_ms()
         tpl = TemplateRecord(
             template_id=tid, hub_id=hub_id, name=body.name,
             portal=self._seal(tid, "portal", body.portal),
@@ -211,7 +207,7 @@ class TemplatesApi:
         modules = dict(tpl.modules)
         modules.update(body.modules or {})
         self.profiles._check(portal, mailbox, modules)
-        now = _now_ms()
+        now = now_ms()
         new = msgspec.structs.replace(
             tpl, name=body.name or tpl.name, portal=portal, mailbox=mailbox, modules=modules,
             schedule=body.schedule if body.schedule is not None else tpl.schedule,
@@ -234,7 +230,7 @@ class TemplatesApi:
         for rec in list(self.store.profiles.profiles.values()):
             if rec.template_id == tpl.template_id:
                 await self.profiles._put(msgspec.structs.replace(
-                    rec, template_id=None, updated_at=_now_ms()))
+                    rec, template_id=None, updated_at=now_ms()))
         await self.store.write(SYNC_PROFILES, f"template:{tpl.template_id}".encode(), None)
         return Response(status_code=204)
 

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import TopicPartition
 
+from switchboard.clock import now_ms
 from switchboard.errors import SwitchboardError
 from switchboard.kafka import SYNC_JOBS, SYNC_STATUS, start_group_consumer, stop_consuming
 from switchboard.pacing import Pacer
@@ -53,10 +54,6 @@ log = logging.getLogger(__name__)
 GROUP = "switchboard-sync"
 _enc = msgspec.json.Encoder()
 PROGRESS_EVERY_S = 1.0
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -179,7 +176,7 @@ class SyncWorker:
                       profile: ProfileRecord | None = None, **changes: object) -> None:
         old = self.store.status.status.get(job.profile_id) or StatusRecord(
             profile_id=job.profile_id, hub_id=job.hub_id)
-        now = _now_ms()
+        now = now_ms()
         new = msgspec.structs.replace(old, updated_at=now, **changes)
         await self.store.write(SYNC_STATUS, status_key(job.profile_id), _enc.encode(new))
         if event is not None:
@@ -222,7 +219,7 @@ class SyncWorker:
             return
         await self._status(job, "queued", profile, sync_state="QUEUED",
                            running_job_id=job.job_id)
-        started = _now_ms()
+        started = now_ms()
         last = 0.0
 
         async def progress(done: int, total: int) -> None:
@@ -254,7 +251,7 @@ class SyncWorker:
         current = self.store.status.status.get(job.profile_id)
         newer = current is not None and current.job_id not in (None, job.job_id)
         state = "REQUESTED" if newer else "IDLE"
-        now = _now_ms()
+        now = now_ms()
         if runner is not None and runner.reports:
             report = ReportRecord(profile_id=profile.profile_id, hub_id=profile.hub_id,
                                   job_id=job.job_id, created_at=now, reports=runner.reports)
