@@ -11,41 +11,23 @@ import base64
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from tests.conftest import RunningHub, make_settings
 from tests.fakes.graph import FakeGraph
-from tests.fakes.platform import FakePlatform
+from tests.integration.graph_platform import GraphPlatform as Setup
+from tests.integration.graph_platform import create_profile, graph_platform
 from tests.integration.test_sync_runs import run_and_wait
 
 CAP = 2 * 1024 * 1024
 
 
-@dataclass
-class Setup:
-    hub: RunningHub
-    platform: FakePlatform
-    graph: FakeGraph
-
-
 @pytest.fixture
 async def setup(broker: Any) -> AsyncIterator[Setup]:
-    platform = await FakePlatform().start()
-    graph = FakeGraph()
-    await graph.start()
-    settings = make_settings(broker, graph_api_url=graph.url, provider_timeout_s=30.0,
-                             sync_attachment_max_bytes=CAP)
-    hub = await RunningHub(settings, ["api", "sync"]).start()
-    try:
-        yield Setup(hub, platform, graph)
-    finally:
-        await hub.stop()
-        await graph.stop()
-        await platform.stop()
+    async with graph_platform(broker, sync_attachment_max_bytes=CAP) as s:
+        yield s
 
 
 def message(graph: FakeGraph, subject: str, sender: str, at_ms: int) -> str:
@@ -77,18 +59,7 @@ async def test_attachments_are_logged_with_their_bytes_within_the_cap(setup: Set
     item = files.attach_item(with_files, "Fwd: minutes")
     files.attach(with_files, "scan.pdf", scan, "application/pdf")
 
-    r = await c.post(f"/api/v1/hubs/{hub_id}/syncProfiles", headers=auth, json={
-        "name": "outlook",
-        "portal": {"kind": "platform", "configuration": {
-            "instanceUrl": s.platform.url, "capabilities": ["email"]},
-            "credentials": {"accessToken": "ptok"}},
-        "mailbox": {"kind": "graph", "configuration": {},
-                    "credentials": {"accessToken": s.graph.token}},
-        "modules": {"email": {"options": {"direction": "TO_PORTAL"},
-                              "needReview": False}}})
-    assert r.status_code == 201, r.text
-    pid = r.json()["profileId"]
-    url = f"/api/v1/hubs/{hub_id}/syncProfiles/{pid}"
+    url = await create_profile(s, hub_id, auth, "email", "TO_PORTAL", ["email"])
     r = await c.put(url + "/syncSettings", headers=auth,
                     json={"emailFetchAttachments": True})
     assert r.status_code == 200 and r.json()["emailFetchAttachments"] is True, r.text

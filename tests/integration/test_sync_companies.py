@@ -8,46 +8,25 @@ made."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.conftest import RunningHub, make_settings
 from tests.fakes.graph import FakeGraph
-from tests.fakes.platform import FakePlatform
+from tests.integration.graph_platform import GraphPlatform as Setup
+from tests.integration.graph_platform import create_profile, graph_platform, writes
 from tests.integration.test_sync_runs import run_and_wait
-
-
-@dataclass
-class Setup:
-    hub: RunningHub
-    platform: FakePlatform
-    graph: FakeGraph
 
 
 @pytest.fixture
 async def setup(broker: Any) -> AsyncIterator[Setup]:
-    platform = await FakePlatform().start()
-    graph = FakeGraph()
-    await graph.start()
-    settings = make_settings(broker, graph_api_url=graph.url, provider_timeout_s=30.0)
-    hub = await RunningHub(settings, ["api", "sync"]).start()
-    try:
-        yield Setup(hub, platform, graph)
-    finally:
-        await hub.stop()
-        await graph.stop()
-        await platform.stop()
+    async with graph_platform(broker) as s:
+        yield s
 
 
 def person(graph: FakeGraph, first: str, email: str, company: str | None) -> None:
     graph.add("contacts", {"givenName": first, "surname": "Doe", "companyName": company,
                            "emailAddresses": [{"address": email}]})
-
-
-def writes(platform: FakePlatform) -> list[tuple[str, str]]:
-    return [(m, p) for m, p, _ in platform.calls if m in ("POST", "PATCH", "DELETE")]
 
 
 async def test_contacts_are_filed_under_one_account_per_company(setup: Setup) -> None:
@@ -59,17 +38,7 @@ async def test_contacts_are_filed_under_one_account_per_company(setup: Setup) ->
     person(s.graph, "Ian", "ian@initech.test", "  initech ")
     person(s.graph, "Nia", "nia@gmail.com", None)
 
-    r = await c.post(f"/api/v1/hubs/{hub_id}/syncProfiles", headers=auth, json={
-        "name": "outlook",
-        "portal": {"kind": "platform", "configuration": {
-            "instanceUrl": s.platform.url, "capabilities": ["accounts_by_domain"]},
-            "credentials": {"accessToken": "ptok"}},
-        "mailbox": {"kind": "graph", "configuration": {},
-                    "credentials": {"accessToken": s.graph.token}},
-        "modules": {"contacts": {"options": {"direction": "BOTH"}, "needReview": False}}})
-    assert r.status_code == 201, r.text
-    pid = r.json()["profileId"]
-    url = f"/api/v1/hubs/{hub_id}/syncProfiles/{pid}"
+    url = await create_profile(s, hub_id, auth, "contacts", "BOTH", ["accounts_by_domain"])
     r = await c.put(url + "/syncSettings", headers=auth, json={"contCreateCompany": True})
     assert r.status_code == 200 and r.json()["contCreateCompany"] is True, r.text
     r = await c.get(url, headers=auth)

@@ -9,41 +9,23 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from tests.conftest import RunningHub, make_settings
 from tests.fakes.graph import FakeGraph
-from tests.fakes.platform import FakePlatform
+from tests.integration.graph_platform import GraphPlatform as Setup
+from tests.integration.graph_platform import create_profile, graph_platform, writes
 from tests.integration.test_sync_runs import run_and_wait
 
 CAP = 256 * 1024
 
 
-@dataclass
-class Setup:
-    hub: RunningHub
-    platform: FakePlatform
-    graph: FakeGraph
-
-
 @pytest.fixture
 async def setup(broker: Any) -> AsyncIterator[Setup]:
-    platform = await FakePlatform().start()
-    graph = FakeGraph()
-    await graph.start()
-    settings = make_settings(broker, graph_api_url=graph.url, provider_timeout_s=30.0,
-                             sync_attachment_max_bytes=CAP)
-    hub = await RunningHub(settings, ["api", "sync"]).start()
-    try:
-        yield Setup(hub, platform, graph)
-    finally:
-        await hub.stop()
-        await graph.stop()
-        await platform.stop()
+    async with graph_platform(broker, sync_attachment_max_bytes=CAP) as s:
+        yield s
 
 
 def event(graph: FakeGraph, subject: str, days: int) -> str:
@@ -53,10 +35,6 @@ def event(graph: FakeGraph, subject: str, days: int) -> str:
         "subject": subject, "start": {"dateTime": at.strftime(fmt), "timeZone": "UTC"},
         "end": {"dateTime": (at + timedelta(hours=1)).strftime(fmt), "timeZone": "UTC"}})
     return str(made["id"])
-
-
-def writes(platform: FakePlatform) -> list[tuple[str, str]]:
-    return [(m, p) for m, p, _ in platform.calls if m in ("POST", "PATCH", "DELETE")]
 
 
 async def test_event_files_reach_the_platform_within_the_cap(setup: Setup) -> None:
@@ -70,17 +48,7 @@ async def test_event_files_reach_the_platform_within_the_cap(setup: Setup) -> No
     big = files.attach(review, "deck.pptx", os.urandom(CAP + 1), "application/x-ppt")
     event(s.graph, "Plain", 3)
 
-    r = await c.post(f"/api/v1/hubs/{hub_id}/syncProfiles", headers=auth, json={
-        "name": "outlook",
-        "portal": {"kind": "platform", "configuration": {
-            "instanceUrl": s.platform.url, "capabilities": ["events"]},
-            "credentials": {"accessToken": "ptok"}},
-        "mailbox": {"kind": "graph", "configuration": {},
-                    "credentials": {"accessToken": s.graph.token}},
-        "modules": {"calendar": {"options": {"direction": "BOTH"}, "needReview": False}}})
-    assert r.status_code == 201, r.text
-    pid = r.json()["profileId"]
-    url = f"/api/v1/hubs/{hub_id}/syncProfiles/{pid}"
+    url = await create_profile(s, hub_id, auth, "calendar", "BOTH", ["events"])
     r = await c.put(url + "/syncSettings", headers=auth, json={"calFetchAttachments": True})
     assert r.status_code == 200 and r.json()["calFetchAttachments"] is True, r.text
 
