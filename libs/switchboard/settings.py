@@ -12,6 +12,7 @@ from typing import Literal
 from msgspec import Struct
 
 from switchboard.errors import ConfigError
+from switchboard.retry import RetryPolicy
 from switchboard.tracing import check_settings
 
 
@@ -166,6 +167,12 @@ class Settings(Struct, frozen=True, kw_only=True):
     # Comma-separated URL prefixes a Graph sign-in may send the browser back to when done
     # (switchboard.sync.graph_signin.return_allowed); none: the hub's own page only.
     graph_signin_return_urls: str = ""
+    # The Graph calls a lifecycle notification leaves to do after its 202 (reauthorize,
+    # subscribe again, request a run), tried again when they fail for a passing reason
+    # (429, 5xx, no answer): seconds before each attempt (a switchboard.retry schedule),
+    # all within the total (switchboard.sync.graph_retry).
+    graph_lifecycle_retry_schedule: str = "0,2,10,30,60,120"
+    graph_lifecycle_retry_max_s: float = 300.0
     provider_timeout_s: float = 10.0
     # Two-way sync: a connector's Retry-After longer than this fails the run (its error
     # says so) instead of holding the worker.
@@ -269,6 +276,10 @@ class Settings(Struct, frozen=True, kw_only=True):
         if settings.record_mac not in ("enforce", "accept-unsigned"):
             raise ConfigError("SWITCHBOARD_RECORD_MAC must be enforce or accept-unsigned")
         check_settings(settings.otel_endpoint, settings.otel_sample_ratio)
+        try:
+            RetryPolicy.parse(settings.graph_lifecycle_retry_schedule)
+        except ValueError as exc:
+            raise ConfigError(f"SWITCHBOARD_GRAPH_LIFECYCLE_RETRY_SCHEDULE: {exc}") from None
         return settings
 
 

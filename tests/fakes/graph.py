@@ -20,7 +20,9 @@ Base URL ``{url}`` is ``http://127.0.0.1:{port}/v1.0``. Speaks:
 - ``Prefer: outlook.timezone="…"``: event times answered in that zone (IANA or UTC).
 - ``/subscriptions`` and change notifications (tests/fakes/graph_notify.py, `subs`).
 - Errors as ``{"error": {"code", "message"}}``: 401 without the bearer token, 404,
-  412 when If-Match is not the item's etag, 429 with ``Retry-After`` (`throttle`).
+  412 when If-Match is not the item's etag, 429 with ``Retry-After`` (`throttle`); the
+  next N requests of one route answered 503, 429 (+ ``Retry-After``) or another status
+  (`fail`, recorded in `failed`).
 """
 
 from __future__ import annotations
@@ -99,6 +101,9 @@ class FakeGraph:
         self._ids = itertools.count(1)
         self._last_ms = 0
         self._throttled: list[str] = []  # Retry-After values of the next 429s
+        # (method, path) → (status, Retry-After) of its next failures (`fail`).
+        self._failing: dict[tuple[str, str], list[tuple[int, str | None]]] = {}
+        self.failed: list[tuple[str, str, int]] = []  # (method, path, status) answered
         self.requests: list[tuple[str, str, dict[str, str], dict[str, str]]] = []
         self.subs = GraphSubscriptions(self)
         self.attachments = GraphAttachments(self)
@@ -118,6 +123,14 @@ class FakeGraph:
     def throttle(self, times: int = 1, retry_after: str = "1") -> None:
         """Answer the next `times` requests 429 with this Retry-After."""
         self._throttled += [retry_after] * times
+
+    def fail(self, method: str, path: str, times: int = 1, status: int = 503,
+             retry_after: str | None = None) -> None:
+        """Answer the next `times` requests of `method` on `path` (under the base URL,
+        e.g. ``subscriptions/{id}/reauthorize``) with `status` (503, 429, 500, …) and
+        this Retry-After, if any; each is recorded in `failed`."""
+        self._failing.setdefault((method.upper(), path.strip("/")), []).extend(
+            [(status, retry_after)] * times)
 
     def now_ms(self) -> int:
         # Strictly increasing, so every write has its own lastModifiedDateTime.
@@ -217,6 +230,13 @@ class FakeGraph:
         if self._throttled:
             return _error(429, "TooManyRequests", "Too many requests, retry later.",
                           {"Retry-After": self._throttled.pop(0)})
+        if failing := self._failing.get((request.method, path)):
+            status, retry_after = failing.pop(0)
+            self.failed.append((request.method, path, status))
+            return _error(status, "TooManyRequests" if status == 429 else
+                          "ServiceNotAvailable" if status == 503 else "InternalServerError",
+                          "Injected failure.",
+                          None if retry_after is None else {"Retry-After": retry_after})
         parts = [p.removesuffix("()") for p in path.split("/")]
         if parts[:1] == ["subscriptions"]:
             return await self.subs.handle(request, parts[1:])

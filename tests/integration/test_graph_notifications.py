@@ -4,7 +4,8 @@ contact created in the Graph fake is notified, and the run that triggers brings 
 the platform fake with no run asked for; a subscription near its expiry is renewed; a
 notification without the profile's clientState runs nothing. Lifecycle notifications:
 reauthorizationRequired reauthorizes, missed runs, subscriptionRemoved subscribes again;
-forged ones do nothing.
+forged ones do nothing; a Graph call of theirs that fails (503, 429 beyond what the
+request waits out itself) is tried again (the schedule made fast through the settings).
 
 The fake posts to the hub's public URL (SWITCHBOARD_PUBLIC_URL); `reroute` points that
 at the port the test hub serves on."""
@@ -40,8 +41,11 @@ async def setup(broker: Any) -> AsyncIterator[Setup]:
     platform = await FakePlatform(page_size=3).start()
     graph = FakeGraph(page_size=3)
     await graph.start()
+    # Lifecycle work tried again 0.1 s after a failure (Graph's Retry-After honoured).
     settings = make_settings(broker, graph_api_url=graph.url, public_url=PUBLIC,
-                             provider_timeout_s=5.0)
+                             provider_timeout_s=5.0,
+                             graph_lifecycle_retry_schedule="0,0.1,0.1,0.1,0.1",
+                             graph_lifecycle_retry_max_s=60.0)
     hub = await RunningHub(settings, ["api", "sync"]).start()
     graph.subs.reroute = (PUBLIC, hub.base_url)
     try:
@@ -224,3 +228,49 @@ async def until_async(what: str, get: Callable[[], Awaitable[Any]],
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
     return got
+
+
+async def test_lifecycle_work_is_retried_when_graph_fails(setup: Setup) -> None:
+    s, c = setup, setup.hub.client
+    hub_id, auth = await s.hub.create_hub("graph")
+    s.platform.add_user("ptok", email="pat@platform.test")
+    r = await c.post(f"/api/v1/hubs/{hub_id}/syncProfiles", headers=auth, json={
+        "name": "outlook",
+        "portal": {"kind": "platform", "configuration": {"instanceUrl": s.platform.url},
+                   "credentials": {"accessToken": "ptok"}},
+        "mailbox": {"kind": "graph", "configuration": {"changeNotifications": True},
+                    "credentials": {"accessToken": s.graph.token}},
+        "modules": {"contacts": {"options": {"direction": "BOTH"}, "needReview": False}}})
+    assert r.status_code == 201, r.text
+    url = f"/api/v1/hubs/{hub_id}/syncProfiles/{r.json()['profileId']}"
+    done = await run_and_wait(c, url, auth, initial=True)
+    assert done["status"].get("errMessage") is None, done["status"]
+    subs, graph = s.graph.subs, s.graph
+    [sub] = await until("the subscription", lambda: list(subs.subscriptions.values()))
+    reauth = f"subscriptions/{sub['id']}/reauthorize"
+
+    # reauthorizationRequired while reauthorize answers 503 twice: the third attempt
+    # reaches Graph.
+    graph.fail("POST", reauth, times=2, status=503)
+    subs.lifecycle(sub["id"], "reauthorizationRequired")
+    await until("the reauthorize call", lambda: subs.reauthorized)
+    assert subs.reauthorized == [sub["id"]]
+    assert graph.failed == [("POST", reauth, 503)] * 2
+    assert ("reauthorizationRequired", 202) in subs.delivered
+
+    # Throttled longer than a request waits out itself (three 429s in a row): the
+    # lifecycle work waits Graph's Retry-After and tries again.
+    graph.failed.clear()
+    graph.fail("POST", reauth, times=4, status=429, retry_after="1")
+    subs.lifecycle(sub["id"], "reauthorizationRequired")
+    await until("the second reauthorize call", lambda: len(subs.reauthorized) == 2)
+    assert graph.failed == [("POST", reauth, 429)] * 4
+
+    # subscriptionRemoved while making a subscription fails once: made again.
+    graph.failed.clear()
+    graph.fail("POST", "subscriptions", times=1, status=503)
+    subs.lifecycle(sub["id"], "subscriptionRemoved")
+    [again] = await until("the new subscription", lambda: [
+        x for x in subs.subscriptions.values() if x["id"] != sub["id"]])
+    assert again["resource"] == "/me/contacts" and list(subs.subscriptions) == [again["id"]]
+    assert graph.failed == [("POST", "subscriptions", 503)]

@@ -36,12 +36,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_INLINE_WAIT_S", "MAX_THROTTLED", "GraphHttp", "graph_error"]
+__all__ = ["MAX_INLINE_WAIT_S", "MAX_THROTTLED", "GraphHttp", "GraphServerError",
+           "GraphUnavailable", "graph_error"]
 
 # A 429/503 with a Retry-After up to this long is waited for and the request sent again
 # (at most MAX_THROTTLED times); a longer one is the caller's `RateLimited`.
 MAX_INLINE_WAIT_S = 30.0
 MAX_THROTTLED = 3
+
+
+class GraphUnavailable(RateLimited):
+    """Graph's 429, 503 or 504, or no answer: `advised_s` is the wait Graph asked for
+    (its ``Retry-After``), None when it gave none (`retry_after` is then a guess)."""
+
+    def __init__(self, description: str, advised_s: float | None) -> None:
+        super().__init__(description, 5.0 if advised_s is None else advised_s)
+        self.advised_s = advised_s
+
+
+class GraphServerError(ConnectorError):
+    """Graph's other 5xx: its own failure, worth trying again later."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__("graph_error", description)
 
 
 def graph_error(status: int, headers: Mapping[str, str], content: bytes,
@@ -51,7 +68,7 @@ def graph_error(status: int, headers: Mapping[str, str], content: bytes,
     text = f"Graph {status} {err.code}: {err.message}".rstrip(": ")
     if status in (429, 503, 504):
         wait = parse_retry_after(headers.get("retry-after"), time.time())
-        return RateLimited(text, 5.0 if wait is None else wait)
+        return GraphUnavailable(text, wait)
     if status in (401, 403):
         # 403: the token lacks a scope; either way the user has to grant access again.
         return AuthFailed(text)
@@ -60,6 +77,8 @@ def graph_error(status: int, headers: Mapping[str, str], content: bytes,
     if status in (409, 412):
         # 412: If-Match held an older @odata.etag (changed in the mailbox meanwhile).
         return RecordConflict(text, record_id)
+    if status >= 500:
+        return GraphServerError(text)
     return ConnectorError("graph_error", text)
 
 
@@ -107,7 +126,8 @@ class GraphHttp:
                     read_cap=DEFAULT_READ_CAP if read_cap is None else read_cap)
             except HttpError as exc:
                 log.warning("graph: %s %s: %s", method, path.split("?", 1)[0], exc.reason)
-                raise RateLimited("Graph could not be reached; retry", 5.0) from None
+                raise GraphUnavailable("Graph could not be reached; retry", None
+                                       ) from None
             if resp.is_success:
                 return resp
             if resp.status_code == 401 and tokens is not None and not refreshed:

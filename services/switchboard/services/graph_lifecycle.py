@@ -14,8 +14,13 @@ notifications without the profile's clientState. For genuine ones:
 
 The answer is 202 at once and the Graph calls happen after it: Microsoft wants an answer
 within seconds, and making a subscription waits on Graph's own handshake with this hub.
-What is lost with a process that stops meanwhile is caught up by the worker's next look
-at the profile (its subscriptions) and the next notification or schedule (its changes).
+Each call (a reauthorize, the subscribing, the run's request) that fails for a passing
+reason (Graph's 429 or 5xx, no answer, the broker unreachable) is tried again on
+``SWITCHBOARD_GRAPH_LIFECYCLE_RETRY_SCHEDULE`` within ``…_RETRY_MAX_S``, Graph's
+Retry-After honoured (the decision, pure: `switchboard.sync.graph_retry.next_step`); what
+was done already is not done again. What is given up, or lost with a process that stops
+meanwhile, is caught up by the worker's next look at the profile (its subscriptions) and
+the next notification or schedule (its changes).
 """
 
 from __future__ import annotations
@@ -24,16 +29,20 @@ import asyncio
 import functools
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchboard.errors import BadRequest, SwitchboardError
+from switchboard.errors import BadRequest, SwitchboardError, Unavailable
+from switchboard.retry import RetryPolicy
+from switchboard.services.graph_http import GraphServerError, GraphUnavailable
 from switchboard.services.graph_subscribe import notify_keys, reauthorize, subscribe
 from switchboard.services.http import JSON, read_body
 from switchboard.services.sync_webhooks import trigger
 from switchboard.sync.errors import RecordNotFound
+from switchboard.sync.graph_retry import Failure, next_step
 from switchboard.sync.graph_subscriptions import LifecyclePlan, parse_lifecycle, plan_lifecycle
 from switchboard.sync.profiles import ProfileRecord
 
@@ -41,6 +50,15 @@ if TYPE_CHECKING:
     from switchboard.services.graph_notifications import GraphNotificationsApi
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def failure_of(exc: SwitchboardError) -> Failure:
+    """How a call failed, for `next_step`: passing or not, and Graph's Retry-After."""
+    if isinstance(exc, GraphUnavailable):
+        return Failure(passing=True, retry_after_s=exc.advised_s)
+    return Failure(passing=isinstance(exc, GraphServerError | Unavailable))
 
 
 class GraphLifecycle:
@@ -56,6 +74,9 @@ class GraphLifecycle:
         # collections would otherwise both make the missing ones.
         self._locks: dict[str, asyncio.Lock] = {}
         self._stopping = False
+        settings = self.runtime.settings
+        self._policy = RetryPolicy.parse(settings.graph_lifecycle_retry_schedule)
+        self._max_s = settings.graph_lifecycle_retry_max_s
         self.runtime.on_stop(self.stop)
 
     async def stop(self) -> None:
@@ -99,15 +120,39 @@ class GraphLifecycle:
         resubscribe = plan.resubscribe
         for sub_id in plan.reauthorize:
             try:
-                await reauthorize(self.runtime, rec, rotate, sub_id)
+                await self._retried(pid, f"reauthorize {sub_id}", functools.partial(
+                    reauthorize, self.runtime, rec, rotate, sub_id))
                 log.info("graph subscription %s of %s reauthorized", sub_id, pid)
             except RecordNotFound:
                 resubscribe = True  # gone already: made again below
         if resubscribe:
-            await subscribe(self.runtime, rec, rotate, int(time.time() * 1000))
+            await self._retried(pid, "subscribe", lambda: subscribe(
+                self.runtime, rec, rotate, int(time.time() * 1000)))
         if plan.run:
-            for out in await trigger(self.runtime, self.store, [rec], "webhook"):
+            outs = await self._retried(pid, "run", functools.partial(
+                trigger, self.runtime, self.store, [rec], "webhook"))
+            for out in outs:
                 log.info("graph lifecycle of %s: run %s", pid, out["jobId"])
+
+    async def _retried(self, pid: str, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`call`, tried again while `next_step` says so; its last failure raised."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await call()
+            except SwitchboardError as exc:
+                step = next_step(self._policy, attempt, failure_of(exc),
+                                 time.monotonic() - started, self._max_s)
+                if not step.again:
+                    if step.why != "permanent":
+                        log.warning("graph lifecycle of %s: %s given up after %d attempts "
+                                    "(%s)", pid, what, attempt, step.why)
+                    raise
+                log.warning("graph lifecycle of %s: %s failed (attempt %d: %s); again in "
+                            "%.1f s", pid, what, attempt, exc.description, step.wait_s)
+            await asyncio.sleep(step.wait_s)
 
 
 def openapi_path(op: Any, pid: dict[str, Any], token: dict[str, Any]) -> dict[str, Any]:
