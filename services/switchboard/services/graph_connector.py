@@ -16,10 +16,10 @@ watermark), conditional writes (If-Match; Graph's 412 is `RecordConflict`).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from switchboard.clock import now_ms
 from switchboard.services.graph_attachments import fetch_attachments
 from switchboard.services.graph_records import GraphRecords, decode, quote
 from switchboard.services.graph_token import GraphTokens
@@ -68,10 +68,6 @@ DAY_MS = 86_400_000
 _NO_ACCOUNTS = "a mailbox has no accounts"
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class GraphConnector(GraphRecords):
     """One Microsoft 365 user's mailbox as a sync side (see the module docstring)."""
 
@@ -81,7 +77,7 @@ class GraphConnector(GraphRecords):
                  task_list_id: str | None = None,
                  past_days: int = 28, future_days: int = 180,
                  delta_links: Mapping[str, str] | None = None,
-                 now: Callable[[], int] = _now_ms) -> None:
+                 now: Callable[[], int] = now_ms) -> None:
         super().__init__(http, token, base_url=base_url, timeout_s=timeout_s,
                          page_size=page_size, delta_links=delta_links, now=now)
         self.task_list_id = task_list_id
@@ -319,4 +315,3 @@ class GraphConnector(GraphRecords):
                   "endDateTime": format_instant(now + self.future_days * DAY_MS)}
         return await self._delta("events", "/me/calendarView/delta", window, GraphEvent,
                                  self._event, since, cursor)
-

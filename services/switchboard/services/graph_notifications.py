@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from switchboard.clock import now_ms
 from switchboard.errors import BadRequest, NotFound, SwitchboardError
 from switchboard.kafka import SYNC_PROFILES
 from switchboard.services import graph_lifecycle
@@ -60,10 +60,6 @@ __all__ = ["LIFECYCLE", "NOTIFY", "GraphNotificationsApi", "GraphSubscriber",
 # only for a profile whose subscriptions are missing, changed or about to expire).
 TICK_S = 1.0
 RETRY_MS = 60_000
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class GraphNotificationsApi:
@@ -151,7 +147,7 @@ class GraphSubscriber:
         while True:
             await asyncio.sleep(TICK_S)
             try:
-                await self.tick(_now_ms())
+                await self.tick(now_ms())
             except asyncio.CancelledError:
                 raise
             except SwitchboardError as exc:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import html
 import logging
-import time
 import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from switchboard.clock import now_ms
 from switchboard.errors import BadRequest, SwitchboardError, Unavailable
 from switchboard.ids import new_id
 from switchboard.kafka import SYNC_PROFILES
@@ -75,10 +75,6 @@ class GraphConnect(Struct, frozen=True, kw_only=True, rename="camel",
     return_url: str | None = None
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def page(status: int, title: str, text: str) -> Response:
     body = (f"<!doctype html><html lang=en><meta charset=utf-8><title>{html.escape(title)}"
             f"</title><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p></html>")
@@ -124,7 +120,7 @@ class GraphSigninApi:
         state = SigninState(profile_id=rec.profile_id, hub_id=rec.hub_id,
                             client_id=client_id, tenant=tenant,
                             redirect_uri=self.redirect_uri(),
-                            expires_at=_now_ms() + STATE_TTL_MS, nonce=new_id() + new_id(),
+                            expires_at=now_ms() + STATE_TTL_MS, nonce=new_id() + new_id(),
                             return_url=body.return_url)
         key = self._keys[0]
         url = authorize_url(self.runtime.settings.graph_authority_url, state,
@@ -155,7 +151,7 @@ class GraphSigninApi:
     async def _complete(self, code: str, signed: str) -> SigninState:
         if not code or not signed:
             raise BadRequest("missing_field", "the sign-in answer has no code or no state")
-        state, key = open_state(self._keys, signed, _now_ms())
+        state, key = open_state(self._keys, signed, now_ms())
         await self.store.sync()
         rec = self.store.profiles.profiles.get(state.profile_id)
         if (rec is None or rec.hub_id != state.hub_id or rec.mailbox.kind != "graph"
@@ -178,7 +174,7 @@ class GraphSigninApi:
             log.warning("graph sign-in: %s", exc.reason)
             raise Unavailable("identity_unreachable", "the Microsoft identity platform "
                               "could not be reached; start the sign-in again") from None
-        grant = parse_code_answer(resp.status_code, resp.content, _now_ms())
+        grant = parse_code_answer(resp.status_code, resp.content, now_ms())
         await self._save(rec, state, grant.refresh_token, grant.access_token,
                          secret is not None)
         return state
@@ -195,7 +191,7 @@ class GraphSigninApi:
             creds["clientSecret"] = old["clientSecret"]
         mailbox = msgspec.structs.replace(rec.mailbox, credentials=creds)
         new = msgspec.structs.replace(rec, mailbox=mailbox, connected=True,
-                                      updated_at=_now_ms())
+                                      updated_at=now_ms())
         await self.store.write(SYNC_PROFILES, rec.profile_id.encode(), _enc.encode(new))
         log.info("sync %s: mailbox signed in to Microsoft 365, tokens stored",
                  rec.profile_id)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 
 import msgspec
 
+from switchboard.clock import now_ms
 from switchboard.retry import parse_retry_after
 from switchboard.services.http_client import HttpClient, HttpError
 from switchboard.sync.errors import RateLimited
@@ -35,16 +35,12 @@ __all__ = ["GraphTokens", "SaveRefreshToken"]
 SaveRefreshToken = Callable[[str, str], Awaitable[None]]
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class GraphTokens:
     """The access token source of one mailbox connector."""
 
     def __init__(self, http: HttpClient, authority: str, creds: GraphCredentials, *,
                  save: SaveRefreshToken | None = None, timeout_s: float = 10.0,
-                 now: Callable[[], int] = _now_ms) -> None:
+                 now: Callable[[], int] = now_ms) -> None:
         self.http = http
         self.authority = authority
         self.creds = creds
