@@ -49,7 +49,6 @@ from switchboard.sync.matching import Lookup, lookups
 from switchboard.sync.merge import after_create
 from switchboard.sync.ops import Create, Plan, Update, Watermark, alongside
 from switchboard.sync.options import (
-    DEFAULT_FIELDS,
     SIDES,
     FieldMap,
     ModuleOptions,
@@ -76,6 +75,12 @@ from switchboard.sync.references import (
     unsynced,
 )
 from switchboard.sync.review import Report, review
+from switchboard.sync.run_module import (
+    MODULE_OF,
+    effective_options,
+    module_counts,
+    stored_fields,
+)
 from switchboard.sync.tables import pair_key, watermark_key
 
 log = logging.getLogger(__name__)
@@ -118,23 +123,6 @@ class Planned:
         self.old = old
         self.start = start
         self.links = links
-
-
-def stored_fields(conn: Connector, kind: Kind) -> frozenset[str] | None:
-    """The fields `conn` stores for `kind` (None: any canonical field)."""
-    method = getattr(conn, "stored_fields", None)
-    return frozenset(method(kind)) if callable(method) else None
-
-
-def effective_options(kind: Kind, options: ModuleOptions,
-                      stored: list[frozenset[str] | None]) -> ModuleOptions:
-    """`options` with the fields to sync spelled out: the ones it names, else the
-    kind's defaults and references that every side stores."""
-    if options.fields is not None:
-        return options
-    names = [n for n in (*DEFAULT_FIELDS[kind], *REFERENCES.get(kind, {}))
-             if all(s is None or n in s for s in stored)]
-    return msgspec.structs.replace(options, fields=tuple(FieldMap(n, n) for n in names))
 
 
 class Runner:
@@ -212,9 +200,9 @@ class Runner:
                 continue
             if spec.need_review:
                 self.reports[module] = review(p.plan)
-                self.counts[module] = _counts(p.plan, reviewed=True)
+                self.counts[module] = module_counts(p.plan, reviewed=True)
                 continue
-            self.counts[module] = _counts(p.plan)
+            self.counts[module] = module_counts(p.plan)
             planned.append(p)
         self.total = sum(len(p.plan.ops) for p in planned)
         await self.progress(self.done, self.total)
@@ -226,13 +214,13 @@ class Runner:
                 again = await self._plan(kind, p.module, p.options, p.changes, p.start)
                 self.total += len(again.ops) - len(p.plan.ops)
                 p.plan = again
-                self.counts[p.module] = _counts(again)
+                self.counts[p.module] = module_counts(again)
             elif isinstance(p, EmailRun) and written:
                 # Contacts written in this run are the e-mails' contacts too.
                 before = len(p.plan.ops)
                 await p.refresh()
                 self.total += len(p.plan.ops) - before
-                self.counts[p.module] = _counts(p.plan)
+                self.counts[p.module] = module_counts(p.plan)
             if isinstance(p, Planned):
                 await self._apply(p)
             else:
@@ -268,7 +256,7 @@ class Runner:
             def space(records: list[Record]) -> list[Record]:
                 return to_portal_space(kind, records, maps, self.indexes)
             for ref in REFERENCES[kind].values():
-                self.index(ref, _MODULE_OF[ref])
+                self.index(ref, MODULE_OF[ref])
             changes = Changes(portal=changes.portal, mailbox=space(changes.mailbox),
                               portal_known=known["portal"],
                               mailbox_known=space(known["mailbox"]))
@@ -407,19 +395,3 @@ class Runner:
             await self.write_pair(p.module, pair, drop=True)
         await self.write_watermark(p.module, p.old, p.plan.watermark, p.links)
         hooks.finish()
-
-
-_MODULE_OF: dict[Kind, str] = {k: m for m, k in MODULE_KINDS.items()}
-
-
-def _counts(result: Plan, reviewed: bool = False) -> ModuleCounts:
-    c = ModuleCounts(matched=len(result.matched), conflicts=len(result.conflicts),
-                     reviewed=reviewed)
-    for op in result.ops:
-        if isinstance(op, Create):
-            c.created += 1
-        elif isinstance(op, Update):
-            c.updated += 1
-        else:
-            c.deleted += 1
-    return c

@@ -264,8 +264,8 @@ def test_a_create_keeps_what_the_side_assigned_and_sends_it_back() -> None:
 
 
 def test_a_module_syncs_the_fields_and_references_both_sides_store() -> None:
-    from switchboard.services.sync_runner import effective_options
     from switchboard.sync.graph_map import CONTACT_FIELDS
+    from switchboard.sync.run_module import effective_options
     from switchboard.sync.syncro_map import STORED_FIELDS
 
     def names(stored: list[frozenset[str] | None]) -> list[str]:
