@@ -31,6 +31,7 @@ from switchboard.kafka import (
     SYNC_JOBS,
     SYNC_PAIRS,
     SYNC_PROFILES,
+    SYNC_RUNS,
     SYNC_STATUS,
     SYNCRO_SLOTS,
 )
@@ -51,7 +52,8 @@ READS: Final[dict[str, tuple[str, ...]]] = {
     # delivery log, redelivery and replay (read back by offset), job progress; Syncro's
     # budget (claims read back) where the API calls Syncro, as the deliverer does; sync
     # profiles and their status
-    "api": (DELIVERIES, ATTEMPTS, JOBS, SYNCRO_SLOTS, SYNC_PROFILES, SYNC_STATUS),
+    "api": (DELIVERIES, ATTEMPTS, JOBS, SYNCRO_SLOTS, SYNC_PROFILES, SYNC_STATUS,
+            SYNC_RUNS),
     # web chat: a visitor's history and live answers
     "ingress": (DELIVERIES,),
     # websocket delivery and its acked cursors
@@ -59,12 +61,13 @@ READS: Final[dict[str, tuple[str, ...]]] = {
     "router": (ACTIVITIES,),
     "deliverer": (DELIVERIES, PARKED, SYNCRO_SLOTS),
     # run requests, the profiles they name, status, pair indexes and watermarks
-    "sync": (SYNC_JOBS, SYNC_PROFILES, SYNC_STATUS, SYNC_PAIRS),
+    "sync": (SYNC_JOBS, SYNC_PROFILES, SYNC_STATUS, SYNC_PAIRS, SYNC_RUNS),
 }
 WRITES: Final[dict[str, tuple[str, ...]]] = {
     # hubs and integrations; redelivered and replayed deliveries; job progress; claims
     # and 429 blocks of Syncro's budget; sync profiles, run requests and their status
-    "api": (REGISTRY, DELIVERIES, JOBS, SYNCRO_SLOTS, SYNC_PROFILES, SYNC_JOBS, SYNC_STATUS),
+    "api": (REGISTRY, DELIVERIES, JOBS, SYNCRO_SLOTS, SYNC_PROFILES, SYNC_JOBS, SYNC_STATUS,
+            SYNC_RUNS),
     # activities from every channel; how far a Syncro ticket's comments were relayed
     # (the conversation's cursor)
     "ingress": (ACTIVITIES, CONVERSATIONS),
@@ -77,7 +80,7 @@ WRITES: Final[dict[str, tuple[str, ...]]] = {
     "deliverer": (PARKED, ATTEMPTS, DEAD, ACTIVITIES, REGISTRY, CONVERSATIONS, SYNCRO_SLOTS),
     # run status and review reports, pairs and watermarks; a profile's refresh token
     # rotated by its provider (Microsoft Graph)
-    "sync": (SYNC_STATUS, SYNC_PAIRS, SYNC_PROFILES),
+    "sync": (SYNC_STATUS, SYNC_PAIRS, SYNC_PROFILES, SYNC_RUNS),
 }
 # Consumer groups (prefixed like the topics; the services' GROUP constants).
 GROUPS: Final[dict[str, tuple[str, ...]]] = {

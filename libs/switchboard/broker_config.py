@@ -190,8 +190,11 @@ def topic_problems(wanted: Mapping[str, Mapping[str, str]], states: Iterable[Top
                             f"{replication.min_insync}")
         policy = want.get("cleanup.policy")
         have = state.configs.get("cleanup.policy")
-        if policy is not None and have is not None and policy not in have.split(","):
-            problems.append(f"topic {state.name}: cleanup.policy {have}, needs {policy}")
+        # `compact,delete` (sync.runs) needs compaction; its retention is a bound, not a
+        # promise, so a table compacted only keeps more, not less.
+        need = "compact" if policy is not None and "compact" in policy.split(",") else policy
+        if need is not None and have is not None and need not in have.split(","):
+            problems.append(f"topic {state.name}: cleanup.policy {have}, needs {need}")
         # Parked lanes wait as long as their destination is disabled: a finite retention
         # would drop held deliveries.
         retention = state.configs.get("retention.ms")

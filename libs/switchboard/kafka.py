@@ -56,6 +56,9 @@ SYNC_PROFILES = "sync.profiles"
 SYNC_STATUS = "sync.status"
 SYNC_PAIRS = "sync.pairs"
 SYNC_JOBS = "sync.jobs"
+# The hub's sync runs, one record per run (key: its job id; switchboard.sync.runs): the
+# history `GET …/syncJobs` lists, which `sync.status` (one record per profile) cannot keep.
+SYNC_RUNS = "sync.runs"
 
 
 def make_admin(settings: Settings) -> AIOKafkaAdminClient:

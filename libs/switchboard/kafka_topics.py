@@ -42,6 +42,7 @@ from switchboard.kafka import (
     SYNC_JOBS,
     SYNC_PAIRS,
     SYNC_PROFILES,
+    SYNC_RUNS,
     SYNC_STATUS,
     SYNCRO_SLOTS,
     make_admin,
@@ -88,7 +89,19 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(SYNC_STATUS), 1, COMPACTED),
         TopicSpec(settings.topic(SYNC_PAIRS), 1, COMPACTED),
         TopicSpec(settings.topic(SYNC_JOBS), n, log),
+        TopicSpec(settings.topic(SYNC_RUNS), 1, sync_runs_config(settings)),
     ]
+
+
+def sync_runs_config(settings: Settings) -> dict[str, str]:
+    """`sync.runs` is a table keyed by run id, and runs never stop coming (a schedule every
+    15 minutes is 35,000 runs a year per profile): compaction alone would keep every run
+    for ever. `jobs` needs no bound (a person starts each job, a few a day); here a run's
+    record is also deleted `SWITCHBOARD_SYNC_RUNS_RETENTION_DAYS` after its last write
+    (`compact,delete`), so a restarted process lists that much history."""
+    days = settings.sync_runs_retention_days
+    return {**COMPACTED, "cleanup.policy": "compact,delete",
+            "retention.ms": str(int(days * 24 * 3600 * 1000))}
 
 
 def slots_retention_ms(settings: Settings) -> int:

@@ -63,7 +63,7 @@ _ABSENT = b"\xff\xff\xff\xff"  # a length no field can have: "no key" / tombston
 VERIFIED_KINDS: Final = frozenset({
     "registry", "conversations", "activities", "deliveries", "deliveries.parked", "jobs",
     "stream-cursors", "syncro.slots", "sync.profiles", "sync.status", "sync.pairs",
-    "sync.jobs",
+    "sync.jobs", "sync.runs",
 })
 
 MAC_MODES: Final = ("enforce", "accept-unsigned")

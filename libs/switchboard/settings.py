@@ -181,6 +181,9 @@ class Settings(Struct, frozen=True, kw_only=True):
     # at most (in order, while they fit; the rest skipped and counted). Graph's limit for
     # an attachment sent in one request is 3 MB; at most sync.records.ATTACHMENT_CEILING.
     sync_attachment_max_bytes: int = 3 * 1024 * 1024
+    # How long `sync.runs` keeps a run after its last state (the `GET …/syncJobs` history a
+    # restarted process still lists). Set at topic creation (`cleanup.policy=compact,delete`).
+    sync_runs_retention_days: float = 30.0
     # Creates a sync run makes at once (only those a later run could match by e-mail,
     # domain or name: switchboard.sync.ops.alongside); 1 makes every create serial.
     sync_create_concurrency: int = 16

@@ -24,6 +24,7 @@ from switchboard.kafka import (
     STREAM_CURSORS,
     SYNC_PAIRS,
     SYNC_PROFILES,
+    SYNC_RUNS,
     SYNC_STATUS,
     SYNCRO_SLOTS,
 )
@@ -101,10 +102,13 @@ async def test_registry_rebuilds_from_a_compacted_topic(broker: KafkaBroker) -> 
             admin, [s.name for s in topic_specs(settings)])}
         tables = {settings.topic(t) for t in (REGISTRY, CONVERSATIONS, STREAM_CURSORS, JOBS,
                                               SYNC_PROFILES, SYNC_STATUS, SYNC_PAIRS)}
+        runs = settings.topic(SYNC_RUNS)  # a table whose runs expire (30 days by default)
         assert {n for n, t in states.items() if t.configs["cleanup.policy"] == "compact"
                 } == tables
-        assert {t.configs["cleanup.policy"] for n, t in states.items() if n not in tables
-                } == {"delete"}
+        assert states[runs].configs["cleanup.policy"] == "compact,delete"
+        assert states[runs].configs["retention.ms"] == str(30 * 24 * 3600 * 1000)
+        assert {t.configs["cleanup.policy"] for n, t in states.items()
+                if n not in tables and n != runs} == {"delete"}
         assert {(t.replication_factor, t.configs["min.insync.replicas"])
                 for t in states.values()} == {(1, "1")}  # auto on a single broker
         # Logs keep SWITCHBOARD_RETENTION_HOURS; parked lanes never expire (a disabled
@@ -116,7 +120,7 @@ async def test_registry_rebuilds_from_a_compacted_topic(broker: KafkaBroker) -> 
         assert states[slots].configs["retention.ms"] == str(3600 * 1000)
         assert states[slots].configs["message.timestamp.type"] == "LogAppendTime"
         assert {t.configs["retention.ms"] for n, t in states.items()
-                if n not in tables and n not in (parked, slots)} == {str(168 * 3600 * 1000)}
+                if n not in tables and n not in (parked, slots, runs)} == {str(168 * 3600 * 1000)}
         # Only the cleaner's timing is changed here. AlterConfigs replaces a topic's whole
         # set of overrides, so the hub's own cleanup.policy is carried over as it was
         # created: had the hub not made the topic compacted, nothing would be compacted.

@@ -1,7 +1,8 @@
 """The hub's sync runs (`GET /api/v1/hubs/{hubId}/syncJobs`) on a real broker: manual,
 webhook-triggered and failed runs of `testfile` profiles listed newest first with their
 counts, filtered, paged, one by id, walled per hub, and the same list from a second API
-process that reads it from `sync.status` alone."""
+process that reads it from the topics (`sync.runs`; after compaction too:
+test_sync_runs_history)."""
 
 from __future__ import annotations
 

@@ -170,3 +170,26 @@ def test_syncros_budget_needs_the_brokers_clock() -> None:
         "topic p.syncro.slots: message.timestamp.type CreateTime, needs LogAppendTime"]
     ok = [TopicState(slots.name, 1, {"message.timestamp.type": "LogAppendTime"})]
     assert topic_problems(wanted, ok, Replication(1, 1)) == []
+
+
+def test_sync_runs_is_a_table_whose_runs_expire() -> None:
+    from switchboard.kafka import JOBS, SYNC_RUNS
+    from switchboard.kafka_topics import topic_specs
+
+    s = Settings.from_env({"SWITCHBOARD_SYNC_RUNS_RETENTION_DAYS": "7",
+                           "SWITCHBOARD_TOPIC_PREFIX": "p."})
+    specs = {t.name: t for t in topic_specs(s)}
+    runs, jobs = specs["p." + SYNC_RUNS], specs["p." + JOBS]
+    assert runs.partitions == jobs.partitions == 1
+    assert runs.config == {**jobs.config, "cleanup.policy": "compact,delete",
+                           "retention.ms": str(7 * 24 * 3600 * 1000)}
+    default = {t.name: t for t in topic_specs(Settings(topic_prefix="p."))}
+    assert default["p." + SYNC_RUNS].config["retention.ms"] == str(30 * 24 * 3600 * 1000)
+    # Compaction is what the check needs of it; compacted only keeps more, not less.
+    wanted = {"sync.runs": runs.config}
+    for have in ("compact", "compact,delete", "delete,compact"):
+        ok = [TopicState("sync.runs", 1, {"cleanup.policy": have})]
+        assert topic_problems(wanted, ok, Replication(1, 1)) == []
+    bad = [TopicState("sync.runs", 1, {"cleanup.policy": "delete"})]
+    assert topic_problems(wanted, bad, Replication(1, 1)) == [
+        "topic sync.runs: cleanup.policy delete, needs compact"]

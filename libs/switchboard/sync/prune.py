@@ -27,9 +27,11 @@ from switchboard.sync.tables import PairsView, StatusView, report_key, status_ke
 __all__ = ["gone", "pair_tombstones", "status_tombstones"]
 
 
-def gone(live: Collection[str], pairs: PairsView, status: StatusView) -> set[str]:
-    """Profiles with something on `sync.pairs` or `sync.status` and no profile record."""
-    held = pairs.profile_ids() | set(status.status) | set(status.reports)
+def gone(live: Collection[str], pairs: PairsView, status: StatusView,
+         runs: Collection[str] = ()) -> set[str]:
+    """Profiles with something on `sync.pairs`, `sync.status` or (`runs`: the profiles
+    that have runs there) `sync.runs` and no profile record."""
+    held = pairs.profile_ids() | set(status.status) | set(status.reports) | set(runs)
     return {pid for pid in held if pid not in live}
 
 

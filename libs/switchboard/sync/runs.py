@@ -1,4 +1,5 @@
-"""A hub's sync runs, folded from the profiles' status records (`sync.status`); pure.
+"""A hub's sync runs, folded from `sync.runs` (a record per run) and from the profiles'
+status records (`sync.status`); pure.
 
 Every transition of a run is a write of its profile's status (`StatusRecord`): the
 request (`jobId`, with `jobOrigin` / `jobInitial`), the worker taking it and executing it
@@ -6,6 +7,13 @@ request (`jobId`, with `jobOrigin` / `jobInitial`), the worker taking it and exe
 `lastSuccessfulSync` or `errTimestamp` / `errMessage`). Folding those writes in order
 gives each run's history without a store of its own; a run's state only moves forward,
 so a record seen again (a topic read from the beginning) changes nothing.
+
+That is not a history: `sync.status` is compacted to each profile's newest status, so a
+process started later would see only every profile's last run. So each write of a status
+also writes the runs it changed to `sync.runs` (`unsaved`: key the job id, value the
+`Run`; a running run's progress at most every `PROGRESS_EVERY_MS`), a compacted table that
+every API process folds as well (`apply_run`). Both sources meet in one view: a run's
+state only moves forward, so whichever arrives first, the furthest state wins.
 
 Bounded: at most `PER_PROFILE` runs per profile and `KEPT` in all, the oldest forgotten
 first; a profile's delete (its status tombstone) forgets its runs.
@@ -19,13 +27,14 @@ from collections import OrderedDict
 from collections.abc import Collection
 from typing import Literal
 
+import msgspec
 from msgspec import Struct
 
 from switchboard.names import Vocabulary
 from switchboard.sync.profiles import ModuleCounts, RunOrigin, StatusRecord, status_decoder
 
-__all__ = ["KEPT", "PER_PROFILE", "RUN_STATES", "CursorError", "Run", "RunState", "RunsView",
-           "trigger_of"]
+__all__ = ["KEPT", "PER_PROFILE", "PROGRESS_EVERY_MS", "RUN_STATES", "CursorError", "Run",
+           "RunState", "RunsView", "run_decoder", "run_encoder", "trigger_of"]
 
 RunState = Literal["requested", "queued", "running", "finished", "failed", "skipped"]
 RUN_STATES = Vocabulary(("requested", "queued", "running", "finished", "failed", "skipped"))
@@ -33,6 +42,8 @@ _RANK: dict[str, int] = {"requested": 0, "queued": 1, "running": 2, "finished": 
                          "failed": 3, "skipped": 3}
 PER_PROFILE = 500  # a schedule every 15 minutes: five days of runs
 KEPT = 50_000
+# A running run's progress reaches `sync.runs` at most this often (its status more often).
+PROGRESS_EVERY_MS = 5_000
 # What a user calls who asked: the API is a manual run, a source's notification a webhook.
 _TRIGGERS: dict[str, str] = {"api": "manual", "schedule": "schedule", "webhook": "webhook",
                              "syncro": "webhook"}
@@ -42,7 +53,9 @@ class CursorError(ValueError):
     """A cursor this listing did not make."""
 
 
-class Run(Struct, kw_only=True):
+class Run(Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """A run as it stands; on `sync.runs` (key: its job id) the latest record is the truth."""
+
     job_id: str
     profile_id: str
     hub_id: str
@@ -57,6 +70,11 @@ class Run(Struct, kw_only=True):
     modules: dict[str, ModuleCounts] | None = None
     err_message: str | None = None
     err_svc_id: str | None = None
+    updated_at: int = 0  # when this state was written to `sync.runs` (its status's time)
+
+
+run_encoder = msgspec.json.Encoder()
+run_decoder = msgspec.json.Decoder(Run)
 
 
 def trigger_of(origin: str | None) -> str | None:
@@ -69,6 +87,8 @@ class RunsView:
         self._runs: OrderedDict[str, Run] = OrderedDict()  # by job id, oldest seen first
         self._by_profile: dict[str, OrderedDict[str, Run]] = {}
         self._hub_profiles: dict[str, set[str]] = {}
+        # What `sync.runs` last said of each run this view holds (the job id's record).
+        self._saved: dict[str, Run] = {}
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -81,6 +101,56 @@ class RunsView:
             self._forget_profile(key[len(b"status:"):].decode())
             return
         self.observe(status_decoder.decode(value))
+
+    def apply_run(self, key: bytes | None, value: bytes | None) -> None:
+        """One `sync.runs` record: a run as it stood (a tombstone forgets it)."""
+        if key is None:
+            return
+        job_id = key.decode()
+        if value is None:
+            run = self._runs.get(job_id)
+            if run is not None:
+                self._drop(run)
+            return
+        new = run_decoder.decode(value)
+        if new.job_id != job_id:
+            return
+        old = self._runs.get(job_id)
+        if old is None:
+            self._add(new)
+        elif (_RANK[new.state], new.done) >= (_RANK[old.state], old.done):
+            for field in new.__struct_fields__:  # the same object in every index
+                setattr(old, field, getattr(new, field))
+        self._saved[job_id] = msgspec.structs.replace(new)
+
+    def unsaved(self, s: StatusRecord) -> list[Run]:
+        """The runs status `s` (already observed) names whose state `sync.runs` does not
+        hold yet: to write there. Progress alone counts every `PROGRESS_EVERY_MS`."""
+        out: list[Run] = []
+        for job_id in dict.fromkeys((s.job_id, s.running_job_id, s.last_job_id)):
+            run = self._runs.get(job_id) if job_id is not None else None
+            if run is None:
+                continue
+            saved = self._saved.get(run.job_id)
+            if saved is not None and saved.state == run.state == "running" \
+                    and s.updated_at - saved.updated_at < PROGRESS_EVERY_MS:
+                continue
+            if saved is None or msgspec.structs.replace(saved, updated_at=0) \
+                    != msgspec.structs.replace(run, updated_at=0):
+                out.append(msgspec.structs.replace(run, updated_at=s.updated_at))
+        return out
+
+    def mark_saved(self, run: Run) -> None:
+        """`run` (from `unsaved`) is written to `sync.runs`."""
+        if run.job_id in self._runs:
+            self._saved[run.job_id] = run
+
+    def job_ids_of(self, profile_id: str) -> list[str]:
+        """The runs of `profile_id` this view holds (a deleted profile's, to tombstone)."""
+        return list(self._by_profile.get(profile_id, ()))
+
+    def profile_ids(self) -> set[str]:
+        return set(self._by_profile)
 
     def observe(self, s: StatusRecord) -> None:
         """What one status write says about the runs it names."""
@@ -138,12 +208,14 @@ class RunsView:
         run = self._runs.get(job_id)
         if run is not None:
             return run
-        run = Run(job_id=job_id, profile_id=s.profile_id, hub_id=s.hub_id,
-                  requested_at=requested_at)
-        self._runs[job_id] = run
-        runs = self._by_profile.setdefault(s.profile_id, OrderedDict())
-        runs[job_id] = run
-        self._hub_profiles.setdefault(s.hub_id, set()).add(s.profile_id)
+        return self._add(Run(job_id=job_id, profile_id=s.profile_id, hub_id=s.hub_id,
+                             requested_at=requested_at))
+
+    def _add(self, run: Run) -> Run:
+        self._runs[run.job_id] = run
+        runs = self._by_profile.setdefault(run.profile_id, OrderedDict())
+        runs[run.job_id] = run
+        self._hub_profiles.setdefault(run.hub_id, set()).add(run.profile_id)
         if len(runs) > PER_PROFILE:
             self._drop(next(iter(runs.values())))
         if len(self._runs) > KEPT:
@@ -157,6 +229,7 @@ class RunsView:
 
     def _drop(self, run: Run) -> None:
         self._runs.pop(run.job_id, None)
+        self._saved.pop(run.job_id, None)
         runs = self._by_profile.get(run.profile_id)
         if runs is not None:
             runs.pop(run.job_id, None)
@@ -174,6 +247,7 @@ class RunsView:
         hub_id = next(iter(runs.values())).hub_id
         for job_id in runs:
             self._runs.pop(job_id, None)
+            self._saved.pop(job_id, None)
         pids = self._hub_profiles.get(hub_id, set())
         pids.discard(profile_id)
         if not pids:

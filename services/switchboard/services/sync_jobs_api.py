@@ -1,6 +1,7 @@
 """`/api/v1/hubs/{hubId}/syncJobs`: the hub's sync runs (`switchboard.sync.runs`), newest
 first, and one run by its `jobId` (the one `…/run` answers). Read from what every API
-process already folds from `sync.status`; same walls as the profiles: another hub's run
+process folds from `sync.runs` (a record per run, so a restarted process lists the
+history) and `sync.status`; same walls as the profiles: another hub's run
 answers 404, a signed-up user's token sees the runs of that user's profiles only."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from starlette.routing import Route
 
 from switchboard.delivery_log import PAGE_DEFAULT, PAGE_MAX
 from switchboard.errors import BadRequest, NotFound
+from switchboard.kafka import SYNC_RUNS
 from switchboard.services.http import JSON
 from switchboard.services.sync_signup import SyncCaller
 from switchboard.sync.runs import RUN_STATES, CursorError, Run, trigger_of
@@ -64,6 +66,7 @@ class SyncJobsApi:
 
     async def list(self, request: Request) -> Response:
         caller = await self.parent._caller(request)
+        await self.parent.store.sync(SYNC_RUNS)
         q = request.query_params
         state = q.get("state") or None
         if state is not None:
@@ -86,6 +89,7 @@ class SyncJobsApi:
 
     async def get(self, request: Request) -> Response:
         caller = await self.parent._caller(request)
+        await self.parent.store.sync(SYNC_RUNS)
         run = self.parent.store.runs.get(request.path_params["jobId"])
         if run is None or run.hub_id != caller.hub_id \
                 or run.profile_id not in self._visible(caller):

@@ -1,5 +1,5 @@
-"""The sync tables of one process: `sync.profiles`, `sync.status` and (in the sync worker)
-`sync.pairs`, each followed by a `TableReader` into its view; writes answer once this
+"""The sync tables of one process: `sync.profiles`, `sync.status`, `sync.runs` and (in the
+sync worker) `sync.pairs`, each followed by a `TableReader` into its view; writes answer once this
 process's view has applied them (read-your-writes, like the registry).
 
 A reader starts the first time its table is read (`sync`) or written, and then follows it
@@ -14,6 +14,10 @@ A store that follows `sync.pairs` also prunes what deleted profiles leave there 
 something is written for a profile that no longer exists (a run that was under way), when
 its pairs reader starts (a half-done prune of a worker that stopped), and when asked
 (`prune`, which the worker awaits for a run request of a deleted profile).
+
+Every write of a profile's status also writes the runs it moved to `sync.runs`
+(`switchboard.sync.runs`: the request, queued, started, progress every few seconds, the
+end); the status tombstone of a profile's delete tombstones its runs there too.
 """
 
 from __future__ import annotations
@@ -28,12 +32,19 @@ import msgspec
 from aiokafka import ConsumerRecord
 
 from switchboard.errors import Unavailable
-from switchboard.kafka import SYNC_JOBS, SYNC_PAIRS, SYNC_PROFILES, SYNC_STATUS, TableReader
+from switchboard.kafka import (
+    SYNC_JOBS,
+    SYNC_PAIRS,
+    SYNC_PROFILES,
+    SYNC_RUNS,
+    SYNC_STATUS,
+    TableReader,
+)
 from switchboard.services.runtime import Runtime
 from switchboard.sync.options import Side
-from switchboard.sync.profiles import credentials_context, seal_credentials
+from switchboard.sync.profiles import credentials_context, seal_credentials, status_decoder
 from switchboard.sync.prune import gone, pair_tombstones, status_tombstones
-from switchboard.sync.runs import RunsView
+from switchboard.sync.runs import RunsView, run_encoder
 from switchboard.sync.tables import PairsView, ProfilesView, StatusView
 
 log = logging.getLogger(__name__)
@@ -53,7 +64,7 @@ class SyncStore:
         self.profiles = ProfilesView()
         self.status = StatusView()
         self.pairs = PairsView()
-        self.runs = RunsView()  # the hub's run listing, from the same records as `status`
+        self.runs = RunsView()  # the hub's run listing: `sync.runs` and `sync.status`
         self._readers: dict[str, TableReader] = {}
         self._started: set[str] = set()
         self._starting = asyncio.Lock()
@@ -62,7 +73,8 @@ class SyncStore:
         self._prune_again = False
         self._prune_lock = asyncio.Lock()
         views: list[tuple[str, Callable[[bytes | None, bytes | None], None]]] = [
-            (SYNC_PROFILES, self._apply_profile), (SYNC_STATUS, self._apply_status)]
+            (SYNC_PROFILES, self._apply_profile), (SYNC_STATUS, self._apply_status),
+            (SYNC_RUNS, self.runs.apply_run)]
         for name, apply in views:
             self._readers[name] = TableReader(s, s.topic(name), _applier(apply))
         if pairs:
@@ -124,21 +136,26 @@ class SyncStore:
             return 0
         async with self._prune_lock:
             await self.sync_all()
-            first = gone(self.profiles.profiles, self.pairs, self.status)
+            first = gone(self.profiles.profiles, self.pairs, self.status,
+                         self.runs.profile_ids())
             if not first:
                 return 0
             # The profiles read again, after the pairs and status above: a profile still
             # missing now was deleted (its record always precedes its pairs and status).
             await self.sync_all()
             written = 0
-            for pid in sorted(first & gone(self.profiles.profiles, self.pairs, self.status)):
+            for pid in sorted(first & gone(self.profiles.profiles, self.pairs, self.status,
+                                           self.runs.profile_ids())):
                 pairs = pair_tombstones(pid, self.pairs)
                 status = status_tombstones(pid, self.status)
+                runs = [j.encode() for j in self.runs.job_ids_of(pid)]
                 await self.write_many(SYNC_PAIRS, [(k, None) for k in pairs])
+                await self.write_many(SYNC_RUNS, [(k, None) for k in runs])
                 await self.write_many(SYNC_STATUS, [(k, None) for k in status])
                 log.info("sync: pruned deleted profile %s: %d pair(s) and watermark(s), "
-                         "%d status record(s)", pid, len(pairs), len(status))
-                written += len(pairs) + len(status)
+                         "%d status record(s), %d run(s)", pid, len(pairs), len(status),
+                         len(runs))
+                written += len(pairs) + len(status) + len(runs)
             return written
 
     def _written_for_gone(self, table: str, key: bytes) -> None:
@@ -186,7 +203,8 @@ class SyncStore:
 
     async def sync(self, *tables: str) -> None:
         """Apply everything written to `tables` before this call; by default to
-        `sync.profiles` and `sync.status` (all the API and the webhooks read)."""
+        `sync.profiles` and `sync.status` (all the API and the webhooks read; the run
+        listing also reads `sync.runs`)."""
         timeout = self.runtime.settings.produce_timeout_s
         wanted = tables or (SYNC_PROFILES, SYNC_STATUS)
         try:
@@ -207,6 +225,12 @@ class SyncStore:
         run's end, and every run starts by catching the view up (`sync`); waiting for the
         view too cost a fetch round trip per created record."""
         s = self.runtime.settings
+        status = table == SYNC_STATUS and key.startswith(b"status:")
+        if status and value is None:  # a profile deleted: its runs with it
+            await self.sync(SYNC_RUNS)
+            pid = key[len(b"status:"):].decode()
+            await self.write_many(SYNC_RUNS, [(j.encode(), None)
+                                              for j in self.runs.job_ids_of(pid)])
         try:
             async with asyncio.timeout(s.produce_timeout_s):
                 await self._ensure((table,))
@@ -217,8 +241,32 @@ class SyncStore:
             log.warning("sync table write failed: %r", exc)
             raise Unavailable("broker_unavailable", "the sync tables are unavailable; retry") \
                 from exc
+        if status and value is not None:
+            await self._write_runs(value)
         if value is not None and table in (SYNC_PAIRS, SYNC_STATUS):
             self._written_for_gone(table, key)
+
+    async def _write_runs(self, status: bytes) -> None:
+        """The runs a status write moved, to `sync.runs` (durable, not waited for in the
+        view: `mark_saved`). Its view has the status already (`write` waits for it)."""
+        s = self.runtime.settings
+        runs = self.runs.unsaved(status_decoder.decode(status))
+        if not runs:
+            return
+        try:
+            async with asyncio.timeout(s.produce_timeout_s):
+                await self._ensure((SYNC_RUNS,))
+                sent = [await self.runtime.producer.send(
+                    s.topic(SYNC_RUNS), run_encoder.encode(r), key=r.job_id.encode())
+                    for r in runs]
+                for f in sent:
+                    await f
+        except Exception as exc:
+            log.warning("sync runs write failed: %r", exc)
+            raise Unavailable("broker_unavailable", "the sync tables are unavailable; retry") \
+                from exc
+        for r in runs:
+            self.runs.mark_saved(r)
 
     async def write_many(self, table: str, items: list[tuple[bytes, bytes | None]]) -> None:
         """Write table records durably (in order, pipelined) and wait until this process's

@@ -29,6 +29,7 @@ from switchboard.kafka import (
     JOBS,
     STREAM_CURSORS,
     SYNC_PAIRS,
+    SYNC_RUNS,
     SYNC_STATUS,
     make_consumer,
 )
@@ -39,7 +40,7 @@ from switchboard.settings import Settings
 
 __all__ = ["TABLES", "TableReport", "Transform", "resign_table", "resign_tables"]
 
-TABLES = (CONVERSATIONS, JOBS, STREAM_CURSORS, SYNC_STATUS, SYNC_PAIRS)
+TABLES = (CONVERSATIONS, JOBS, STREAM_CURSORS, SYNC_STATUS, SYNC_PAIRS, SYNC_RUNS)
 _IDLE_MS = 500
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
