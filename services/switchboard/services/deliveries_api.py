@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, cast, get_args
 
@@ -17,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from switchboard import names
+from switchboard import clock, names
 from switchboard.delivery_log import (
     PAGE_DEFAULT,
     PAGE_MAX,
@@ -222,7 +221,7 @@ class DeliveriesApi:
         principal, view = await self.api._session(request)
         rec = self.api._own_integration(principal, view, request.path_params["integrationId"])
         body: ReplayRequest = await self.api._body(request, ReplayRequest)
-        until = body.until if body.until is not None else int(time.time() * 1000)
+        until = body.until if body.until is not None else clock.now_ms()
         if until < body.since:
             raise BadRequest("invalid_window", "until must not be before since", "until")
         if until - body.since > MAX_REPLAY_WINDOW_MS:

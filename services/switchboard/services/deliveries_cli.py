@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from switchboard import clock
 from switchboard.progress import Progress
 from switchboard.services.cli_api import add_connection_args, call, run, table, utc
 
@@ -22,7 +23,7 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def parse_time(value: str, now_ms: int | None = None) -> int:
     """ms since the epoch from ms digits, an ISO 8601 time (UTC unless it says otherwise)
     or an age such as 90m, 6h, 2d."""
-    now = int(time.time() * 1000) if now_ms is None else now_ms
+    now = clock.now_ms() if now_ms is None else now_ms
     value = value.strip()
     if value.isdigit():
         return int(value)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response
 
+from switchboard import clock
 from switchboard.errors import BadRequest, SwitchboardError, Unavailable
 from switchboard.retry import RetryPolicy
 from switchboard.services.graph_http import GraphServerError, GraphUnavailable
@@ -127,7 +128,7 @@ class GraphLifecycle:
                 resubscribe = True  # gone already: made again below
         if resubscribe:
             await self._retried(pid, "subscribe", lambda: subscribe(
-                self.runtime, rec, rotate, int(time.time() * 1000)))
+                self.runtime, rec, rotate, clock.now_ms()))
         if plan.run:
             outs = await self._retried(pid, "run", functools.partial(
                 trigger, self.runtime, self.store, [rec], "webhook"))

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
+from switchboard import clock
 from switchboard.conversations import CONVERSATION_CLOSED, ConversationRecord, reopened_by
 from switchboard.greetings import start_deliveries
 from switchboard.kafka import (
@@ -243,7 +244,7 @@ class Router:
             try:
                 assert self._consumer is not None
                 ours = {tp.partition for tp in self._consumer.assignment()}
-                for conv in store.inactive(int(time.time() * 1000)):
+                for conv in store.inactive(clock.now_ms()):
                     key = conv.conversation_id.encode()
                     if await self.runtime.activities_partition(key) in ours:
                         await store.end(conv.conversation_id)
@@ -303,7 +304,7 @@ class Router:
             view = await self.runtime.registry.sync()
             if activity.hub_id not in view.hubs:
                 return []
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
         futures: list[asyncio.Future[object]] = []
         conversation = self.runtime.conversations.get(activity.conversation_id)
         if not conversation_allowed(activity, conversation):
@@ -366,7 +367,7 @@ class Router:
         """Keep an activity the router gives up on, as it was, on `activities.dead`."""
         value = _encoder.encode(DeadActivity(
             value=base64.b64encode(rec.value or b"").decode(), reason=reason,
-            partition=tp.partition, offset=rec.offset, dead_at=int(time.time() * 1000)))
+            partition=tp.partition, offset=rec.offset, dead_at=clock.now_ms()))
         fut: asyncio.Future[object] = await self.runtime.producer.send(
             self._dead_topic, value, key=rec.key)
         return fut

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import msgspec
 from aiokafka import ConsumerRecord
 
+from switchboard import clock
 from switchboard.kafka import STREAM_CURSORS, TableReader
 from switchboard.services.runtime import Runtime
 from switchboard.services.stream_protocol import (
@@ -69,7 +69,7 @@ class AckTable:
     async def persist(self, integration_id: str, cursor: Cursor) -> bool:
         """Write `cursor` as the integration's last ack; False if it could not be written
         (not fatal: an unpersisted ack only means those deliveries may be sent again)."""
-        value = encoder.encode(StoredCursor(cursor=str(cursor), acked_at=int(time.time() * 1000)))
+        value = encoder.encode(StoredCursor(cursor=str(cursor), acked_at=clock.now_ms()))
         try:
             async with asyncio.timeout(self._settings.produce_timeout_s):
                 await self._runtime.producer.send_and_wait(

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from weakref import WeakValueDictionary
 
 import msgspec
 
+from switchboard import clock
 from switchboard.errors import SwitchboardError
 from switchboard.ids import new_id
 from switchboard.kafka import SYNC_STATUS
@@ -58,7 +58,7 @@ async def request_run(runtime: Runtime, store: SyncStore, rec: ProfileRecord, *,
     async with _lock(rec.profile_id):
         old = store.status.status.get(rec.profile_id) or StatusRecord(
             profile_id=rec.profile_id, hub_id=rec.hub_id)
-        now = int(time.time() * 1000)
+        now = clock.now_ms()
         # A request that never reached a worker (its process died between the status and
         # the request) must not swallow triggers for ever.
         if coalesce and old.pending() and now - (old.last_request or 0) < PENDING_STALE_MS:

@@ -22,11 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from aiokafka.partitioner import murmur2
 
+from switchboard import clock
 from switchboard.errors import SwitchboardError
 from switchboard.ids import stable_id
 from switchboard.kafka import SYNC_PROFILES, SYNC_STATUS
@@ -79,7 +79,7 @@ class Scheduler:
         while True:
             await asyncio.sleep(self.tick_s)
             try:
-                await self.tick(int(time.time() * 1000))
+                await self.tick(clock.now_ms())
             except asyncio.CancelledError:
                 raise
             except SwitchboardError as exc:

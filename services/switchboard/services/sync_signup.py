@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from weakref import WeakValueDictionary
@@ -30,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from switchboard import clock
 from switchboard.errors import NotFound, Unauthorized
 from switchboard.ids import new_id
 from switchboard.kafka import SYNC_PROFILES
@@ -128,7 +128,7 @@ class SignupApi:
                                                                                 SignupApp)
         for tid in body.template_ids:
             self.profiles.templates.template(hub_id, tid)  # 404 naming none of another hub
-        now = int(time.time() * 1000)
+        now = clock.now_ms()
         app = self.store.profiles.app_of_hub(hub_id)
         secret = None
         if app is None or body.regenerate_secret:
@@ -159,7 +159,7 @@ class SignupApi:
         async with lock:
             await self.store.sync()
             old = self.store.profiles.users.get(key)
-            now = int(time.time() * 1000)
+            now = clock.now_ms()
             check_signup(body, secret, now_ms=now,
                          window_ms=int(self.runtime.settings.sync_signup_window_s * 1000),
                          last_ts=old.last_signup_ts if old is not None else None)

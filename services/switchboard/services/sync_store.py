@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Collection
 from weakref import WeakKeyDictionary
 
 import msgspec
 from aiokafka import ConsumerRecord
 
+from switchboard import clock
 from switchboard.errors import Unavailable
 from switchboard.kafka import (
     SYNC_JOBS,
@@ -306,7 +306,7 @@ class SyncStore:
         creds = {k: v for k, v in spec.credentials.items() if k not in drop}
         creds.update(seal_credentials(sealer, profile_id, side, {name: new}))
         fresh = msgspec.structs.replace(spec, credentials=creds)
-        rec = msgspec.structs.replace(rec, updated_at=int(time.time() * 1000), **{side: fresh})
+        rec = msgspec.structs.replace(rec, updated_at=clock.now_ms(), **{side: fresh})
         await self.write(SYNC_PROFILES, profile_id.encode(), _enc.encode(rec))
         log.info("sync %s: %s credential %s rotated by the provider, stored", profile_id,
                  side, name)

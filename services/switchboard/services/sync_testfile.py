@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from switchboard import clock
 from switchboard.services.sync_connectors import ConnectorContext
 from switchboard.sync.connector import Capability, Page, User
 from switchboard.sync.errors import AuthFailed, RateLimited, RecordNotFound, Unsupported
@@ -86,7 +86,7 @@ class TestFileSide:
 
     def _tick(self, db: sqlite3.Connection) -> int:
         row = db.execute("SELECT value FROM meta WHERE key='clock'").fetchone()
-        now = max(int(time.time() * 1000), (int(row[0]) + 1) if row else 0)
+        now = max(clock.now_ms(), (int(row[0]) + 1) if row else 0)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('clock', ?)", (str(now),))
         return now
 

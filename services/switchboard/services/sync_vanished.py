@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from typing import TYPE_CHECKING
 
+from switchboard import clock
 from switchboard.services.channels.syncro_connector import SyncroConnector
 from switchboard.sync.options import Side
 from switchboard.sync.records import Kind, Record
@@ -54,7 +54,7 @@ async def check_paired(runner: Runner, kind: Kind, side: Side, conn: object
     `conn.delta_links` when every paired id got a verdict."""
     if not isinstance(conn, SyncroConnector) or kind not in _MODULES:
         return []
-    now = int(time.time() * 1000)
+    now = clock.now_ms()
     every = runner.store.runtime.settings.sync_syncro_check_interval_s
     if not due(conn.delta_links, now, every, runner.job.initial):
         return []

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from switchboard import clock
 from switchboard.channels import ChannelConfig, MessengerConfig
 from switchboard.errors import BadRequest, Conflict, Unavailable
 from switchboard.model import Activity, ChannelId, Delivery
@@ -218,7 +219,7 @@ class MessengerPlugin(ChannelPlugin):
             request.headers.get(messenger_verification.SIGNATURE_HEADER), body, candidates)
         verified(request)
         events, skipped = messenger_events.parse_webhook(body)
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
         by_conversation: dict[str, list[Activity]] = {}
         for ev in events:
             rec = view.by_external_id(self.channel, ev.page_id)

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from switchboard import clock
 from switchboard.channels import ChannelConfig, SlackConfig
 from switchboard.conversations import ConversationRecord
 from switchboard.errors import BadRequest, Conflict, SwitchboardError, Unavailable
@@ -176,7 +177,7 @@ class SlackPlugin(ChannelPlugin):
         activities = slack_events.reply_activities(
             hub_id=rec.hub_id, integration_id=rec.integration_id,
             conversation_id=conversation.conversation_id, env=env, event=event,
-            now_ms=int(time.time() * 1000))
+            now_ms=clock.now_ms())
         for activity in activities:
             # Acked means durable: Slack hears 200 only once every part is on Kafka.
             await self.runtime.publish(activity)
@@ -282,7 +283,7 @@ class SlackSender:
         await store.put(ConversationRecord(
             conversation_id=delivery.conversation_id, hub_id=delivery.hub_id,
             customer_integration_id=activity.integration_id, customer_id=activity.sender.id,
-            created_at=int(time.time() * 1000), threads={dest_id: thread}))
+            created_at=clock.now_ms(), threads={dest_id: thread}))
 
     async def _post(self, token: str, payload: dict[str, object]) -> slack_posts.PostResult:
         url = f"{self.runtime.settings.slack_api_url.rstrip('/')}/chat.postMessage"

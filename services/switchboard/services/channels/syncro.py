@@ -12,13 +12,13 @@
 from __future__ import annotations
 
 import secrets
-import time
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from switchboard import clock
 from switchboard import inbound as inbound_checks
 from switchboard.channels import ChannelConfig, SyncroConfig
 from switchboard.errors import Unauthorized
@@ -104,7 +104,7 @@ class SyncroPlugin(ChannelPlugin):
         inbound_checks.check_json_content_type(request.headers.get("content-type"))
         body = await read_body(request, self.runtime.settings.max_body_bytes)
         hook = syncro_webhooks.parse_webhook(body)
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
         activity = syncro_webhooks.normalize(
             hook, hub_id=rec.hub_id, integration_id=rec.integration_id,
             subdomain=cfg.subdomain, now_ms=now_ms)

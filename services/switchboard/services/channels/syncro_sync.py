@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from typing import Any
 
 import msgspec
 
+from switchboard import clock
 from switchboard.channels import SyncroConfig
 from switchboard.conversations import ConversationRecord
 from switchboard.errors import BadRequest, SwitchboardError, Unavailable
@@ -124,7 +124,7 @@ class SyncroSender:
         self._tried.move_to_end(did)
         while len(self._tried) > _TRIED_SIZE:
             self._tried.popitem(last=False)
-        return seen or int(time.time() * 1000) - delivery.created_at > _FRESH_MS
+        return seen or clock.now_ms() - delivery.created_at > _FRESH_MS
 
     async def _open(self, delivery: Delivery, destination: IntegrationRecord, token: str,
                     conv: ConversationRecord, retried: bool) -> None:
@@ -171,7 +171,7 @@ class SyncroSender:
         # A technician may have answered while this delivery was being retried (its
         # webhook found no conversation yet): what the ticket shows now goes out.
         await self.tickets.relay(destination, linked, ticket, tid, resolved=False,
-                                 now_ms=int(time.time() * 1000))
+                                 now_ms=clock.now_ms())
 
     async def _customer(self, cfg: SyncroConfig, token: str, delivery: Delivery
                         ) -> dict[str, Any]:

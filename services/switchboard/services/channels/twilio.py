@@ -19,6 +19,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from switchboard import clock
 from switchboard.channels import ChannelConfig, TwilioSmsConfig
 from switchboard.errors import BadRequest, Conflict, Unavailable, UnsupportedMediaType
 from switchboard.model import ChannelId, Delivery
@@ -150,7 +151,7 @@ class TwilioPlugin(ChannelPlugin):
         activities = twilio_webhooks.normalize(
             params, hub_id=rec.hub_id, integration_id=rec.integration_id,
             query=twilio_signature.parse_form(query.encode("latin-1")),
-            now_ms=int(time.time() * 1000))
+            now_ms=clock.now_ms())
         # In order, each durable before the next (they share the conversation's partition).
         for activity in activities:
             await self.runtime.publish(activity)

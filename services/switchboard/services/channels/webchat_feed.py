@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from starlette.websockets import WebSocket
 
+from switchboard import clock
 from switchboard.errors import Unavailable
 from switchboard.kafka import make_consumer, stop_consuming
 from switchboard.model import Delivery, delivery_decoder
@@ -263,7 +264,7 @@ class History:
         if conv is None:
             return None  # no message yet, so no delivery either
         since = max(conv.created_at - CLOCK_SKEW_MS,
-                    int(time.time() * 1000) - HISTORY_WINDOW_MS)
+                    clock.now_ms() - HISTORY_WINDOW_MS)
         return await self._offset_for_time(tp, since, stop)
 
     async def _cursor_names_ours(self, v: Visitor, tp: TopicPartition, cursor: Cursor

@@ -42,7 +42,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from switchboard import supervision
+from switchboard import clock, supervision
 from switchboard.ids import customer_conversation_id
 from switchboard.kafka import DELIVERIES
 from switchboard.providers import webchat as wc
@@ -174,7 +174,7 @@ class WebChatGateway:
 
     async def _serve(self, v: Visitor) -> None:
         hello = await self._io.hello(v)
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
         resumed = hello.session is not None
         if hello.session is not None:
             session = wc.open_session(

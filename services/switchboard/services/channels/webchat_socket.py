@@ -15,6 +15,7 @@ import time
 
 from starlette.websockets import WebSocketDisconnect
 
+from switchboard import clock
 from switchboard.errors import Unavailable
 from switchboard.providers import webchat as wc
 from switchboard.services.channels.webchat_admission import refusal
@@ -149,7 +150,7 @@ class VisitorIO:
                                  id=frame.id)
         activity = wc.normalize_message(
             hub_id=rec.hub_id, integration_id=v.integration_id, visitor_id=v.visitor_id,
-            name=v.name, frame=frame, now_ms=int(time.time() * 1000))
+            name=v.name, frame=frame, now_ms=clock.now_ms())
         try:
             await self._runtime.publish(activity)
         except Unavailable:
