@@ -54,6 +54,7 @@ async def test_contacts_are_filed_under_one_account_per_company(setup: Setup) ->
     assert people["Ann"]["accountId"] == globex["id"]
     assert people["Ian"]["accountId"] == initech["id"]  # found by name, not made
     assert people["Nia"].get("accountId") is None  # no company: not filed
+    assert done["status"]["modules"]["contacts"]["companies"] == {"found": 1, "created": 1}
 
     # A second contact of the same company: filed under the same account.
     person(s.graph, "Bob", "bob@globex.test", "GLOBEX")
@@ -62,6 +63,7 @@ async def test_contacts_are_filed_under_one_account_per_company(setup: Setup) ->
     assert len(s.platform.live("account")) == 2
     people = {p["firstName"]: p for p in s.platform.live("contact")}
     assert people["Bob"]["accountId"] == globex["id"]
+    assert done["status"]["modules"]["contacts"]["companies"] == {"found": 0, "created": 0}
 
     # A re-run reading everything again writes nothing anywhere.
     before, contacts = len(writes(s.platform)), len(s.graph.live("contacts"))
@@ -78,4 +80,5 @@ async def test_contacts_are_filed_under_one_account_per_company(setup: Setup) ->
     people = {p["firstName"]: p for p in s.platform.live("contact")}
     assert people["Uma"]["companyName"] == "Umbrella"
     assert people["Uma"].get("accountId") is None
+    assert "companies" not in done["status"]["modules"]["contacts"]
     assert {a["name"] for a in s.platform.live("account")} == {"Globex", "Initech"}

@@ -1,5 +1,5 @@
 """Contacts filed under their company's account (pure; the I/O is
-`switchboard.services.sync_companies`).
+`switchboard.services.sync_writes`).
 
 With the contacts module's ``createCompany`` (seed 000's ``contCreateCompany``), a
 contact written to the portal (created, or updated with a new company name) whose
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from msgspec import Struct
+
 from switchboard.sync.email_log import PUBLIC_DOMAINS, domain_of
 from switchboard.sync.matching import match_key
 from switchboard.sync.ops import Create, Op, Update
@@ -24,8 +26,16 @@ from switchboard.sync.options import ModuleOptions, flows
 from switchboard.sync.pairs import Pair, PairIndex, PairSide
 from switchboard.sync.records import Account, Value
 
-__all__ = ["COMPANIES", "Filing", "company_key", "company_pair", "filings", "known",
-           "new_account", "pick"]
+__all__ = ["COMPANIES", "CompanyCounts", "Filing", "company_key", "company_pair", "filings",
+           "known", "new_account", "pick"]
+
+class CompanyCounts(Struct, kw_only=True, rename="camel"):
+    """The accounts a run filed contacts under that the profile did not keep yet (in the
+    contacts module's counts): found on the portal by name or domain, or made there."""
+
+    found: int = 0
+    created: int = 0
+
 
 # The pair-index module under which a profile's companies are kept: kind "account",
 # the portal's account paired with the key "company:<name folded>".

@@ -17,6 +17,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from switchboard.sealer import Sealer
 from switchboard.sync.attachments import AttachmentCounts
+from switchboard.sync.companies import CompanyCounts
 from switchboard.sync.options import ModuleOptions, Side
 from switchboard.sync.records import Kind
 from switchboard.sync.review import Report
@@ -145,6 +146,8 @@ class ModuleCounts(Struct, kw_only=True, rename="camel"):
     skipped: str | None = None  # why the module did not run (e.g. "unsupported")
     # E-mail with fetchAttachments only (absent otherwise, not even null).
     attachments: AttachmentCounts | UnsetType = UNSET
+    # Contacts with createCompany only (absent otherwise).
+    companies: CompanyCounts | UnsetType = UNSET
 
 
 class StatusRecord(Struct, kw_only=True, rename="camel", omit_defaults=True):

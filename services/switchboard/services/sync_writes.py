@@ -26,6 +26,7 @@ from switchboard.kafka import SYNC_PAIRS
 from switchboard.sync.attachments import AttachmentCounts, cap
 from switchboard.sync.companies import (
     COMPANIES,
+    CompanyCounts,
     Filing,
     company_pair,
     filings,
@@ -66,6 +67,7 @@ class WriteHooks:
                                and flows(p.options.direction, "mailbox")
                                and callable(fetch)) else None
         self.attachments = AttachmentCounts()
+        self.company_counts = CompanyCounts()
 
     def _emails(self) -> dict[str, str | None]:
         """The e-mail of each portal contact an update may file (its mailbox partner's)."""
@@ -126,9 +128,12 @@ class WriteHooks:
                 by_domain = await runner.call("portal", functools.partial(
                     portal.accounts_by_domain, filing.domain))
             account = pick(filing, by_name, by_domain)
-            if account is None:
+            if account is not None:
+                self.company_counts.found += 1
+            else:
                 account = await runner.call("portal", functools.partial(
                     portal.create_account, new_account(filing)))
+                self.company_counts.created += 1
             pair = company_pair(filing, account)
             await runner.store.write(SYNC_PAIRS, pair_key(
                 runner.profile.profile_id, COMPANIES, pair), _enc.encode(pair),
@@ -137,11 +142,16 @@ class WriteHooks:
             return account.id
 
     def finish(self) -> None:
-        """The module's counts with the attachments copied and skipped."""
+        """The module's counts with the attachments copied and skipped, and the company
+        accounts found and made."""
         counts = self.runner.counts.get(self.p.module)
-        if self.fetch is not None and counts is not None:
-            self.runner.counts[self.p.module] = msgspec.structs.replace(
-                counts, attachments=self.attachments)
+        if counts is None:
+            return
+        if self.fetch is not None:
+            counts = msgspec.structs.replace(counts, attachments=self.attachments)
+        if self.p.plan.kind == "contact" and self.p.options.create_company:
+            counts = msgspec.structs.replace(counts, companies=self.company_counts)
+        self.runner.counts[self.p.module] = counts
 
 
 def _where(op: Create | Update | Any) -> tuple[str, str]:
