@@ -96,7 +96,7 @@ def skew_check(skew_s: float, uncertainty_s: float, tolerance_s: int, where: str
 
 
 class KeyFindings(Struct, frozen=True, kw_only=True):
-    """What reading the registry with the configured keys showed."""
+    """What reading the registry and `sync.profiles` with the configured keys showed."""
 
     key_ids: tuple[str, ...]  # configured, the sealing one first
     records: int
@@ -124,7 +124,8 @@ def key_check(f: KeyFindings, source: str) -> Check:
         if f.unopened:
             parts.append(f"{f.unopened} of {f.sealed} sealed values do not open")
         if refused:
-            parts.append(f"{refused} of {f.records} registry records fail their MAC")
+            parts.append(f"{refused} of {f.records} records (registry, sync profiles) "
+                         "fail their MAC")
         foreign = (f" (they name key {', '.join(f.foreign_key_ids)})"
                    if f.foreign_key_ids else "")
         return Check("FAIL", "secret key", f"{' and '.join(parts)} with key "
@@ -136,4 +137,5 @@ def key_check(f: KeyFindings, source: str) -> Check:
                      f"key, {f.unsigned} records without a MAC: run `switchboard reseal`, "
                      "then the older keys can go")
     return Check("ok", "secret key", f"key {current} ({source}) opens all {f.sealed} sealed "
-                 f"values, and all {f.records} registry records carry its valid MAC")
+                 f"values, and all {f.records} records of the registry and sync profiles carry "
+                 "its valid MAC")

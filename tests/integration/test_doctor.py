@@ -19,6 +19,8 @@ from aiokafka.admin import NewTopic
 from switchboard.kafka import make_admin
 from switchboard.keys import generate_secret_key_b64, key_id
 from tests.conftest import RunningHub, make_settings
+from tests.integration.test_sync_runs import body as sync_body
+from tests.integration.test_sync_runs import sides as sync_sides
 
 EXE = str(Path(sys.executable).parent / "switchboard")
 
@@ -196,3 +198,23 @@ async def test_a_skewed_clock_is_a_warn_then_a_fail(broker: Any) -> None:
     assert "NTP" in warn_text
     assert "SWITCHBOARD_TIMESTAMP_TOLERANCE_S" in fail_text and code_fail == 1
     assert code_warn == 0  # a warn alone (the other checks: no topics yet is a warn)
+
+
+async def test_the_key_check_opens_the_sync_profiles_too(broker: Any, tmp_path: Path) -> None:
+    h = await RunningHub(make_settings(broker, sync_test_connectors=True), ["api"]).start()
+    try:
+        hub_id, auth = await h.create_hub("doctor-sync")
+        portal, mailbox = sync_sides(tmp_path)
+        r = await h.client.post(f"/api/v1/hubs/{hub_id}/syncProfiles", headers=auth,
+                                json=sync_body(portal, mailbox, modules=("contacts",)))
+        assert r.status_code == 201, r.text
+        target = ("--bootstrap", h.settings.kafka_bootstrap_servers, "--url", h.base_url)
+        code, rows, err = await doctor(h, *target)
+        assert code == 0, (rows, err)
+        # No integration: the profile's token each side and its webhook secret.
+        assert "opens all 3 sealed values" in rows[4][2], rows
+        code, rows, _ = await doctor(h, *target,
+                                     SWITCHBOARD_SECRET_KEY=generate_secret_key_b64())
+        assert code == 1 and "3 of 3 sealed values do not open" in rows[4][2], rows
+    finally:
+        await h.stop()

@@ -71,8 +71,8 @@ def test_secret_key_verdicts_name_the_key_never_show_it() -> None:
                                      "foreign_key_ids": ("bbbbbbbbbbbb",)}),
                       "SWITCHBOARD_SECRET_KEY")
     assert wrong.status == "FAIL"
-    assert "3 of 3 sealed values do not open and 4 of 4 registry records fail their MAC" in \
-        wrong.text
+    assert ("3 of 3 sealed values do not open and 4 of 4 records (registry, sync profiles) "
+            "fail their MAC") in wrong.text
     assert "key aaaaaaaaaaaa from SWITCHBOARD_SECRET_KEY" in wrong.text
     assert "bbbbbbbbbbbb" in wrong.text and "switchboard reseal" in wrong.text
     old = key_check(KeyFindings(**{**base, "old_key_values": 2}), "x")  # type: ignore[arg-type]

@@ -231,6 +231,11 @@ def credentials_context(profile_id: str, side: Side, name: str) -> str:
     return f"sync_profile:{profile_id}:{side}:{name}"
 
 
+def webhook_secret_context(profile_id: str) -> str:
+    """A profile's change-notification secret is bound to the profile."""
+    return f"sync_profile:{profile_id}:webhook_secret"
+
+
 def seal_credentials(sealer: Sealer, profile_id: str, side: Side,
                      plain: dict[str, str], old: dict[str, str] | None = None
                      ) -> dict[str, str]:

@@ -94,6 +94,11 @@ class UserRecord(Struct, kw_only=True, rename="camel", omit_defaults=True):
 
 
 app_decoder = msgspec.json.Decoder(AppRecord)
+
+
+def app_secret_context(app_id: str) -> str:
+    """A signup app's secret is bound to its app."""
+    return f"sync_app:{app_id}:secret"
 user_decoder = msgspec.json.Decoder(UserRecord)
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Literal, get_args
 import msgspec
 from msgspec import Meta, Struct
 
+from switchboard.sync.options import Side
 from switchboard.sync.profiles import ConnectorSpec, Module, ModuleSpec, ProfileRecord
 from switchboard.sync.schedule import Schedule
 
@@ -75,6 +76,11 @@ class TemplateRecord(Struct, kw_only=True, rename="camel", omit_defaults=True):
 
 
 template_decoder = msgspec.json.Decoder(TemplateRecord)
+
+
+def template_credentials_context(template_id: str, side: Side, name: str) -> str:
+    """A template's credential is bound to its template, side and name."""
+    return f"sync_template:{template_id}:{side}:{name}"
 
 
 def locked_in(locked: list[LockedField], *, name: bool = False, portal: bool = False,

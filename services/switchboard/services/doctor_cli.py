@@ -4,8 +4,8 @@ finding (``ok|warn|FAIL  <check>  <what to fix>``), exit 1 when any FAIL.
 Configuration (the environment, as `serve` reads it), the broker (reachable, with the
 configured security, how fast), the hub's topics (present, partitions, compaction and
 retention where the broker keeps configs), the clock (against a running API's Date
-header) and the secret key (does it open what the registry holds). Every network step
-is bounded by ``--timeout``. It reads; it writes nothing anywhere.
+header) and the secret key (does it open what the registry and the sync profiles hold).
+Every network step is bounded by ``--timeout``. It reads; it writes nothing anywhere.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from switchboard.broker_config import (
@@ -37,7 +38,7 @@ from switchboard.doctor import (
     topic_checks,
 )
 from switchboard.errors import ConfigError
-from switchboard.kafka import REGISTRY, make_admin
+from switchboard.kafka import REGISTRY, SYNC_PROFILES, make_admin
 from switchboard.kafka_topics import describe_topics, topic_specs
 from switchboard.record_mac import RecordMac, mac_header
 from switchboard.registry import RegistryView
@@ -52,6 +53,7 @@ from switchboard.services.cli_broker import (
     tool_settings,
 )
 from switchboard.settings import Settings
+from switchboard.sync.sealed import sealed_values as profile_sealed_values
 
 
 def _dev_key_in_memory(settings: Settings, target: Target | None) -> bool:
@@ -171,7 +173,8 @@ def _foreign_kid(value: str) -> str | None:
 
 
 async def check_key(settings: Settings, target: Target, timeout_s: float) -> Check:
-    """Open every sealed value of the registry and check every record's MAC."""
+    """Open every sealed value of the registry and of `sync.profiles` (profiles,
+    templates, signup apps) and check every record's MAC."""
     if _dev_key_in_memory(settings, target):
         return Check("warn", "secret key", "not checked: this `switchboard dev` made its key "
                      "in memory; start it with SWITCHBOARD_SECRET_KEY set to check the key")
@@ -183,40 +186,51 @@ async def check_key(settings: Settings, target: Target, timeout_s: float) -> Che
         mac = RecordMac.from_b64(settings.sealing_keys)
     except ConfigError as exc:
         return Check("FAIL", "secret key", str(exc))
-    try:
-        records = await read_table(settings, settings.topic(REGISTRY), timeout_s)
-    except (KafkaError, OSError, TimeoutError) as exc:
-        return Check("FAIL", "secret key", f"could not read {settings.topic(REGISTRY)} "
-                     f"({exc or type(exc).__name__})")
+    tables: dict[str, list[ConsumerRecord[bytes, bytes]]] = {}
+    for table in (REGISTRY, SYNC_PROFILES):
+        try:
+            tables[table] = await read_table(settings, settings.topic(table), timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            return Check("FAIL", "secret key", f"could not read {settings.topic(table)} "
+                         f"({exc or type(exc).__name__})")
     view = RegistryView()
     macs_bad = unsigned = 0
     foreign: set[str] = set()
-    for rec in records:
-        header = mac_header(rec.headers)
-        why = mac.verify(REGISTRY, rec.key, rec.value, header)
-        if why == "unsigned":
-            unsigned += 1
-        elif why is not None:
-            macs_bad += 1
-            if header is not None and why == "unknown_key":
-                # The header is a version byte, then the signing key's 6-byte id.
-                foreign.add(header[1:7].hex())
-        view.apply(rec.offset, rec.key, rec.value)  # every record: what would open?
+    latest: dict[bytes, bytes | None] = {}  # sync.profiles, the last record of each key
+    for table, records in tables.items():
+        for rec in records:
+            header = mac_header(rec.headers)
+            why = mac.verify(table, rec.key, rec.value, header)
+            if why == "unsigned":
+                unsigned += 1
+            elif why is not None:
+                macs_bad += 1
+                if header is not None and why == "unknown_key":
+                    # The header is a version byte, then the signing key's 6-byte id.
+                    foreign.add(header[1:7].hex())
+            if table == REGISTRY:
+                view.apply(rec.offset, rec.key, rec.value)  # every record: what would open?
+            elif rec.key is not None:
+                latest[rec.key] = rec.value
+    values = [pair for integration in view.integrations.values()
+              for pair in sealed_values(integration)]
+    values += [pair for key, value in latest.items() if value is not None
+               for pair in profile_sealed_values(key, value)]
     sealed = unopened = old = 0
-    for integration in view.integrations.values():
-        for context, value in sealed_values(integration):
-            sealed += 1
-            try:
-                sealer.open(value, context)
-            except UnsealError:
-                unopened += 1
-                kid = _foreign_kid(value)
-                if kid is not None and kid not in sealer.key_ids:
-                    foreign.add(kid)
-                continue
-            if not sealer.is_current(value):
-                old += 1
-    findings = KeyFindings(key_ids=sealer.key_ids, records=len(records), macs_bad=macs_bad,
+    for context, value in values:
+        sealed += 1
+        try:
+            sealer.open(value, context)
+        except UnsealError:
+            unopened += 1
+            kid = _foreign_kid(value)
+            if kid is not None and kid not in sealer.key_ids:
+                foreign.add(kid)
+            continue
+        if not sealer.is_current(value):
+            old += 1
+    findings = KeyFindings(key_ids=sealer.key_ids,
+                           records=sum(len(r) for r in tables.values()), macs_bad=macs_bad,
                            unsigned=unsigned, sealed=sealed, unopened=unopened,
                            foreign_key_ids=tuple(sorted(foreign)), old_key_values=old,
                            enforce=settings.record_mac == "enforce")

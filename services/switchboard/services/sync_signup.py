@@ -43,6 +43,7 @@ from switchboard.sync.signup import (
     SignupApp,
     SignupRequest,
     UserRecord,
+    app_secret_context,
     check_signup,
     new_app_secret,
     new_user_token,
@@ -62,10 +63,6 @@ class SyncCaller(Struct, frozen=True, kw_only=True):
 
     hub_id: str
     owner: str | None = None
-
-
-def _app_context(app_id: str) -> str:
-    return f"sync_app:{app_id}:secret"
 
 
 def _user_token(request: Request) -> str | None:
@@ -134,7 +131,7 @@ class SignupApi:
         if app is None or body.regenerate_secret:
             secret = new_app_secret()
         app_id = app.app_id if app is not None else new_id()
-        sealed = (self.runtime.sealer.seal(secret.encode(), _app_context(app_id))
+        sealed = (self.runtime.sealer.seal(secret.encode(), app_secret_context(app_id))
                   if secret is not None else app.secret if app is not None else "")
         new = AppRecord(app_id=app_id, hub_id=hub_id, secret=sealed,
                         template_ids=list(body.template_ids),
@@ -151,7 +148,7 @@ class SignupApi:
         app = self.store.profiles.apps.get(body.app_id)
         if app is None:
             raise Unauthorized("invalid_app", "unknown appId", "appId")
-        secret = self.runtime.sealer.open(app.secret, _app_context(app.app_id)).decode()
+        secret = self.runtime.sealer.open(app.secret, app_secret_context(app.app_id)).decode()
         key = user_key(app.hub_id, body.comp_ext_id, body.user_ext_id)
         lock = _locks.get(key)
         if lock is None:

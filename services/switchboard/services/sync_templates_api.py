@@ -37,6 +37,7 @@ from switchboard.sync.templates import (
     TemplateUpdate,
     apply_locked,
     locked_in,
+    template_credentials_context,
 )
 
 if TYPE_CHECKING:
@@ -44,10 +45,6 @@ if TYPE_CHECKING:
 
 BASE = "/api/v1/hubs/{hubId}/syncTemplates"
 _enc = msgspec.json.Encoder()
-
-
-def _context(template_id: str, side: Side, name: str) -> str:
-    return f"sync_template:{template_id}:{side}:{name}"
 
 
 def _locked(field: str, template_id: str) -> Conflict:
@@ -93,7 +90,7 @@ class TemplatesApi:
                 if name in keep:
                     creds[name] = keep[name]
                 continue
-            creds[name] = sealer.seal(value.encode(), _context(tid, side, name))
+            creds[name] = sealer.seal(value.encode(), template_credentials_context(tid, side, name))
         return msgspec.structs.replace(spec, credentials=creds)
 
     def side_for(self, tpl: TemplateRecord, side: Side, pid: str,
@@ -101,8 +98,10 @@ class TemplatesApi:
                  ) -> ConnectorSpec:
         """The template's side for profile `pid`: its credentials sealed again for it."""
         spec = tpl.portal if side == "portal" else tpl.mailbox
-        plain = {name: self.runtime.sealer.open(value, _context(tpl.template_id, side, name))
-                 .decode() for name, value in spec.credentials.items()}
+        tid = tpl.template_id
+        plain = {name: self.runtime.sealer.open(
+                     value, template_credentials_context(tid, side, name)).decode()
+                 for name, value in spec.credentials.items()}
         configuration = dict(spec.configuration)
         if configure is not None:
             configuration = configure(configuration)

@@ -32,7 +32,7 @@ from switchboard.services.http import JSON, read_body
 from switchboard.services.runtime import Runtime
 from switchboard.services.sync_requests import request_run
 from switchboard.services.sync_store import SyncStore
-from switchboard.sync.profiles import ProfileRecord, RunOrigin
+from switchboard.sync.profiles import ProfileRecord, RunOrigin, webhook_secret_context
 from switchboard.webhooks import Verifier
 
 if TYPE_CHECKING:
@@ -45,10 +45,6 @@ _USING: WeakSet[Runtime] = WeakSet()
 
 def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-def _context(profile_id: str) -> str:
-    return f"sync_profile:{profile_id}:webhook_secret"
 
 
 def syncro_profiles(profiles: list[ProfileRecord], integration_id: str,
@@ -110,7 +106,7 @@ class WebhooksApi:
         return self.runtime.settings.public_url.rstrip("/") + HOOK.format(profileId=profile_id)
 
     def seal(self, profile_id: str, secret: str) -> str:
-        return self.runtime.sealer.seal(secret.encode(), _context(profile_id))
+        return self.runtime.sealer.seal(secret.encode(), webhook_secret_context(profile_id))
 
     async def notify(self, request: Request) -> Response:
         await self.store.sync()
@@ -119,7 +115,8 @@ class WebhooksApi:
                 or rec.hub_id not in self.runtime.registry.view.hubs):
             raise NotFound("sync_profile_not_found", "no such sync profile")
         body = await read_body(request, self.runtime.settings.max_body_bytes)
-        secret = self.runtime.sealer.open(rec.webhook_secret, _context(rec.profile_id))
+        secret = self.runtime.sealer.open(rec.webhook_secret,
+                                          webhook_secret_context(rec.profile_id))
         Verifier(hmac_secrets=[secret.decode()]).verify(
             {k.lower(): v for k, v in request.headers.items()}, body, now=int(time.time()))
         if not rec.connected:
