@@ -64,21 +64,28 @@ async def until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> A
     return got
 
 
-async def test_a_contact_made_in_outlook_reaches_the_platform_by_notification(
-        setup: Setup) -> None:
-    s, c = setup, setup.hub.client
+async def notified_profile(s: Setup, *modules: str) -> tuple[str, dict[str, str], str]:
+    """A hub and a profile between the platform (user ``ptok``) and the Graph mailbox with
+    change notifications on and `modules` both ways, out of review: hub id, auth, profile
+    id."""
     hub_id, auth = await s.hub.create_hub("graph")
     s.platform.add_user("ptok", email="pat@platform.test")
-    r = await c.post(f"/api/v1/hubs/{hub_id}/syncProfiles", headers=auth, json={
+    r = await s.hub.client.post(f"/api/v1/hubs/{hub_id}/syncProfiles", headers=auth, json={
         "name": "outlook",
         "portal": {"kind": "platform", "configuration": {"instanceUrl": s.platform.url},
                    "credentials": {"accessToken": "ptok"}},
         "mailbox": {"kind": "graph", "configuration": {"changeNotifications": True},
                     "credentials": {"accessToken": s.graph.token}},
-        "modules": {"contacts": {"options": {"direction": "BOTH"}, "needReview": False},
-                    "tasks": {"options": {"direction": "BOTH"}, "needReview": False}}})
+        "modules": {m: {"options": {"direction": "BOTH"}, "needReview": False}
+                    for m in modules}})
     assert r.status_code == 201, r.text
-    pid = r.json()["profileId"]
+    return hub_id, auth, str(r.json()["profileId"])
+
+
+async def test_a_contact_made_in_outlook_reaches_the_platform_by_notification(
+        setup: Setup) -> None:
+    s, c = setup, setup.hub.client
+    hub_id, auth, pid = await notified_profile(s, "contacts", "tasks")
     url = f"/api/v1/hubs/{hub_id}/syncProfiles/{pid}"
     hook = f"/api/v1/sync/graph/notifications/{pid}"
     done = await run_and_wait(c, url, auth, initial=True)
@@ -138,17 +145,7 @@ async def test_a_contact_made_in_outlook_reaches_the_platform_by_notification(
 
 async def test_lifecycle_notifications(setup: Setup) -> None:
     s, c = setup, setup.hub.client
-    hub_id, auth = await s.hub.create_hub("graph")
-    s.platform.add_user("ptok", email="pat@platform.test")
-    r = await c.post(f"/api/v1/hubs/{hub_id}/syncProfiles", headers=auth, json={
-        "name": "outlook",
-        "portal": {"kind": "platform", "configuration": {"instanceUrl": s.platform.url},
-                   "credentials": {"accessToken": "ptok"}},
-        "mailbox": {"kind": "graph", "configuration": {"changeNotifications": True},
-                    "credentials": {"accessToken": s.graph.token}},
-        "modules": {"contacts": {"options": {"direction": "BOTH"}, "needReview": False}}})
-    assert r.status_code == 201, r.text
-    pid = r.json()["profileId"]
+    hub_id, auth, pid = await notified_profile(s, "contacts")
     url = f"/api/v1/hubs/{hub_id}/syncProfiles/{pid}"
     hook = f"/api/v1/sync/graph/lifecycle/{pid}"
     done = await run_and_wait(c, url, auth, initial=True)
@@ -232,17 +229,8 @@ async def until_async(what: str, get: Callable[[], Awaitable[Any]],
 
 async def test_lifecycle_work_is_retried_when_graph_fails(setup: Setup) -> None:
     s, c = setup, setup.hub.client
-    hub_id, auth = await s.hub.create_hub("graph")
-    s.platform.add_user("ptok", email="pat@platform.test")
-    r = await c.post(f"/api/v1/hubs/{hub_id}/syncProfiles", headers=auth, json={
-        "name": "outlook",
-        "portal": {"kind": "platform", "configuration": {"instanceUrl": s.platform.url},
-                   "credentials": {"accessToken": "ptok"}},
-        "mailbox": {"kind": "graph", "configuration": {"changeNotifications": True},
-                    "credentials": {"accessToken": s.graph.token}},
-        "modules": {"contacts": {"options": {"direction": "BOTH"}, "needReview": False}}})
-    assert r.status_code == 201, r.text
-    url = f"/api/v1/hubs/{hub_id}/syncProfiles/{r.json()['profileId']}"
+    hub_id, auth, pid = await notified_profile(s, "contacts")
+    url = f"/api/v1/hubs/{hub_id}/syncProfiles/{pid}"
     done = await run_and_wait(c, url, auth, initial=True)
     assert done["status"].get("errMessage") is None, done["status"]
     subs, graph = s.graph.subs, s.graph
