@@ -24,7 +24,7 @@ from switchboard.broker_config import (
     kafka_kwargs,
 )
 from switchboard.errors import ConfigError
-from switchboard.pacing import Pacer, WakingProducer
+from switchboard.pacing import Pacer, RebalanceWaker, WakingProducer
 from switchboard.record_mac import guard_for
 from switchboard.settings import Settings
 from switchboard.supervision import supervised
@@ -126,7 +126,7 @@ async def start_group_consumer(
     a failed one.
 
     `listener` is built for the consumer, since the first assignment may arrive before
-    this function returns it.
+    this function returns it; each assignment also wakes the consumer's `Pacer`.
     """
 
     consumer: AIOKafkaConsumer | None = None
@@ -135,7 +135,7 @@ async def start_group_consumer(
     async def attempt() -> None:
         nonlocal consumer
         candidate = make_consumer(settings, group_id=settings.topic_prefix + group, **overrides)
-        candidate.subscribe(topics, listener=listener(candidate))
+        candidate.subscribe(topics, listener=RebalanceWaker(candidate, listener(candidate)))
         try:
             await candidate.start()
         except BaseException:

@@ -5,7 +5,11 @@ a short wait (`fetch_wait_ms`, 10 ms): right under load, but idle it means 50 fe
 a second per consumer, for nothing. A `Pacer` pauses its consumer's partitions after a
 few empty polls and then looks only every `fetch_idle_poll_ms`, or at once when woken:
 a producer of this process that writes to a topic wakes every pacer reading it as soon
-as the write is durable, and a reader that is asked to catch up wakes itself.
+as the write is durable, and a reader that is asked to catch up wakes itself. A group
+consumer's rebalance wakes its pacer too (`RebalanceWaker`): the partitions it takes over
+may hold what another process wrote, and no wake-up crosses processes; it counts as busy
+again, so it does not pause them before their first fetch (which waits for the committed
+offsets) had time to answer.
 
 On Apache Kafka consumers are never paused: there the processes of a deployment are
 separate, so a paused consumer would hear of new records only at its next look, and idle
@@ -18,17 +22,18 @@ import asyncio
 import contextlib
 import functools
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.structs import TopicPartition
 
 from switchboard.record_mac import RecordGuard
 from switchboard.settings import Settings
 
-__all__ = ["WAKEUPS", "Pacer", "WakingProducer"]
+__all__ = ["WAKEUPS", "Pacer", "RebalanceWaker", "WakingProducer"]
 
 # Seconds without a record before a consumer counts as idle.
 IDLE_AFTER_S = 1.0
@@ -56,6 +61,26 @@ class _Wakeups:
 
 
 WAKEUPS = _Wakeups()
+# Consumer → its pacer, for `RebalanceWaker` (weak: a stopped consumer is forgotten).
+_PACERS: weakref.WeakKeyDictionary[AIOKafkaConsumer, Pacer] = weakref.WeakKeyDictionary()
+
+
+class RebalanceWaker(ConsumerRebalanceListener):  # type: ignore[misc]
+    """`listener`, and then a wake-up for `consumer`'s pacer once partitions are assigned."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, listener: ConsumerRebalanceListener
+                 ) -> None:
+        self._consumer = consumer
+        self._listener = listener
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._listener.on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self._listener.on_partitions_assigned(assigned)
+        pacer = _PACERS.get(self._consumer)
+        if pacer is not None:
+            pacer.rebalanced()
 
 
 class WakingProducer(AIOKafkaProducer):  # type: ignore[misc]
@@ -107,6 +132,7 @@ class Pacer:
         self._woken = asyncio.Event()
         for topic in self._topics:
             WAKEUPS.add(topic, self)
+        _PACERS[consumer] = self
 
     @property
     def idle(self) -> bool:
@@ -115,9 +141,16 @@ class Pacer:
     def wake(self) -> None:
         self._woken.set()
 
+    def rebalanced(self) -> None:
+        """Partitions were assigned: look now, and count as busy for a while."""
+        self._last_data = time.monotonic()
+        self._woken.set()
+
     def close(self) -> None:
         for topic in self._topics:
             WAKEUPS.discard(topic, self)
+        if _PACERS.get(self._consumer) is self:
+            del _PACERS[self._consumer]
 
     async def getmany(self, *partitions: TopicPartition, timeout_ms: int,
                       max_records: int | None = None) -> Batch:

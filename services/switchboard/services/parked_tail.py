@@ -10,12 +10,14 @@ until it has folded parked p up to its end, so it holds `deliveries` p paused un
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
 
 from switchboard.parking import LaneKey, ParkedDelivery, ParkedLane, parked_decoder
 from switchboard.services.delivery_attempts import Attempter
@@ -26,8 +28,10 @@ __all__ = ["ParkedTail"]
 # Logged as the deliverer, like its other parts: one logger to follow a deliverer by.
 log = logging.getLogger("switchboard.services.deliverer")
 
-# An end offset no parked partition reaches: held until the fold learns the real end.
-_UNKNOWN_END = 1 << 62
+# Pauses between attempts to read a new partition's parked offsets (a broker blip, often
+# the rebalance itself, should not hold the partition until the next rebalance).
+OFFSETS_RETRY_S = (0.2, 0.5, 1.0, 2.0)
+
 
 
 class ParkedTail:
@@ -50,17 +54,28 @@ class ParkedTail:
 
     async def hold(self, consumer: AIOKafkaConsumer, new: Sequence[Partition]) -> None:
         """Hold new work of each newly assigned partition until its parked lanes are known."""
-        try:
-            ends = await consumer.end_offsets([p.parked_tp for p in new])
-            committed = {p.parked_tp: await consumer.committed(p.parked_tp) for p in new}
-        except KafkaError as exc:
-            log.warning("deliverer: cannot read parked offsets (%r); holding partitions", exc)
-            ends, committed = {p.parked_tp: _UNKNOWN_END for p in new}, {}
+        tps = [p.parked_tp for p in new]
+        ends: dict[TopicPartition, int] | None = None
+        committed: dict[TopicPartition, int | None] = {}
+        for delay in (*OFFSETS_RETRY_S, None):
+            try:
+                ends = await consumer.end_offsets(tps)
+                committed = {tp: await consumer.committed(tp) for tp in tps}
+                break
+            except KafkaError as exc:
+                if delay is None:
+                    # Held until a fetch of the parked partition says where its end is
+                    # (its high watermark, see check_caught_up).
+                    log.warning("deliverer: cannot read parked offsets (%r); holding "
+                                "partitions", exc)
+                    ends = None
+                    break
+                await asyncio.sleep(delay)
         for part in new:
-            end = int(ends.get(part.parked_tp, 0))
             start = committed.get(part.parked_tp) or 0
             part.parked_position = start
-            if end > start:
+            end = start if ends is None else int(ends.get(part.parked_tp, 0))
+            if ends is None or end > start:
                 part.catching_up = end
                 consumer.pause(part.tp)
                 part.paused = True
