@@ -106,6 +106,7 @@ class FakeSyncro:
             Route("/{sub}/api/v1/tickets/{id:int}/comment", self._comment, methods=["POST"]),
             *records_routes(self),
         ])
+        self.app = app
         self._http = LoopbackServer(app, self.port)
 
     def api_url(self) -> str:
