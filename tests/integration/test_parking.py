@@ -107,9 +107,9 @@ async def test_an_outage_parks_lanes_and_loses_nothing(broker: Any, endpoint: En
         await endpoint.wait_for(fine, 1)
         await until(lambda: d.parked, 10, expect=8)
         # The main partition's commit point moved past every parked record: nothing of
-        # it waits in memory, and the healthy destination was not held up.
+        # it waits in memory, and the healthy destination was not held up. (A send may
+        # be on the wire: a parked head's retry, due every second.)
         await until(lambda: h.committed(0), 10, expect={0: 9})
-        assert d.in_flight == 0
         assert all(x.status == 503 for x in endpoint.at(down))
 
         switch.on = True

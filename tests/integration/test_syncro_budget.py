@@ -49,7 +49,7 @@ async def fake() -> AsyncIterator[FakeSyncro]:
         await f.stop()
 
 
-def budget_settings(broker: Any, fake: FakeSyncro) -> Settings:
+def budget_settings(broker: Any, fake: FakeSyncro | SyncroProcess) -> Settings:
     return make_settings(broker, syncro_api_url=fake.api_url(), syncro_rate_limit=LIMIT,
                          syncro_rate_window_s=WINDOW, provider_timeout_s=5.0)
 
@@ -91,8 +91,7 @@ async def test_two_processes_share_one_budget_across_a_restart(broker: Any) -> N
     # pause here would stamp the requests queued meanwhile as one burst.
     account = Account("budget" + uuid.uuid4().hex[:6], "tok")
     fake = await SyncroProcess(account.subdomain, account.token).start()
-    settings = make_settings(broker, syncro_api_url=fake.api_url(), syncro_rate_limit=LIMIT,
-                             syncro_rate_window_s=WINDOW, provider_timeout_s=5.0)
+    settings = budget_settings(broker, fake)
     here = Runtime(settings)
     try:
         await here.start()
