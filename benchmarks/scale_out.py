@@ -126,6 +126,16 @@ async def open_loop(setup: DeliverySetup, planner: Planner, args: argparse.Names
         await producer.stop()
 
 
+def slowest(records: list[list[Any]]) -> float:
+    """The longest any record waited from its due time to its first arrival (s): after
+    a leave, how long the survivor took to take over the departed one's lanes."""
+    first: dict[str, float] = {}
+    for arrival_ns, _, wid, _, _, due_us in sorted(records, key=lambda r: r[0]):
+        if due_us is not None and wid not in first:
+            first[wid] = arrival_ns / 1e9 - due_us / 1e6
+    return max(first.values(), default=0.0)
+
+
 def join_leave(setup: DeliverySetup, planner: Planner, args: argparse.Namespace
                ) -> dict[str, Any]:
     setup.receiver.reset()
@@ -155,6 +165,7 @@ def join_leave(setup: DeliverySetup, planner: Planner, args: argparse.Namespace
         records = setup.receiver.records()
         got = {r[2] for r in records}
         result = {"written": len(wanted), "lost": len(wanted - got), **lane_order(records),
+                  "slowest_s": slowest(records),
                   "events": sent["events"], "producer_late_s": sent["producer_late_s"],
                   "first_cpu_s": cpu_seconds(first.pid) - cpu0}
         if second is not None:
@@ -235,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         jl = out["join_leave"]
         print(f"join/leave at {args.rate:g}/s for {args.duration:g} s: written {jl['written']}, "
               f"lost {jl['lost']}, reordered {jl['reordered']}, duplicates "
-              f"{jl['duplicates']}; " + "; ".join(f"{t:.1f} s {what}"
-                                                 for t, what in jl["events"]))
+              f"{jl['duplicates']}, slowest {jl['slowest_s']:.1f} s; "
+              + "; ".join(f"{t:.1f} s {what}" for t, what in jl["events"]))
         if jl["producer_late_s"] > 0.5:
             print(f"  the producer finished {jl['producer_late_s']:.1f} s late")
         bad |= bool(jl["lost"] or jl["reordered"])
