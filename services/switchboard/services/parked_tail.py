@@ -33,7 +33,6 @@ log = logging.getLogger("switchboard.services.deliverer")
 OFFSETS_RETRY_S = (0.2, 0.5, 1.0, 2.0)
 
 
-
 class ParkedTail:
     """Folds parked records for one deliverer and says when a partition caught up.
 
